@@ -1,0 +1,270 @@
+//! Rules + config → the engine form: conditions with interned field slots,
+//! one phrase automaton, templates parsed once, rules indexed by source.
+//! Reference checks that need the config (sources, channels, `for:` on
+//! event sources) are reported here, at the rule's `file:line:col`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::condition::{Expr, NumOp, TextCond};
+use super::text::{PhraseRef, PhraseSetBuilder};
+use super::{Compiled, Rule};
+use crate::config::Config;
+use crate::diag::{Diagnostic, Diags, Problems, closest};
+use crate::record::parse_number;
+use crate::rules::{CmpOp, Cond, Items, RuleSet};
+
+#[derive(Default)]
+struct Interner {
+    slots: Vec<String>,
+    ids: HashMap<String, usize>,
+    tslots: Vec<usize>,
+    tids: HashMap<usize, usize>,
+}
+
+impl Interner {
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        self.slots.push(name.to_string());
+        self.ids.insert(name.to_string(), self.slots.len() - 1);
+        self.slots.len() - 1
+    }
+
+    fn tslot(&mut self, name: &str) -> usize {
+        let s = self.slot(name);
+        if let Some(&t) = self.tids.get(&s) {
+            return t;
+        }
+        self.tslots.push(s);
+        self.tids.insert(s, self.tslots.len() - 1);
+        self.tslots.len() - 1
+    }
+}
+
+pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    let mut interner = Interner::default();
+    let mut phrases = PhraseSetBuilder::default();
+    let mut env = crate::channel::template::environment();
+    let mut rules = Vec::new();
+    let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut source_slots: HashMap<String, HashSet<usize>> = HashMap::new();
+
+    for def in &set.rules {
+        let mut d = Diags::new(&set.files[def.file]);
+        let mut all_events = true;
+        for (name, pos) in &def.sources {
+            match config.source(name) {
+                Some(s) => all_events &= s.is_event_source(),
+                None => {
+                    let hint = closest(name, config.sources.iter().map(|s| s.name.as_str()))
+                        .map(|c| format!("did you mean `{c}`?"))
+                        .unwrap_or_else(|| format!("the config defines: {}", names(config.sources.iter().map(|s| s.name.as_str()))));
+                    d.error(*pos, format!("unknown source `{name}`"), Some(hint));
+                }
+            }
+        }
+        for (name, pos) in &def.notify {
+            if config.channel(name).is_none() {
+                let hint = closest(name, config.channels.iter().map(|c| c.name.as_str()))
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("the config defines: {}", names(config.channels.iter().map(|c| c.name.as_str()))));
+                d.error(*pos, format!("unknown channel `{name}`"), Some(hint));
+            }
+        }
+        if let Some(pos) = def.for_pos {
+            if !def.for_.is_zero() && all_events && def.key.is_none() && !def.sources.is_empty() {
+                d.error(pos, "`for:` needs a state that lasts, but this rule's sources only produce one-off events (log lines or feed items)", Some("remove `for:`, give the rule a `key:` so events of one key share a state, or use a `table` source".into()));
+            }
+        }
+        let expr = def.when.as_ref().map(|c| lower(c, set, &mut interner, &mut phrases));
+        let mut tmpl = |what: &str, t: &Option<(String, crate::diag::Pos)>, d: &mut Diags| -> Option<String> {
+            let (text, pos) = t.as_ref()?;
+            let name = format!("{}#{what}", def.id);
+            match env.add_template_owned(name.clone(), text.clone()) {
+                Ok(()) => Some(name),
+                Err(e) => {
+                    d.error(*pos, format!("the `{what}` template does not parse: {}", crate::channel::template::describe(&e)), None);
+                    None
+                }
+            }
+        };
+        let summary = tmpl("summary", &def.summary, &mut d);
+        let body = tmpl("body", &def.body, &mut d);
+        let key = tmpl("key", &def.key, &mut d);
+        let mut shown = Vec::new();
+        if let Some(c) = &def.when {
+            shown_fields(c, &mut shown);
+        }
+        let idx = rules.len();
+        for (name, _) in &def.sources {
+            by_source.entry(name.clone()).or_default().push(idx);
+            if let Some(e) = &expr {
+                let slots = source_slots.entry(name.clone()).or_default();
+                collect_slots(e, &interner, slots);
+            }
+        }
+        rules.push(Rule {
+            id: Arc::from(def.id.as_str()),
+            title: def.title.clone(),
+            severity: def.severity,
+            labels: Arc::new(def.labels.clone()),
+            expr,
+            for_: chrono::Duration::from_std(def.for_).unwrap_or(chrono::Duration::MAX),
+            repeat: def.repeat.map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)),
+            resolve: def.resolve,
+            notify: def.notify.iter().map(|(n, _)| n.clone()).collect(),
+            summary,
+            body,
+            key,
+            condition: def.when.as_ref().map(|c| describe(c, set)).unwrap_or_else(|| "every record".into()),
+            shown_fields: shown,
+        });
+        out.append(&mut d.out);
+    }
+    if out.iter().any(Diagnostic::is_error) {
+        return Err(Problems(out));
+    }
+    let source_slots = source_slots
+        .into_iter()
+        .map(|(k, v)| {
+            let mut v: Vec<usize> = v.into_iter().collect();
+            v.sort_unstable();
+            (k, v)
+        })
+        .collect();
+    Ok(Compiled {
+        rules,
+        by_source,
+        slot_names: interner.slots,
+        text_slots: interner.tslots,
+        source_slots,
+        phrases: phrases.build(),
+        env,
+        source_events: config.sources.iter().map(|s| (s.name.clone(), s.is_event_source())).collect(),
+    })
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = it.collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+fn collect_slots(e: &Expr, interner: &Interner, out: &mut HashSet<usize>) {
+    match e {
+        Expr::Num { slot, .. } | Expr::Eq { slot, .. } | Expr::In { slot, .. } | Expr::Exists { slot, .. } | Expr::Changed { slot, .. } | Expr::Delta { slot, .. } => {
+            out.insert(*slot);
+        }
+        Expr::Text(t) => out.extend(t.tslots.iter().map(|&t| interner.tslots[t])),
+        Expr::Regex { slots, .. } => out.extend(slots.iter().map(|&t| interner.tslots[t])),
+        Expr::All(v) | Expr::Any(v) => v.iter().for_each(|e| collect_slots(e, interner, out)),
+        Expr::Not(e) => collect_slots(e, interner, out),
+    }
+}
+
+fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) -> Expr {
+    match c {
+        Cond::Cmp { field, op, value } => {
+            let slot = it.slot(field);
+            let x = match value {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(s) => parse_number(s),
+                _ => None,
+            };
+            let num_op = match op {
+                CmpOp::Above => Some(NumOp::Above),
+                CmpOp::Below => Some(NumOp::Below),
+                CmpOp::AtLeast => Some(NumOp::AtLeast),
+                CmpOp::AtMost => Some(NumOp::AtMost),
+                _ => None,
+            };
+            match (num_op, x) {
+                (Some(op), Some(x)) => Expr::Num { slot, op, x },
+                _ => Expr::Eq {
+                    slot,
+                    num: x,
+                    text: crate::record::as_text(value).map(|t| t.trim().to_lowercase()).unwrap_or_default(),
+                    negate: *op == CmpOp::NotEquals,
+                },
+            }
+        }
+        Cond::In { field, items, negate } => {
+            let list = set.list(items);
+            let mut s = HashSet::new();
+            for i in &list {
+                s.insert(i.trim().to_string());
+                s.insert(i.trim().to_lowercase());
+            }
+            let nums = list.iter().filter_map(|i| i.trim().parse::<f64>().ok()).collect();
+            Expr::In { slot: it.slot(field), set: s, nums, negate: *negate }
+        }
+        Cond::Exists { field, want } => Expr::Exists { slot: it.slot(field), want: *want },
+        Cond::Text { fields, any, all, none } => {
+            let tslots = fields.iter().map(|f| it.tslot(f)).collect();
+            let mut refs = |items: &Option<Items>| -> Vec<PhraseRef> {
+                items.as_ref().map(|i| set.list(i).iter().filter(|p| !p.trim().is_empty()).map(|p| ph.add(p)).collect()).unwrap_or_default()
+            };
+            Expr::Text(TextCond { tslots, any: refs(any), all: refs(all), none: refs(none) })
+        }
+        Cond::Regex { fields, regex } => Expr::Regex { slots: fields.iter().map(|f| it.tslot(f)).collect(), re: regex.clone() },
+        Cond::Changed { field } => Expr::Changed { slot: it.slot(field), name: field.clone() },
+        Cond::Delta { field, up, amount, percent } => Expr::Delta { slot: it.slot(field), name: field.clone(), up: *up, amount: *amount, percent: *percent },
+        Cond::All(v) => Expr::All(v.iter().map(|c| lower(c, set, it, ph)).collect()),
+        Cond::Any(v) => Expr::Any(v.iter().map(|c| lower(c, set, it, ph)).collect()),
+        Cond::Not(c) => Expr::Not(Box::new(lower(c, set, it, ph))),
+    }
+}
+
+/// Fields whose values make the default summary say "the value and the
+/// threshold": those compared as numbers.
+fn shown_fields(c: &Cond, out: &mut Vec<String>) {
+    match c {
+        Cond::Cmp { field, op, .. } if !matches!(op, CmpOp::Equals | CmpOp::NotEquals) => {
+            if !out.contains(field) {
+                out.push(field.clone());
+            }
+        }
+        Cond::Delta { field, .. } | Cond::Changed { field } => {
+            if !out.contains(field) {
+                out.push(field.clone());
+            }
+        }
+        Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| shown_fields(c, out)),
+        _ => {}
+    }
+}
+
+/// The condition in words, for the default body: `rate_pct above 157`.
+pub fn describe(c: &Cond, set: &RuleSet) -> String {
+    let items = |i: &Items| match i {
+        Items::List { name, .. } => format!("${name}"),
+        Items::Inline(v) => format!("[{}]", v.join(", ")),
+    };
+    match c {
+        Cond::Cmp { field, op, value } => format!("{field} {} {}", op.key().replace('_', " "), crate::record::as_text(value).unwrap_or_default()),
+        Cond::In { field, items: i, negate } => format!("{field} {} {}", if *negate { "not in" } else { "in" }, items(i)),
+        Cond::Exists { field, want } => format!("{field} {}", if *want { "exists" } else { "is missing" }),
+        Cond::Text { fields, any, all, none } => {
+            let mut parts = Vec::new();
+            if let Some(i) = any {
+                parts.push(format!("any of {}", items(i)));
+            }
+            if let Some(i) = all {
+                parts.push(format!("all of {}", items(i)));
+            }
+            if let Some(i) = none {
+                parts.push(format!("none of {}", items(i)));
+            }
+            format!("{} mention {}", fields.join("/"), parts.join(", "))
+        }
+        Cond::Regex { fields, regex } => format!("{} match /{}/", fields.join("/"), regex.as_str()),
+        Cond::Changed { field } => format!("{field} changed"),
+        Cond::Delta { field, up, amount, percent } => format!("{field} {} by {amount}{}", if *up { "increased" } else { "decreased" }, if *percent { "%" } else { "" }),
+        Cond::All(v) => v.iter().map(|c| describe(c, set)).collect::<Vec<_>>().join(" and "),
+        Cond::Any(v) => format!("({})", v.iter().map(|c| describe(c, set)).collect::<Vec<_>>().join(" or ")),
+        Cond::Not(c) => format!("not ({})", describe(c, set)),
+    }
+}
+

@@ -1,0 +1,154 @@
+//! Compiled conditions and their evaluation against one record. Field names
+//! are interned to slots at compile time, so a record's fields are looked up
+//! once per record, not once per rule.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::text::PhraseRef;
+use crate::record::{Fields, as_number, as_text, is_present, lookup};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumOp {
+    Above,
+    Below,
+    AtLeast,
+    AtMost,
+}
+
+#[derive(Debug)]
+pub enum Expr {
+    Num { slot: usize, op: NumOp, x: f64 },
+    Eq { slot: usize, num: Option<f64>, text: String, negate: bool },
+    In { slot: usize, set: HashSet<String>, nums: Vec<f64>, negate: bool },
+    Exists { slot: usize, want: bool },
+    Text(TextCond),
+    Regex { slots: Vec<usize>, re: regex::Regex },
+    Changed { slot: usize, name: String },
+    Delta { slot: usize, name: String, up: bool, amount: f64, percent: bool },
+    All(Vec<Expr>),
+    Any(Vec<Expr>),
+    Not(Box<Expr>),
+}
+
+#[derive(Debug)]
+pub struct TextCond {
+    /// Indices into the engine's text slots (not field slots).
+    pub tslots: Vec<usize>,
+    pub any: Vec<PhraseRef>,
+    pub all: Vec<PhraseRef>,
+    pub none: Vec<PhraseRef>,
+}
+
+/// What evaluation needs beyond the expression: the record's field values by
+/// slot, its previous row, and the text matches of this record.
+pub struct EvalCtx<'a> {
+    pub vals: &'a [Option<&'a Value>],
+    pub prev: Option<&'a Fields>,
+    pub text: &'a mut dyn TextHits,
+    /// Counts comparisons of numbers against text that is not a number.
+    pub non_numeric: &'a mut u64,
+}
+
+pub trait TextHits {
+    /// Whether phrase `p` occurs in text slot `tslot` of the current record.
+    fn hit(&mut self, tslot: usize, p: PhraseRef) -> bool;
+    fn text(&self, slot: usize) -> Option<std::borrow::Cow<'_, str>>;
+}
+
+impl Expr {
+    pub fn eval(&self, cx: &mut EvalCtx) -> bool {
+        match self {
+            Expr::Num { slot, op, x } => {
+                let Some(v) = cx.vals[*slot] else { return false };
+                let Some(n) = as_number(v) else {
+                    if !v.is_null() {
+                        *cx.non_numeric += 1;
+                    }
+                    return false;
+                };
+                match op {
+                    NumOp::Above => n > *x,
+                    NumOp::Below => n < *x,
+                    NumOp::AtLeast => n >= *x,
+                    NumOp::AtMost => n <= *x,
+                }
+            }
+            Expr::Eq { slot, num, text, negate } => {
+                let Some(v) = cx.vals[*slot] else { return false };
+                eq_value(v, *num, text) != *negate
+            }
+            Expr::In { slot, set, nums, negate } => {
+                let Some(v) = cx.vals[*slot] else { return false };
+                let found = match v {
+                    Value::Array(items) => items.iter().any(|i| in_set(i, set, nums)),
+                    _ => in_set(v, set, nums),
+                };
+                found != *negate
+            }
+            Expr::Exists { slot, want } => is_present(cx.vals[*slot]) == *want,
+            Expr::Text(t) => {
+                let any_ok = t.any.is_empty() || t.any.iter().any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)));
+                any_ok
+                    && t.all.iter().all(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
+                    && !t.none.iter().any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
+            }
+            Expr::Regex { slots, re } => slots
+                .iter()
+                .any(|&s| cx.text.text(s).is_some_and(|t| re.is_match(&t))),
+            Expr::Changed { slot, name } => {
+                let Some(prev) = cx.prev else { return false };
+                let old = lookup(prev, name);
+                let new = cx.vals[*slot];
+                match (old, new) {
+                    (Some(a), Some(b)) => match (as_number(a), as_number(b)) {
+                        (Some(x), Some(y)) => x != y,
+                        _ => a != b,
+                    },
+                    (None, None) => false,
+                    _ => true,
+                }
+            }
+            Expr::Delta { slot, name, up, amount, percent } => {
+                let Some(prev) = cx.prev else { return false };
+                let (Some(old), Some(new)) = (lookup(prev, name).and_then(as_number), cx.vals[*slot].and_then(as_number)) else {
+                    return false;
+                };
+                let diff = if *up { new - old } else { old - new };
+                if *percent {
+                    old != 0.0 && diff / old.abs() * 100.0 >= *amount
+                } else {
+                    diff >= *amount
+                }
+            }
+            Expr::All(v) => v.iter().all(|e| e.eval(cx)),
+            Expr::Any(v) => v.iter().any(|e| e.eval(cx)),
+            Expr::Not(e) => !e.eval(cx),
+        }
+    }
+}
+
+fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
+    if let (Some(x), Some(n)) = (num, as_number(v)) {
+        return x == n;
+    }
+    as_text(v).is_some_and(|t| t.trim().eq_ignore_ascii_case(text) || (!t.is_ascii() && t.trim().to_lowercase() == text))
+}
+
+fn in_set(v: &Value, set: &HashSet<String>, nums: &[f64]) -> bool {
+    if !nums.is_empty() {
+        if let Some(n) = as_number(v) {
+            if nums.contains(&n) {
+                return true;
+            }
+        }
+    }
+    as_text(v).is_some_and(|t| {
+        let t = t.trim();
+        if set.contains(t) {
+            return true;
+        }
+        set.contains(&t.to_lowercase())
+    })
+}

@@ -1,0 +1,143 @@
+//! The record: what a source hands to the engine. A map of fields, the
+//! source's name, a key, an observed time and, for tables, the previous row.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+pub type Fields = Map<String, Value>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A table row that was added or changed; its state lasts until it changes.
+    Row,
+    /// A table row that disappeared: resolves that key's alerts.
+    Removed,
+    /// A log line or feed item: happens once.
+    Event,
+}
+
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub source: Arc<str>,
+    pub key: String,
+    pub fields: Fields,
+    pub prev: Option<Fields>,
+    pub observed: DateTime<Utc>,
+    pub kind: RecordKind,
+}
+
+/// Numbers as analysts write them: `157`, `"157%"`, `"1,250.5"`, `" 157 "`.
+pub fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim_end();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(v) = t.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    if t.contains(',') {
+        // Thousands separators only: every group after the first has 3 digits.
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let mut groups = int.split(',');
+        let first = groups.next()?;
+        let digits = first.trim_start_matches(['-', '+']);
+        if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if !groups.all(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit())) {
+            return None;
+        }
+        let joined: String = int.chars().filter(|&c| c != ',').collect();
+        let full = if frac.is_empty() {
+            joined
+        } else {
+            format!("{joined}.{frac}")
+        };
+        return full.parse::<f64>().ok().filter(|v| v.is_finite());
+    }
+    None
+}
+
+/// A field's value as a number, when it is one or is text that reads as one.
+pub fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => parse_number(s),
+        _ => None,
+    }
+}
+
+/// A field's value as text, for equality and membership.
+pub fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// Looks a field up by name; `a.b` reaches into nested objects when no
+/// field is literally named `a.b`.
+pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(name) {
+        return Some(v);
+    }
+    if !name.contains('.') {
+        return None;
+    }
+    let mut parts = name.split('.');
+    let mut cur = fields.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Value::Object(m) => m.get(p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Field present and not empty.
+pub fn is_present(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_text_parse() {
+        assert_eq!(parse_number("157%"), Some(157.0));
+        assert_eq!(parse_number("1,250.5"), Some(1250.5));
+        assert_eq!(parse_number(" 157 "), Some(157.0));
+        assert_eq!(parse_number("-3.5"), Some(-3.5));
+        assert_eq!(parse_number("12,345,678"), Some(12345678.0));
+        assert_eq!(parse_number("1,25"), None);
+        assert_eq!(parse_number("abc"), None);
+        assert_eq!(parse_number(""), None);
+        assert_eq!(parse_number("%"), None);
+        assert_eq!(parse_number("NaN"), None);
+        assert_eq!(parse_number("inf"), None);
+    }
+
+    #[test]
+    fn nested_lookup() {
+        let v: Value = serde_json::json!({"a": {"b": [1, {"c": 2}]}, "x.y": 3});
+        let m = v.as_object().unwrap();
+        assert_eq!(lookup(m, "a.b.1.c"), Some(&Value::from(2)));
+        assert_eq!(lookup(m, "x.y"), Some(&Value::from(3)));
+        assert_eq!(lookup(m, "a.z"), None);
+    }
+}

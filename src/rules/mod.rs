@@ -1,0 +1,276 @@
+//! Rule files (`rules/*.yaml`): model and loading with positions. Checks that
+//! need the daemon config (sources, channels) happen when rules are compiled
+//! into the engine form, see [`crate::engine::compile`].
+
+mod read;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::diag::{Diagnostic, Diags, Pos, Problems, Severity as DiagSeverity, SourceFile};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub files: Vec<SourceFile>,
+    pub lists: BTreeMap<String, ListDef>,
+    pub rules: Vec<RuleDef>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListDef {
+    pub items: Vec<String>,
+    pub file: usize,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug)]
+pub struct RuleDef {
+    /// Index into [`RuleSet::files`].
+    pub file: usize,
+    pub pos: Pos,
+    pub id: String,
+    pub id_pos: Pos,
+    pub title: String,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub sources: Vec<(String, Pos)>,
+    /// `where:` and `when:` together; `None` matches every record.
+    pub when: Option<Cond>,
+    pub for_: Duration,
+    pub for_pos: Option<Pos>,
+    pub repeat: Option<Duration>,
+    pub resolve: Option<bool>,
+    pub notify: Vec<(String, Pos)>,
+    pub summary: Option<(String, Pos)>,
+    pub body: Option<(String, Pos)>,
+    pub key: Option<(String, Pos)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Above,
+    Below,
+    AtLeast,
+    AtMost,
+    Equals,
+    NotEquals,
+}
+
+impl CmpOp {
+    pub fn key(self) -> &'static str {
+        match self {
+            CmpOp::Above => "above",
+            CmpOp::Below => "below",
+            CmpOp::AtLeast => "at_least",
+            CmpOp::AtMost => "at_most",
+            CmpOp::Equals => "equals",
+            CmpOp::NotEquals => "not_equals",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Items {
+    Inline(Vec<String>),
+    /// `$name`, resolved against `lists:`.
+    List { name: String, pos: Pos },
+}
+
+#[derive(Clone, Debug)]
+pub enum Cond {
+    Cmp {
+        field: String,
+        op: CmpOp,
+        value: serde_json::Value,
+    },
+    In {
+        field: String,
+        items: Items,
+        negate: bool,
+    },
+    Exists {
+        field: String,
+        want: bool,
+    },
+    Text {
+        fields: Vec<String>,
+        any: Option<Items>,
+        all: Option<Items>,
+        none: Option<Items>,
+    },
+    Regex {
+        fields: Vec<String>,
+        regex: regex::Regex,
+    },
+    Changed {
+        field: String,
+    },
+    Delta {
+        field: String,
+        up: bool,
+        amount: f64,
+        percent: bool,
+    },
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl RuleSet {
+    /// Loads a folder of `*.yaml`/`*.yml` files (sorted by name) or one file.
+    pub fn load(path: &Path) -> Result<RuleSet, Problems> {
+        let files = rule_files(path).map_err(|e| {
+            Problems(vec![Diagnostic {
+                file: path.to_path_buf(),
+                pos: Pos::default(),
+                severity: DiagSeverity::Error,
+                message: e,
+                hint: Some("set `rules:` in the config to a folder of *.yaml files or one file".into()),
+                line_text: None,
+            }])
+        })?;
+        let mut texts = Vec::new();
+        let mut diags = Vec::new();
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(t) => texts.push((f, t)),
+                Err(e) => diags.push(Diagnostic {
+                    file: f.clone(),
+                    pos: Pos::default(),
+                    severity: DiagSeverity::Error,
+                    message: format!("cannot read the rules file: {e}"),
+                    hint: None,
+                    line_text: None,
+                }),
+            }
+        }
+        let set = RuleSet::parse(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())));
+        match set {
+            Ok(s) if diags.is_empty() => Ok(s),
+            Ok(_) => Err(Problems(diags)),
+            Err(mut p) => {
+                diags.append(&mut p.0);
+                Err(Problems(diags))
+            }
+        }
+    }
+
+    /// Parses rule files given as (path, text); cross-file checks included
+    /// (duplicate ids, duplicate lists, unknown `$lists`).
+    pub fn parse<'a>(files: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<RuleSet, Problems> {
+        let mut set = RuleSet::default();
+        let mut out: Vec<Diagnostic> = Vec::new();
+        for (path, text) in files {
+            let idx = set.files.len();
+            set.files.push(SourceFile::new(path, text));
+            let src = set.files[idx].clone();
+            let mut d = Diags::new(&src);
+            match crate::yaml::parse(text) {
+                Ok(node) => read::file(idx, &node, &mut set, &mut d),
+                Err(e) => d.error(e.pos, e.message, None),
+            }
+            out.append(&mut d.out);
+        }
+        // Cross-file: rule ids are unique across all files.
+        let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
+        for r in &set.rules {
+            if let Some(first) = seen.get(r.id.as_str()) {
+                let mut d = Diags::new(&set.files[r.file]);
+                d.error(
+                    r.id_pos,
+                    format!("rule id `{}` is already used", r.id),
+                    Some(format!(
+                        "first defined at {}:{}:{}; rule ids must be unique, since alert state hangs on them",
+                        set.files[first.file].path.display(),
+                        first.id_pos.line,
+                        first.id_pos.col
+                    )),
+                );
+                out.append(&mut d.out);
+            } else {
+                seen.insert(&r.id, r);
+            }
+        }
+        // `$list` references resolve across files.
+        for r in &set.rules {
+            let mut d = Diags::new(&set.files[r.file]);
+            if let Some(c) = &r.when {
+                check_lists(c, &set.lists, &mut d);
+            }
+            out.append(&mut d.out);
+        }
+        if out.iter().any(Diagnostic::is_error) {
+            Err(Problems(out))
+        } else {
+            Ok(set)
+        }
+    }
+
+    pub fn list(&self, items: &Items) -> Vec<String> {
+        match items {
+            Items::Inline(v) => v.clone(),
+            Items::List { name, .. } => self.lists.get(name).map(|l| l.items.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+fn check_lists(c: &Cond, lists: &BTreeMap<String, ListDef>, d: &mut Diags) {
+    let mut check = |items: &Items| {
+        if let Items::List { name, pos } = items {
+            if !lists.contains_key(name) {
+                let hint = crate::diag::closest(name, lists.keys().map(String::as_str))
+                    .map(|c| format!("did you mean `${c}`?"))
+                    .unwrap_or_else(|| format!("define it under `lists:` as `{name}: [..]`"));
+                d.error(*pos, format!("unknown list `${name}`"), Some(hint));
+            }
+        }
+    };
+    match c {
+        Cond::In { items, .. } => check(items),
+        Cond::Text { any, all, none, .. } => {
+            for i in [any, all, none].into_iter().flatten() {
+                check(i);
+            }
+        }
+        Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| check_lists(c, lists, d)),
+        Cond::Not(c) => check_lists(c, lists, d),
+        _ => {}
+    }
+}
+
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the rules path: {e}"))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot list the rules folder: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,431 @@
+//! YAML read into a tree of nodes that remember their `line:col`, so that the
+//! config and rules loaders can report every problem of a file in one pass
+//! (serde derive stops at the first). Parsing and duplicate-key refusal are
+//! serde-saphyr's; the tree walk and its messages are ours.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diags, Pos, did_you_mean};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub line: usize,
+    pub col: usize,
+    pub kind: Kind,
+}
+
+impl Node {
+    pub fn pos(&self) -> Pos {
+        let len = match &self.kind {
+            Kind::Str(s) if !s.contains('\n') => s.chars().count(),
+            Kind::Int(i) => i.to_string().len(),
+            Kind::Bool(b) => b.to_string().len(),
+            _ => 1,
+        };
+        Pos::new(self.line, self.col, len)
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Null => "nothing",
+            Kind::Bool(_) => "a boolean",
+            Kind::Int(_) | Kind::Float(_) => "a number",
+            Kind::Str(_) => "text",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Scalars as text: `8505` and `"8505"` both give "8505".
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Str(s) => Some(s.clone()),
+            Kind::Int(i) => Some(i.to_string()),
+            Kind::Float(f) => Some(f.to_string()),
+            Kind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.kind, Kind::Null)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Int(i) => Value::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Seq(v) => Value::Array(v.iter().map(Node::to_json).collect()),
+            Kind::Map(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: Spanned<RawKind> = Spanned::deserialize(d)?;
+        Ok(Node {
+            line: s.referenced.line() as usize,
+            col: s.referenced.column() as usize,
+            kind: s.value.0,
+        })
+    }
+}
+
+struct RawKind(Kind);
+
+impl<'de> Deserialize<'de> for RawKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = RawKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Null))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawKind, D::Error> {
+        RawKind::deserialize(d)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Int(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawKind, E> {
+        Ok(RawKind(match i64::try_from(v) {
+            Ok(i) => Kind::Int(i),
+            Err(_) => Kind::Float(v as f64),
+        }))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Float(v as f64)))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Float(v as f64)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Float(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Str(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<RawKind, E> {
+        Ok(RawKind(Kind::Str(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawKind, A::Error> {
+        let mut v = Vec::new();
+        while let Some(n) = seq.next_element::<Node>()? {
+            v.push(n);
+        }
+        Ok(RawKind(Kind::Seq(v)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKind, A::Error> {
+        let mut v = Vec::new();
+        while let Some((k, val)) = map.next_entry::<Node, Node>()? {
+            v.push((k, val));
+        }
+        Ok(RawKind(Kind::Map(v)))
+    }
+}
+
+/// A YAML syntax error (or duplicate key) with its position.
+#[derive(Debug)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parse YAML text into a node tree. An empty document is `Null`.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    if text.trim().is_empty() {
+        return Ok(Node {
+            line: 1,
+            col: 1,
+            kind: Kind::Null,
+        });
+    }
+    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+        let (line, col) = e
+            .location()
+            .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+        let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+        let mut message = e.render_with_options(opts);
+        // The rendered text ends with its own "at line X column Y"; we print
+        // positions ourselves.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        SyntaxError {
+            pos: Pos::new(line.max(1), col.max(1), 1),
+            message,
+        }
+    })
+}
+
+/// Reads the keys of one mapping, remembering which were used so that the
+/// rest can be reported as unknown, with a did-you-mean.
+pub struct MapReader<'n> {
+    pub node: &'n Node,
+    entries: &'n [(Node, Node)],
+    used: Vec<bool>,
+    known: Vec<&'static str>,
+    what: &'static str,
+}
+
+impl<'n> MapReader<'n> {
+    /// `what` names the thing for messages ("rule", "source", "smtp").
+    pub fn new(node: &'n Node, what: &'static str, d: &mut Diags) -> Option<Self> {
+        match &node.kind {
+            Kind::Map(entries) => Some(MapReader {
+                node,
+                entries,
+                used: vec![false; entries.len()],
+                known: Vec::new(),
+                what,
+            }),
+            _ => {
+                d.error(
+                    node.pos(),
+                    format!("{what} must be a mapping of `key: value`, found {}", node.type_name()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    pub fn get(&mut self, key: &'static str) -> Option<&'n Node> {
+        self.known.push(key);
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if k.as_str() == Some(key) {
+                self.used[i] = true;
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The key node of `key`, for pointing at it.
+    pub fn key_node(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, _)| k)
+    }
+
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.key_node(key).is_some()
+    }
+
+    /// Mark keys as known without reading them (they belong to a variant
+    /// checked elsewhere).
+    pub fn allow(&mut self, keys: &[&'static str]) {
+        for key in keys {
+            self.get(key);
+        }
+    }
+
+    /// Reports every key not read, with the closest known key as a hint.
+    pub fn finish(self, d: &mut Diags) {
+        for (i, (k, _)) in self.entries.iter().enumerate() {
+            if self.used[i] {
+                continue;
+            }
+            let name = k.scalar_text().unwrap_or_default();
+            let hint = did_you_mean(&name, self.known.iter().copied()).or_else(|| {
+                Some(format!(
+                    "the keys of a {} are: {}",
+                    self.what,
+                    self.known.join(", ")
+                ))
+            });
+            d.error(k.pos(), format!("unknown key `{name}` in {}", self.what), hint);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_carry_positions() {
+        let n = parse("a: 1\nb:\n  - x\n  - \"8505\"\n").unwrap();
+        let Kind::Map(m) = &n.kind else { panic!() };
+        assert_eq!((m[0].0.line, m[0].0.col), (1, 1));
+        assert_eq!(m[0].1.kind, Kind::Int(1));
+        assert_eq!((m[0].1.line, m[0].1.col), (1, 4));
+        let Kind::Seq(s) = &m[1].1.kind else { panic!() };
+        assert_eq!((s[1].line, s[1].col), (4, 5));
+        assert_eq!(s[1].kind, Kind::Str("8505".into()));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.pos.line, 3, "{}", e.message);
+        assert!(e.message.to_lowercase().contains("duplicate"), "{}", e.message);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.pos.line >= 1, "{}", e.message);
+    }
+}
+
+/// Typed readers: each reports a wrong type at the node and returns `None`.
+pub mod read {
+    use std::time::Duration;
+
+    use super::{Kind, MapReader, Node};
+    use crate::diag::{Diags, Pos};
+
+    /// A required key; reports its absence at the mapping.
+    pub fn required<'n>(
+        m: &mut MapReader<'n>,
+        key: &'static str,
+        hint: &str,
+        d: &mut Diags,
+    ) -> Option<&'n Node> {
+        let v = m.get(key);
+        if v.is_none() {
+            let node = m.node;
+            d.error(
+                Pos::new(node.line, node.col, 1),
+                format!("missing key `{key}` in {}", m.what()),
+                Some(hint.to_string()),
+            );
+        }
+        v
+    }
+
+    /// Text; numbers and booleans are taken as their text.
+    pub fn string(n: &Node, what: &str, d: &mut Diags) -> Option<String> {
+        match &n.kind {
+            Kind::Str(_) | Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => n.scalar_text(),
+            _ => {
+                d.error(
+                    n.pos(),
+                    format!("{what} must be text, found {}", n.type_name()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// One text or a list of texts, each with its position.
+    pub fn strings(n: &Node, what: &str, d: &mut Diags) -> Vec<(String, Pos)> {
+        match &n.kind {
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|i| string(i, what, d).map(|s| (s, i.pos())))
+                .collect(),
+            _ => string(n, what, d).map(|s| vec![(s, n.pos())]).unwrap_or_default(),
+        }
+    }
+
+    pub fn boolean(n: &Node, what: &str, d: &mut Diags) -> Option<bool> {
+        match n.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                d.error(
+                    n.pos(),
+                    format!("{what} must be true or false, found {}", n.type_name()),
+                    Some("write `true` or `false`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn number(n: &Node, what: &str, d: &mut Diags) -> Option<f64> {
+        let parsed = match &n.kind {
+            Kind::Int(i) => Some(*i as f64),
+            Kind::Float(f) => Some(*f),
+            Kind::Str(s) => crate::record::parse_number(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            d.error(
+                n.pos(),
+                format!("{what} must be a number, found {}", describe(n)),
+                Some("write a number such as `157` or `12.5`".into()),
+            );
+        }
+        parsed
+    }
+
+    /// `10m`, `48h`, `1h 30m`, `0s`; a bare `0` is accepted too.
+    pub fn duration(n: &Node, what: &str, d: &mut Diags) -> Option<Duration> {
+        let text = match &n.kind {
+            Kind::Int(0) => return Some(Duration::ZERO),
+            Kind::Str(s) => s.trim().to_string(),
+            _ => String::new(),
+        };
+        match humantime::parse_duration(&text) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                d.error(
+                    n.pos(),
+                    format!("{what} is not a duration: {}", describe(n)),
+                    Some("write a number and a unit, such as `30s`, `10m`, `48h` or `7d`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn describe(n: &Node) -> String {
+        match n.scalar_text() {
+            Some(t) => format!("`{t}`"),
+            None => n.type_name().to_string(),
+        }
+    }
+}
