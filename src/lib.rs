@@ -1,8 +1,24 @@
+//! tocsin: an alerting daemon. Sources watch data files and turn them into
+//! records; the engine evaluates compiled rules per (rule, key) and emits
+//! notifications on state edges; channels deliver them.
+//!
+//! ```text
+//! source::file ──records──▶ engine (rules, per-key state) ──notifications──▶ channel::{email, webhook, file, log}
+//! ```
+//!
+//! - `config`, `rules`: file formats, loaded with positions (`yaml`, `diag`).
+//! - `engine`: pure and synchronous; `now` is passed in.
+//! - `daemon`: wiring and shutdown; `main.rs` owns signals and exit codes.
+
 pub mod channel;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod eval;
 pub mod record;
 pub mod rules;
 pub mod secret;
+pub mod source;
 pub mod yaml;

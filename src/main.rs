@@ -1,3 +1,119 @@
-fn main() {
-    println!("Hello, world!");
+//! The `tocsin` binary: argument parsing, logging, signals, exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use tocsin::cli::{Cli, Command};
+use tocsin::{config, daemon};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    match cli.command {
+        Command::Check => check(&config_path),
+        Command::Eval { rules, source, files } => {
+            let loaded = match daemon::load(&config_path, rules.as_deref()) {
+                Ok(l) => l,
+                Err(p) => {
+                    eprint!("{}", daemon::render(&p.0));
+                    return ExitCode::from(1);
+                }
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            match tocsin::eval::run(loaded, &source, &files, &mut out) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    // A closed pipe (`| head`) is not an error worth a message.
+                    if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run => run(&config_path),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match daemon::load(path, None) {
+        Ok(l) => {
+            println!(
+                "{}: ok: {} sources, {} channels, {} rules in {} files",
+                path.display(),
+                l.config.sources.len(),
+                l.config.channels.len(),
+                l.compiled.rules.len(),
+                l.rules.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(p) => {
+            print!("{}", daemon::render(&p.0));
+            let n = p.0.iter().filter(|d| d.is_error()).count();
+            println!("{n} problem{} found", if n == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Under systemd the journal stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        b.without_time().with_ansi(false).init();
+    } else {
+        b.init();
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    init_logging();
+    let loaded = match daemon::load(path, None) {
+        Ok(l) => l,
+        Err(p) => {
+            eprint!("{}", daemon::render(&p.0));
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_stop().await;
+            stop.cancel();
+        });
+        match daemon::run(loaded, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
 }

@@ -236,6 +236,13 @@ fn shown_fields(c: &Cond, out: &mut Vec<String>) {
     }
 }
 
+fn show_value(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => crate::record::as_text(v).unwrap_or_default().into_owned(),
+    }
+}
+
 /// The condition in words, for the default body: `rate_pct above 157`.
 pub fn describe(c: &Cond, set: &RuleSet) -> String {
     let items = |i: &Items| match i {
@@ -243,7 +250,7 @@ pub fn describe(c: &Cond, set: &RuleSet) -> String {
         Items::Inline(v) => format!("[{}]", v.join(", ")),
     };
     match c {
-        Cond::Cmp { field, op, value } => format!("{field} {} {}", op.key().replace('_', " "), crate::record::as_text(value).unwrap_or_default()),
+        Cond::Cmp { field, op, value } => format!("{field} {} {}", op.key().replace('_', " "), show_value(value)),
         Cond::In { field, items: i, negate } => format!("{field} {} {}", if *negate { "not in" } else { "in" }, items(i)),
         Cond::Exists { field, want } => format!("{field} {}", if *want { "exists" } else { "is missing" }),
         Cond::Text { fields, any, all, none } => {

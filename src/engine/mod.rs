@@ -109,7 +109,9 @@ pub struct Notification {
     pub fields: Fields,
     pub prev: Option<Fields>,
     pub link: Option<String>,
+    #[serde(with = "secs")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "secs")]
     pub at: DateTime<Utc>,
     /// Channels this notification goes to.
     #[serde(skip)]
@@ -612,4 +614,21 @@ fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) 
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Timestamps in payloads: RFC 3339, UTC, whole seconds.
+mod secs {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
 }

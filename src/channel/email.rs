@@ -1,0 +1,145 @@
+//! Email over SMTP with lettre: TLS unless the server is on loopback,
+//! credentials from env or file. Subject `[FIRING critical] summary`, a
+//! plain-text body with every payload field, and the notification id in
+//! the Message-ID.
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::DeliveryError;
+use crate::config::{EmailChannel, SmtpTls};
+use crate::engine::{AlertState, Notification};
+
+pub struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+impl Email {
+    pub fn build(cfg: &EmailChannel) -> Result<Email, String> {
+        super::webhook::install_crypto();
+        let s = &cfg.smtp;
+        let mut b = match s.tls {
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(|e| e.to_string())?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(|e| e.to_string())?,
+            SmtpTls::None => {
+                // Validation refuses this for other hosts; checked again
+                // here because a password must never cross a network in clear.
+                if !crate::config::is_loopback_host(&s.host) {
+                    return Err(format!("tls: none is allowed only for loopback hosts, not {}", s.host));
+                }
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+            }
+        };
+        b = b.port(s.port).timeout(Some(s.timeout));
+        if let Some(user) = &s.username {
+            let password = match &s.password {
+                Some(r) => r.resolve()?.expose().to_string(),
+                None => String::new(),
+            };
+            b = b.credentials(Credentials::new(user.clone(), password));
+        }
+        let from: Mailbox = cfg.from.parse().map_err(|e| format!("from: {e}"))?;
+        let to = cfg
+            .to
+            .iter()
+            .map(|t| t.parse::<Mailbox>().map_err(|e| format!("to {t}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Email { transport: b.build(), from, to })
+    }
+
+    pub fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(subject(n))
+            .message_id(Some(format!("<{}@tocsin>", n.id)))
+            .header(ContentType::TEXT_PLAIN);
+        for t in &self.to {
+            b = b.to(t.clone());
+        }
+        b.body(text_body(n)).map_err(|e| DeliveryError::fatal(format!("cannot build the message: {e}")))
+    }
+
+    pub async fn send(&self, n: &Notification) -> Result<String, DeliveryError> {
+        let msg = self.message(n)?;
+        match self.transport.send(msg).await {
+            Ok(resp) => Ok(format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "))),
+            Err(e) => {
+                let text = error_text(&e);
+                // 5xx is the server's final word; 4xx, network errors and
+                // timeouts may pass on a later try.
+                if e.is_permanent() { Err(DeliveryError::fatal(text)) } else { Err(DeliveryError::retry(text)) }
+            }
+        }
+    }
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `FIRING critical` or `RESOLVED`.
+pub fn prefix(n: &Notification) -> String {
+    match n.state {
+        AlertState::Firing => format!("FIRING {}", n.severity.as_str()),
+        AlertState::Resolved => "RESOLVED".to_string(),
+    }
+}
+
+/// One line: control characters (CR, LF among them) become spaces, so a
+/// summary can never start a new header.
+pub fn subject(n: &Notification) -> String {
+    let summary: String = n.summary.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let summary = summary.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("[{}] {summary}", prefix(n))
+}
+
+pub fn text_body(n: &Notification) -> String {
+    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut b = String::new();
+    b.push_str(&n.body);
+    if !n.body.ends_with('\n') {
+        b.push('\n');
+    }
+    b.push_str("\n-- \n");
+    let val = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut line = |k: &str, v: &str| {
+        b.push_str(k);
+        b.push_str(": ");
+        b.push_str(v);
+        b.push('\n');
+    };
+    line("id", &n.id);
+    line("rule", &n.rule);
+    line("title", &n.title);
+    line("severity", n.severity.as_str());
+    line("state", n.state.as_str());
+    line("key", &n.key);
+    line("summary", &n.summary);
+    line("source", &n.source);
+    line("labels", &serde_json::to_string(&n.labels).unwrap_or_default());
+    for (k, v) in &n.fields {
+        line(&format!("fields.{k}"), &val(v));
+    }
+    if let Some(p) = &n.prev {
+        for (k, v) in p {
+            line(&format!("prev.{k}"), &val(v));
+        }
+    }
+    line("link", n.link.as_deref().unwrap_or("-"));
+    line("started_at", &ts(n.started_at));
+    line("at", &ts(n.at));
+    b
+}

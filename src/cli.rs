@@ -1,0 +1,37 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "tocsin", version, about = "Alerting daemon: watches data files, evaluates rules, sends alerts")]
+pub struct Cli {
+    /// Config file [default: $TOCSIN_CONFIG, else /etc/tocsin/tocsin.yaml, else config/tocsin.yaml]
+    #[arg(short, long, global = true, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Run,
+    /// Validate the config and all rules; exit 0 when clean, 1 on problems.
+    Check,
+    /// Feed files through a source's parsing and the rules; print the
+    /// notifications that would be sent, as JSON lines. Sends and writes nothing.
+    Eval {
+        /// Rules file or folder [default: the config's `rules:`]
+        #[arg(long, value_name = "PATH")]
+        rules: Option<PathBuf>,
+        /// The source whose parsing and rules apply
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// Data files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}

@@ -1,0 +1,607 @@
+//! The `file` source: data files on disk, as a `table` (the file is the
+//! current state, one row per key) or a `log` (the file only grows; each new
+//! line or row is an event).
+//!
+//! [`FileTracker`] is the synchronous part: it reads a file and turns what
+//! changed into records. [`run`] watches the parent folders with notify, so
+//! in-place writes, `mv tmp file` and editor saves are all seen, and also
+//! polls file metadata as a safety net on filesystems without events.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::parse::{self, ParseError};
+use super::{Batch, SourceError};
+use crate::config::{FileSource, Format, Mode, SourceConfig};
+use crate::record::{Fields, Record, RecordKind};
+
+/// What we know of a file without reading it; a change means re-read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sig {
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+    ino: u64,
+    dev: u64,
+}
+
+fn sig(meta: &std::fs::Metadata) -> Sig {
+    use std::os::unix::fs::MetadataExt;
+    Sig {
+        len: meta.len(),
+        mtime: meta.modified().ok(),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+#[derive(Debug)]
+enum FileState {
+    Table {
+        rows: HashMap<String, Fields>,
+        sig: Option<Sig>,
+    },
+    Log {
+        sig: Option<Sig>,
+        offset: u64,
+        line: usize,
+        header: Option<Vec<String>>,
+        /// Rows already seen, for whole-document formats (json, yaml).
+        count: usize,
+    },
+}
+
+pub struct FileTracker {
+    source: Arc<str>,
+    cfg: FileSource,
+    constants: Fields,
+    files: HashMap<PathBuf, FileState>,
+    pattern: Option<glob::Pattern>,
+}
+
+const GLOB_OPTS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+impl FileTracker {
+    pub fn new(source: &SourceConfig, cfg: &FileSource) -> FileTracker {
+        let p = cfg.path.to_string_lossy();
+        let pattern = if p.contains(['*', '?', '[']) {
+            glob::Pattern::new(&p).ok()
+        } else {
+            None
+        };
+        FileTracker {
+            source: Arc::from(source.name.as_str()),
+            cfg: cfg.clone(),
+            constants: source.fields.clone(),
+            files: HashMap::new(),
+            pattern,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.source
+    }
+
+    /// Folders to watch: the parent of the path, or of the glob's fixed part.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dir = self.cfg.path.clone();
+        if self.pattern.is_some() {
+            while dir.to_string_lossy().contains(['*', '?', '[']) {
+                if !dir.pop() {
+                    break;
+                }
+            }
+            return vec![dir];
+        }
+        dir.pop();
+        vec![dir]
+    }
+
+    /// Whether a path seen in a folder event is one of ours. Temp and
+    /// backup files of editors never match: they are not our names.
+    pub fn matches(&self, path: &Path) -> bool {
+        if is_temp_name(path) {
+            return false;
+        }
+        match &self.pattern {
+            Some(p) => p.matches_path_with(path, GLOB_OPTS),
+            None => path == self.cfg.path,
+        }
+    }
+
+    /// The files that exist now.
+    pub fn current_files(&self) -> Vec<PathBuf> {
+        match &self.pattern {
+            Some(_) => {
+                let mut v: Vec<PathBuf> = glob::glob_with(&self.cfg.path.to_string_lossy(), GLOB_OPTS)
+                    .map(|it| it.filter_map(Result::ok).filter(|p| p.is_file() && !is_temp_name(p)).collect())
+                    .unwrap_or_default();
+                v.sort();
+                v
+            }
+            None => {
+                if self.cfg.path.is_file() {
+                    vec![self.cfg.path.clone()]
+                } else {
+                    vec![]
+                }
+            }
+        }
+    }
+
+    fn format_of(&self, path: &Path) -> Result<Format, SourceError> {
+        self.cfg.format.or_else(|| Format::from_path(path)).ok_or_else(|| SourceError {
+            source: self.source.to_string(),
+            file: Some(path.to_path_buf()),
+            line: 0,
+            message: "cannot tell the format from the extension; set `format:` on the source".into(),
+            retry: false,
+        })
+    }
+
+    fn error(&self, path: &Path, e: ParseError) -> SourceError {
+        SourceError {
+            source: self.source.to_string(),
+            file: Some(path.to_path_buf()),
+            line: e.line,
+            message: e.message,
+            retry: false,
+        }
+    }
+
+    /// First look at a file. Tables: every row is new. Logs: lines already
+    /// there are history, not news; reading starts at the end.
+    pub fn start(&mut self, path: &Path, now: DateTime<Utc>) -> (Vec<Record>, Vec<SourceError>) {
+        match self.cfg.mode {
+            Mode::Table => {
+                self.files.insert(path.to_path_buf(), FileState::Table { rows: HashMap::new(), sig: None });
+                match self.refresh(path, now) {
+                    Ok(r) => r,
+                    Err(e) => (vec![], vec![e]),
+                }
+            }
+            Mode::Log => {
+                let state = match self.log_baseline(path) {
+                    Ok(s) => s,
+                    Err(e) => return (vec![], vec![e]),
+                };
+                self.files.insert(path.to_path_buf(), state);
+                (vec![], vec![])
+            }
+        }
+    }
+
+    fn log_baseline(&self, path: &Path) -> Result<FileState, SourceError> {
+        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
+        let format = self.format_of(path)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        let meta = std::fs::metadata(path).map_err(io)?;
+        // Only whole lines count; a half-written last line is read later.
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let done = &bytes[..end];
+        let line = done.iter().filter(|&&b| b == b'\n').count();
+        let (header, count) = match format {
+            Format::Csv | Format::Tsv => (read_header(format, done), 0),
+            Format::Json | Format::Yaml => (None, parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0)),
+            Format::Jsonl => (None, 0),
+        };
+        Ok(FileState::Log {
+            sig: Some(sig(&meta)),
+            offset: end as u64,
+            line,
+            header,
+            count,
+        })
+    }
+
+    /// Forget a file that is gone.
+    pub fn forget(&mut self, path: &Path) {
+        self.files.remove(path);
+    }
+
+    pub fn is_known(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+
+    /// Whether the file's metadata differ from what was last read.
+    pub fn changed_on_disk(&self, path: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else { return false };
+        let now = Some(sig(&meta));
+        match self.files.get(path) {
+            Some(FileState::Table { sig, .. }) | Some(FileState::Log { sig, .. }) => *sig != now,
+            None => true,
+        }
+    }
+
+    /// Re-reads a file and returns the records its change implies, plus
+    /// errors for bad lines of a log (the good lines still count). A table
+    /// that does not parse is refused whole and its previous rows stand.
+    pub fn refresh(&mut self, path: &Path, now: DateTime<Utc>) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+        if !self.files.contains_key(path) {
+            return Ok(self.start(path, now));
+        }
+        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
+        let format = self.format_of(path)?;
+        let before = std::fs::metadata(path).map_err(io)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        let after = std::fs::metadata(path).map_err(io)?;
+        if sig(&before) != sig(&after) || bytes.len() as u64 != after.len() {
+            return Err(SourceError {
+                source: self.source.to_string(),
+                file: Some(path.to_path_buf()),
+                line: 0,
+                message: "the file changed while being read; reading it again".into(),
+                retry: false,
+            }
+            .retry());
+        }
+        let new_sig = Some(sig(&after));
+        let source = self.source.clone();
+        let key = self.cfg.key.clone();
+        let constants = self.constants.clone();
+        let mk = |fields: Fields, key: String, prev: Option<Fields>, kind: RecordKind| Record {
+            source: source.clone(),
+            key,
+            fields: with_constants(fields, &constants),
+            prev,
+            observed: now,
+            kind,
+        };
+        match self.files.get_mut(path) {
+            Some(FileState::Table { rows, sig }) => {
+                let parsed = parse::rows(format, &bytes).map_err(|e| SourceError {
+                    source: source.to_string(),
+                    file: Some(path.to_path_buf()),
+                    line: e.line,
+                    message: e.message,
+                    retry: false,
+                })?;
+                let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
+                let mut order = Vec::with_capacity(parsed.len());
+                for (line, fields) in parsed {
+                    let k = parse::row_key(&fields, &key).map_err(|m| SourceError {
+                        source: source.to_string(),
+                        file: Some(path.to_path_buf()),
+                        line,
+                        message: m,
+                        retry: false,
+                    })?;
+                    if next.insert(k.clone(), fields).is_none() {
+                        order.push(k);
+                    }
+                }
+                let mut out = Vec::new();
+                for k in &order {
+                    let new = &next[k];
+                    match rows.get(k) {
+                        Some(old) if old == new => {}
+                        old => out.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
+                    }
+                }
+                let mut removed: Vec<(&String, &Fields)> = rows.iter().filter(|(k, _)| !next.contains_key(*k)).collect();
+                removed.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, old) in removed {
+                    out.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
+                }
+                *rows = next;
+                *sig = new_sig;
+                Ok((out, vec![]))
+            }
+            Some(FileState::Log { sig, offset, line, header, count }) => {
+                let replaced = sig.is_some_and(|s| new_sig.is_some_and(|n| n.ino != s.ino || n.dev != s.dev));
+                if replaced || (bytes.len() as u64) < *offset {
+                    // Truncated or replaced: start again from the beginning.
+                    *offset = 0;
+                    *line = 0;
+                    *header = None;
+                    *count = 0;
+                }
+                *sig = new_sig;
+                let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let mut records = Vec::new();
+                let mut errors = Vec::new();
+                match format {
+                    Format::Json | Format::Yaml => {
+                        let parsed = parse::rows(format, &bytes).map_err(|e| SourceError {
+                            source: source.to_string(),
+                            file: Some(path.to_path_buf()),
+                            line: e.line,
+                            message: e.message,
+                            retry: false,
+                        })?;
+                        if parsed.len() < *count {
+                            *count = 0;
+                        }
+                        for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
+                            records.push(mk(fields, format!("{file_name}:{}", i + 1), None, RecordKind::Event));
+                        }
+                        *count = records.len() + *count;
+                    }
+                    _ => {
+                        let start = *offset as usize;
+                        let chunk = &bytes[start..];
+                        let Some(end) = chunk.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
+                            return Ok((vec![], vec![]));
+                        };
+                        let chunk = &chunk[..end];
+                        let mut first_line = *line + 1;
+                        let text = match parse::text(chunk) {
+                            Ok(t) => std::borrow::Cow::Borrowed(t),
+                            Err(e) => {
+                                errors.push(SourceError {
+                                    source: source.to_string(),
+                                    file: Some(path.to_path_buf()),
+                                    line: *line + e.line,
+                                    message: e.message,
+                                    retry: false,
+                                });
+                                String::from_utf8_lossy(chunk)
+                            }
+                        };
+                        let mut body: &str = &text;
+                        if matches!(format, Format::Csv | Format::Tsv) && header.is_none() {
+                            let (h, rest) = body.split_once('\n').unwrap_or((body, ""));
+                            *header = read_header(format, format!("{h}\n").as_bytes());
+                            body = rest;
+                            first_line += 1;
+                        }
+                        match format {
+                            Format::Jsonl => {
+                                for (i, l) in body.lines().enumerate() {
+                                    if l.trim().is_empty() {
+                                        continue;
+                                    }
+                                    match parse::json_line(l, first_line + i) {
+                                        Ok(f) => records.push(mk(f, format!("{file_name}:{}", first_line + i), None, RecordKind::Event)),
+                                        Err(e) => errors.push(self_err(&source, path, e)),
+                                    }
+                                }
+                            }
+                            _ => {
+                                // One line at a time, so a bad line costs only itself.
+                                let h = header.clone().unwrap_or_default();
+                                for (i, l) in body.lines().enumerate() {
+                                    if l.trim().is_empty() {
+                                        continue;
+                                    }
+                                    match parse::delimited(format, &format!("{l}\n"), Some(&h), first_line + i) {
+                                        Ok(rows) => {
+                                            for (n, f) in rows {
+                                                records.push(mk(f, format!("{file_name}:{n}"), None, RecordKind::Event));
+                                            }
+                                        }
+                                        Err(e) => errors.push(self_err(&source, path, e)),
+                                    }
+                                }
+                            }
+                        }
+                        *offset = (start + end) as u64;
+                        *line += chunk.iter().filter(|&&b| b == b'\n').count();
+                    }
+                }
+                Ok((records, errors))
+            }
+            None => Ok((vec![], vec![])),
+        }
+    }
+
+    /// Every record of a file, all new, in document order (`tocsin eval`).
+    pub fn read_all(&self, path: &Path, now: DateTime<Utc>) -> Result<Vec<Record>, SourceError> {
+        let format = self.format_of(path)?;
+        let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
+        let rows = parse::rows(format, &bytes).map_err(|e| self.error(path, e))?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (line, fields)) in rows.into_iter().enumerate() {
+            let (key, kind) = match self.cfg.mode {
+                Mode::Table => (
+                    parse::row_key(&fields, &self.cfg.key).map_err(|m| self.error(path, ParseError { line, message: m }))?,
+                    RecordKind::Row,
+                ),
+                Mode::Log => (format!("{file_name}:{}", if line > 0 { line } else { i + 1 }), RecordKind::Event),
+            };
+            out.push(Record {
+                source: self.source.clone(),
+                key,
+                fields: with_constants(fields, &self.constants),
+                prev: None,
+                observed: now,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn self_err(source: &str, path: &Path, e: ParseError) -> SourceError {
+    SourceError {
+        source: source.to_string(),
+        file: Some(path.to_path_buf()),
+        line: e.line,
+        message: e.message,
+        retry: false,
+    }
+}
+
+fn read_header(format: Format, bytes: &[u8]) -> Option<Vec<String>> {
+    let first = bytes.split(|&b| b == b'\n').next()?;
+    let t = parse::text(first).ok()?;
+    if t.trim().is_empty() {
+        return None;
+    }
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(if format == Format::Tsv { b'\t' } else { b',' })
+        .has_headers(false)
+        .from_reader(t.as_bytes());
+    let rec = r.records().next()?.ok()?;
+    Some(rec.iter().map(|s| s.trim().to_string()).collect())
+}
+
+fn with_constants(mut fields: Fields, constants: &Fields) -> Fields {
+    for (k, v) in constants {
+        if !fields.contains_key(k) {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    fields
+}
+
+/// Names editors and tools use for temporary and backup files.
+pub fn is_temp_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return true;
+    };
+    name.starts_with('.')
+        || name.starts_with('#')
+        || name.ends_with('~')
+        || name == "4913"
+        || [".swp", ".swx", ".swo", ".tmp", ".bak", ".part", ".orig", ".new"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// Quiet time after the last event before a file is read: editors and
+/// `cp` write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Metadata poll, for filesystems that send no events.
+const POLL: Duration = Duration::from_secs(5);
+
+/// Watches and reads one file source until `shutdown`.
+pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: CancellationToken) {
+    let (ntx, mut nrx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+    let watcher = notify::recommended_watcher(move |res| {
+        let _ = ntx.send(res);
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(source = tracker.name(), error = %e, "cannot watch files; falling back to polling every {}s", POLL.as_secs());
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut() {
+        use notify::Watcher;
+        for dir in tracker.watch_dirs() {
+            if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                tracing::error!(source = tracker.name(), dir = %dir.display(), error = %e, "cannot watch folder; polling it every {}s", POLL.as_secs());
+            }
+        }
+    }
+
+    let now = Utc::now();
+    let mut first = Vec::new();
+    for path in tracker.current_files() {
+        let (records, errors) = tracker.start(&path, now);
+        report(&errors);
+        first.extend(records);
+    }
+    if tracker.current_files().is_empty() {
+        tracing::warn!(source = tracker.name(), "no file matches yet; waiting for one to appear");
+    }
+    if !send(&tx, &tracker, first).await {
+        return;
+    }
+
+    let mut dirty: HashSet<PathBuf> = HashSet::new();
+    let mut poll = tokio::time::interval(POLL);
+    poll.tick().await;
+    loop {
+        let debounce = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(debounce);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = nrx.recv() => {
+                match ev {
+                    Some(Ok(ev)) => {
+                        for p in ev.paths {
+                            if tracker.matches(&p) {
+                                dirty.insert(p);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(source = tracker.name(), error = %e, "file watch error"),
+                    None => {}
+                }
+                // Gather the burst of events an edit makes before reading.
+                loop {
+                    tokio::select! {
+                        _ = &mut debounce => break,
+                        more = nrx.recv() => {
+                            if let Some(Ok(ev)) = more {
+                                for p in ev.paths {
+                                    if tracker.matches(&p) {
+                                        dirty.insert(p);
+                                    }
+                                }
+                            }
+                            debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
+                        }
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                for p in tracker.current_files() {
+                    if tracker.changed_on_disk(&p) {
+                        dirty.insert(p);
+                    }
+                }
+            }
+        }
+        if dirty.is_empty() {
+            continue;
+        }
+        let mut paths: Vec<PathBuf> = dirty.drain().collect();
+        paths.sort();
+        let now = Utc::now();
+        let mut batch = Vec::new();
+        for p in paths {
+            if !p.exists() {
+                // Gone (or mid-rename). Its rows stand until it returns: a
+                // file briefly missing during an editor save resolves nothing.
+                continue;
+            }
+            match tracker.refresh(&p, now) {
+                Ok((records, errors)) => {
+                    report(&errors);
+                    batch.extend(records);
+                }
+                Err(e) if e.retry => {
+                    tracing::debug!(source = tracker.name(), file = %p.display(), "{}", e.message);
+                    dirty.insert(p);
+                }
+                Err(e) => report(&[e]),
+            }
+        }
+        if !send(&tx, &tracker, batch).await {
+            return;
+        }
+    }
+    drop(watcher);
+}
+
+async fn send(tx: &mpsc::Sender<Batch>, tracker: &FileTracker, records: Vec<Record>) -> bool {
+    if records.is_empty() {
+        return true;
+    }
+    tx.send(Batch {
+        source: tracker.name().to_string(),
+        records,
+    })
+    .await
+    .is_ok()
+}
+
+fn report(errors: &[SourceError]) {
+    for e in errors {
+        tracing::error!(source = %e.source, "{e}");
+    }
+}

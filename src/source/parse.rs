@@ -1,0 +1,220 @@
+//! Data file formats → rows of fields. Pure functions over bytes, shared by
+//! the watching file source and `tocsin eval`. Errors carry the line.
+
+use serde_json::Value;
+
+use crate::config::Format;
+use crate::record::Fields;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+fn err(line: usize, message: impl Into<String>) -> ParseError {
+    ParseError { line, message: message.into() }
+}
+
+/// Checks UTF-8 and drops a byte-order mark.
+pub fn text(bytes: &[u8]) -> Result<&str, ParseError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        err(line, format!("not valid UTF-8 (byte {at}); save the file as UTF-8"))
+    })
+}
+
+/// A whole document as rows.
+pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseError> {
+    let t = text(bytes)?;
+    match format {
+        Format::Csv | Format::Tsv => delimited(format, t, None, 1),
+        Format::Jsonl => t
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| json_line(l, i + 1).map(|f| (i + 1, f)))
+            .collect(),
+        Format::Json => {
+            let v: Value = serde_json::from_str(t).map_err(|e| err(e.line(), format!("invalid JSON: {e}")))?;
+            array_rows(v)
+        }
+        Format::Yaml => {
+            let v: Value = serde_saphyr::from_str(t).map_err(|e| {
+                let line = e.location().map_or(0, |l| l.line() as usize);
+                let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+                err(line, format!("invalid YAML: {}", e.render_with_options(opts)))
+            })?;
+            array_rows(v)
+        }
+    }
+}
+
+pub fn json_line(line: &str, n: usize) -> Result<Fields, ParseError> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(err(n, format!("expected a JSON object per line, found {}", kind(&other)))),
+        Err(e) => Err(err(n, format!("invalid JSON: {e}"))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An array of objects, or an object holding one (the first array found).
+fn array_rows(v: Value) -> Result<Vec<(usize, Fields)>, ParseError> {
+    let arr = match v {
+        Value::Array(a) => a,
+        Value::Object(m) => match m.into_iter().find_map(|(_, v)| match v {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }) {
+            Some(a) => a,
+            None => return Err(err(0, "expected an array of objects, or an object holding one; found an object with no array")),
+        },
+        Value::Null => Vec::new(),
+        other => return Err(err(0, format!("expected an array of objects, found {}", kind(&other)))),
+    };
+    arr.into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Object(m) => Ok((0, m)),
+            other => Err(err(0, format!("item {} of the array is {}, not an object", i + 1, kind(&other)))),
+        })
+        .collect()
+}
+
+/// CSV/TSV text. With `header` given, `t` holds data lines only and
+/// `first_line` is the file line number of its first line.
+pub fn delimited(format: Format, t: &str, header: Option<&[String]>, first_line: usize) -> Result<Vec<(usize, Fields)>, ParseError> {
+    let mut rb = csv::ReaderBuilder::new();
+    rb.delimiter(if format == Format::Tsv { b'\t' } else { b',' })
+        .has_headers(header.is_none())
+        .flexible(false);
+    let mut r = rb.from_reader(t.as_bytes());
+    let names: Vec<String> = match header {
+        Some(h) => h.to_vec(),
+        None => {
+            let h = r.headers().map_err(|e| csv_err(&e, 1))?;
+            h.iter().map(|s| s.trim().to_string()).collect()
+        }
+    };
+    if names.is_empty() || names.iter().any(String::is_empty) {
+        if t.trim().is_empty() && header.is_none() {
+            return Ok(Vec::new());
+        }
+        return Err(err(first_line, "the header line has an empty column name"));
+    }
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| csv_err(&e, first_line))?;
+        let line = rec.position().map_or(0, |p| p.line() as usize + first_line - 1);
+        if rec.len() == 1 && rec.get(0).is_some_and(|f| f.trim().is_empty()) {
+            continue;
+        }
+        if rec.len() != names.len() {
+            return Err(err(line, format!("{} fields, but the header has {}", rec.len(), names.len())));
+        }
+        let fields: Fields = names
+            .iter()
+            .zip(rec.iter())
+            .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+            .collect();
+        out.push((line, fields));
+    }
+    Ok(out)
+}
+
+fn csv_err(e: &csv::Error, first_line: usize) -> ParseError {
+    let line = e.position().map_or(0, |p| p.line() as usize + first_line - 1);
+    let msg = match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("{len} fields, but the header has {expected_len}"),
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".to_string(),
+        _ => e.to_string(),
+    };
+    err(line, msg)
+}
+
+/// The key of a row: its key fields' values joined by `|`.
+pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
+    let mut k = String::new();
+    for (i, name) in key.iter().enumerate() {
+        let v = crate::record::lookup(fields, name).ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
+        if i > 0 {
+            k.push('|');
+        }
+        match v {
+            Value::String(s) => k.push_str(s.trim()),
+            other => k.push_str(&other.to_string()),
+        }
+    }
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_and_errors() {
+        let r = rows(Format::Csv, b"partner,product,rate_pct\nCN,8505,160\nJP,8505,\"1,250.5\"\n").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].0, 3);
+        assert_eq!(r[1].1["rate_pct"], "1,250.5");
+        let e = rows(Format::Csv, b"a,b\n1,2\n3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("1 fields"), "{e}");
+    }
+
+    #[test]
+    fn json_shapes() {
+        assert_eq!(rows(Format::Json, br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
+        assert_eq!(rows(Format::Json, br#"{"meta":1,"data":[{"a":1}]}"#).unwrap().len(), 1);
+        let e = rows(Format::Json, b"[{\"a\":1},\n{\"a\":").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = rows(Format::Jsonl, b"{\"a\":1}\n\n[1]\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("object"));
+    }
+
+    #[test]
+    fn yaml_rows() {
+        let r = rows(Format::Yaml, b"- {partner: CN, rate_pct: 160}\n- {partner: JP, rate_pct: 10}\n").unwrap();
+        assert_eq!(r[0].1["rate_pct"], 160);
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let e = rows(Format::Csv, b"a,b\n1,2\n\xff,3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("UTF-8"));
+    }
+
+    #[test]
+    fn keys() {
+        let f: Fields = serde_json::from_str(r#"{"partner":"CN","product":8505}"#).unwrap();
+        assert_eq!(row_key(&f, &["partner".into(), "product".into()]).unwrap(), "CN|8505");
+        assert!(row_key(&f, &["x".into()]).is_err());
+    }
+}
