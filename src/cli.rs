@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "tocsin", version, about = "Alerting daemon: watches data files, evaluates rules, sends alerts")]
+#[command(
+    name = "tocsin",
+    version,
+    about = "Alerting daemon: watches data files, evaluates rules, sends alerts"
+)]
 pub struct Cli {
     /// Config file [default: $TOCSIN_CONFIG, else /etc/tocsin/tocsin.yaml, else config/tocsin.yaml]
     #[arg(short, long, global = true, value_name = "CONFIG")]

@@ -32,7 +32,11 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
     let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();
     let rules = RuleSet::load(&rules_path)?;
     let compiled = crate::engine::compile(&config, &rules)?;
-    Ok(Loaded { config, rules, compiled })
+    Ok(Loaded {
+        config,
+        rules,
+        compiled,
+    })
 }
 
 /// How long queued notifications may take to go out once a stop is asked.
@@ -40,7 +44,9 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Loaded { config, compiled, .. } = loaded;
+    let Loaded {
+        config, compiled, ..
+    } = loaded;
 
     // Channels first: a channel that cannot be built (a missing secret) is
     // a startup error that names it.
@@ -95,15 +101,24 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     source_stop.cancel();
     while sources.join_next().await.is_some() {}
     drop(senders);
-    let drained = tokio::time::timeout(GRACE, async { while deliveries.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(GRACE, async {
+        while deliveries.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!("stopping with notifications still queued after {}s", GRACE.as_secs());
+        tracing::warn!(
+            "stopping with notifications still queued after {}s",
+            GRACE.as_secs()
+        );
     }
     tracing::info!("tocsin stopped");
     Ok(())
 }
 
-async fn route(out: &mut Vec<Notification>, senders: &HashMap<String, mpsc::Sender<Arc<Notification>>>) {
+async fn route(
+    out: &mut Vec<Notification>,
+    senders: &HashMap<String, mpsc::Sender<Arc<Notification>>>,
+) {
     for n in out.drain(..) {
         tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
         let n = Arc::new(n);

@@ -190,7 +190,10 @@ pub fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
 }
 
 /// "did you mean `x`?" among `candidates`, when one is close enough.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<String> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<String> {
     closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 

@@ -14,10 +14,23 @@ use crate::record::{Record, RecordKind};
 use crate::source::file::FileTracker;
 
 /// Returns the number of input errors (bad lines, unreadable files).
-pub fn run(loaded: crate::daemon::Loaded, source: &str, files: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<usize> {
+pub fn run(
+    loaded: crate::daemon::Loaded,
+    source: &str,
+    files: &[PathBuf],
+    out: &mut dyn Write,
+) -> anyhow::Result<usize> {
     let cfg = loaded.config.source(source).cloned().ok_or_else(|| {
-        let names: Vec<&str> = loaded.config.sources.iter().map(|s| s.name.as_str()).collect();
-        anyhow::anyhow!("no source named `{source}` in the config (it defines: {})", names.join(", "))
+        let names: Vec<&str> = loaded
+            .config
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::anyhow!(
+            "no source named `{source}` in the config (it defines: {})",
+            names.join(", ")
+        )
     })?;
     let mut engine = Engine::new(loaded.compiled);
     let now = Utc::now();
@@ -25,18 +38,21 @@ pub fn run(loaded: crate::daemon::Loaded, source: &str, files: &[PathBuf], out: 
     let mut errors = 0;
     let SourceKind::File(fcfg) = &cfg.kind;
     let tracker = FileTracker::new(&cfg, fcfg);
-    let mut emit = |engine: &mut Engine, rec: &Record, out: &mut dyn Write| -> std::io::Result<()> {
-        engine.observe(rec, now, &mut notes);
-        for n in notes.drain(..) {
-            serde_json::to_writer(&mut *out, &n)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    };
+    let mut emit =
+        |engine: &mut Engine, rec: &Record, out: &mut dyn Write| -> std::io::Result<()> {
+            engine.observe(rec, now, &mut notes);
+            for n in notes.drain(..) {
+                serde_json::to_writer(&mut *out, &n)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        };
     for path in files {
         let format = fcfg.format.or_else(|| Format::from_path(path));
         if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) {
-            errors += stream_jsonl(path, &cfg.name, &cfg.fields, now, |rec| emit(&mut engine, &rec, out))?;
+            errors += stream_jsonl(path, &cfg.name, &cfg.fields, now, |rec| {
+                emit(&mut engine, &rec, out)
+            })?;
             continue;
         }
         match tracker.read_all(path, now) {
@@ -70,7 +86,10 @@ fn stream_jsonl(
         }
     };
     let source: Arc<str> = Arc::from(source);
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut line = String::new();
     let mut n = 0usize;

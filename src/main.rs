@@ -13,7 +13,11 @@ fn main() -> ExitCode {
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     match cli.command {
         Command::Check => check(&config_path),
-        Command::Eval { rules, source, files } => {
+        Command::Eval {
+            rules,
+            source,
+            files,
+        } => {
             let loaded = match daemon::load(&config_path, rules.as_deref()) {
                 Ok(l) => l,
                 Err(p) => {
@@ -28,7 +32,9 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::from(1),
                 Err(e) => {
                     // A closed pipe (`| head`) is not an error worth a message.
-                    if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    {
                         return ExitCode::SUCCESS;
                     }
                     eprintln!("error: {e:#}");
@@ -65,7 +71,9 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // Under systemd the journal stamps each line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         b.without_time().with_ansi(false).init();
@@ -83,7 +91,10 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -109,7 +120,10 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 async fn wait_for_stop() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -227,7 +227,10 @@ impl<'n> MapReader<'n> {
             _ => {
                 d.error(
                     node.pos(),
-                    format!("{what} must be a mapping of `key: value`, found {}", node.type_name()),
+                    format!(
+                        "{what} must be a mapping of `key: value`, found {}",
+                        node.type_name()
+                    ),
                     None,
                 );
                 None
@@ -284,7 +287,11 @@ impl<'n> MapReader<'n> {
                     self.known.join(", ")
                 ))
             });
-            d.error(k.pos(), format!("unknown key `{name}` in {}", self.what), hint);
+            d.error(
+                k.pos(),
+                format!("unknown key `{name}` in {}", self.what),
+                hint,
+            );
         }
     }
 }
@@ -309,7 +316,11 @@ mod tests {
     fn duplicate_keys_are_refused() {
         let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(e.pos.line, 3, "{}", e.message);
-        assert!(e.message.to_lowercase().contains("duplicate"), "{}", e.message);
+        assert!(
+            e.message.to_lowercase().contains("duplicate"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -367,7 +378,9 @@ pub mod read {
                 .iter()
                 .filter_map(|i| string(i, what, d).map(|s| (s, i.pos())))
                 .collect(),
-            _ => string(n, what, d).map(|s| vec![(s, n.pos())]).unwrap_or_default(),
+            _ => string(n, what, d)
+                .map(|s| vec![(s, n.pos())])
+                .unwrap_or_default(),
         }
     }
 

@@ -22,13 +22,19 @@ impl Email {
         super::webhook::install_crypto();
         let s = &cfg.smtp;
         let mut b = match s.tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(|e| e.to_string())?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(|e| e.to_string())?,
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                .map_err(|e| e.to_string())?,
+            SmtpTls::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(|e| e.to_string())?
+            }
             SmtpTls::None => {
                 // Validation refuses this for other hosts; checked again
                 // here because a password must never cross a network in clear.
                 if !crate::config::is_loopback_host(&s.host) {
-                    return Err(format!("tls: none is allowed only for loopback hosts, not {}", s.host));
+                    return Err(format!(
+                        "tls: none is allowed only for loopback hosts, not {}",
+                        s.host
+                    ));
                 }
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
             }
@@ -47,7 +53,11 @@ impl Email {
             .iter()
             .map(|t| t.parse::<Mailbox>().map_err(|e| format!("to {t}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Email { transport: b.build(), from, to })
+        Ok(Email {
+            transport: b.build(),
+            from,
+            to,
+        })
     }
 
     pub fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
@@ -59,18 +69,27 @@ impl Email {
         for t in &self.to {
             b = b.to(t.clone());
         }
-        b.body(text_body(n)).map_err(|e| DeliveryError::fatal(format!("cannot build the message: {e}")))
+        b.body(text_body(n))
+            .map_err(|e| DeliveryError::fatal(format!("cannot build the message: {e}")))
     }
 
     pub async fn send(&self, n: &Notification) -> Result<String, DeliveryError> {
         let msg = self.message(n)?;
         match self.transport.send(msg).await {
-            Ok(resp) => Ok(format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "))),
+            Ok(resp) => Ok(format!(
+                "{} {}",
+                resp.code(),
+                resp.message().collect::<Vec<_>>().join(" ")
+            )),
             Err(e) => {
                 let text = error_text(&e);
                 // 5xx is the server's final word; 4xx, network errors and
                 // timeouts may pass on a later try.
-                if e.is_permanent() { Err(DeliveryError::fatal(text)) } else { Err(DeliveryError::retry(text)) }
+                if e.is_permanent() {
+                    Err(DeliveryError::fatal(text))
+                } else {
+                    Err(DeliveryError::retry(text))
+                }
             }
         }
     }
@@ -98,13 +117,18 @@ pub fn prefix(n: &Notification) -> String {
 /// One line: control characters (CR, LF among them) become spaces, so a
 /// summary can never start a new header.
 pub fn subject(n: &Notification) -> String {
-    let summary: String = n.summary.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let summary: String = n
+        .summary
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let summary = summary.split_whitespace().collect::<Vec<_>>().join(" ");
     format!("[{}] {summary}", prefix(n))
 }
 
 pub fn text_body(n: &Notification) -> String {
-    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut b = String::new();
     b.push_str(&n.body);
     if !n.body.ends_with('\n') {
@@ -129,7 +153,10 @@ pub fn text_body(n: &Notification) -> String {
     line("key", &n.key);
     line("summary", &n.summary);
     line("source", &n.source);
-    line("labels", &serde_json::to_string(&n.labels).unwrap_or_default());
+    line(
+        "labels",
+        &serde_json::to_string(&n.labels).unwrap_or_default(),
+    );
     for (k, v) in &n.fields {
         line(&format!("fields.{k}"), &val(v));
     }

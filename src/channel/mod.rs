@@ -23,10 +23,16 @@ pub struct DeliveryError {
 
 impl DeliveryError {
     pub fn retry(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: true, message: message.into() }
+        DeliveryError {
+            retryable: true,
+            message: message.into(),
+        }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: false, message: message.into() }
+        DeliveryError {
+            retryable: false,
+            message: message.into(),
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use minijinja::{Environment, UndefinedBehavior};
 /// Whether `text` parses as a template; the error names the line within it.
 pub fn check_syntax(text: &str) -> Result<(), String> {
     let env = environment();
-    env.template_from_str(text).map(|_| ()).map_err(|e| describe(&e))
+    env.template_from_str(text)
+        .map(|_| ())
+        .map_err(|e| describe(&e))
 }
 
 pub fn environment() -> Environment<'static> {
@@ -23,7 +25,10 @@ pub fn environment() -> Environment<'static> {
 }
 
 pub fn describe(e: &minijinja::Error) -> String {
-    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let detail = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
     match e.line() {
         Some(l) => format!("{detail} (line {l} of the template)"),
         None => detail,

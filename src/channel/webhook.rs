@@ -79,9 +79,15 @@ impl Webhook {
             }
             WebhookFormat::Template { content_type, .. } => {
                 let ctx = minijinja::Value::from(minijinja::value::Serde(n));
-                let t = self.env.get_template("body").map_err(|e| DeliveryError::fatal(e.to_string()))?;
+                let t = self
+                    .env
+                    .get_template("body")
+                    .map_err(|e| DeliveryError::fatal(e.to_string()))?;
                 let body = t.render(ctx).map_err(|e| {
-                    DeliveryError::fatal(format!("the body template failed: {}", super::template::describe(&e)))
+                    DeliveryError::fatal(format!(
+                        "the body template failed: {}",
+                        super::template::describe(&e)
+                    ))
                 })?;
                 Ok((body.into_bytes(), content_type.clone()))
             }
@@ -104,11 +110,21 @@ impl Webhook {
             req = req.header(k, v);
         }
         let resp = req.body(body).send().await.map_err(|e| {
-            let what = if e.is_timeout() { "timed out" } else { "request failed" };
+            let what = if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
             DeliveryError::retry(format!("{what}: {}", error_chain(&e)))
         })?;
         let status = resp.status();
-        let text: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        let text: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         let answer = format!("HTTP {} {}", status.as_u16(), text.trim());
         if status.is_success() {
             Ok(answer)
@@ -145,12 +161,16 @@ pub fn signing_key(secret: &Secret) -> Vec<u8> {
 
 /// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
 pub fn sign(key: &[u8], id: &str, ts: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(ts.as_bytes());
     mac.update(b".");
     mac.update(body);
     let sig = mac.finalize().into_bytes();
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(sig))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(sig)
+    )
 }

@@ -164,7 +164,10 @@ pub enum WebhookFormat {
     Json,
     Slack,
     /// A minijinja template over the payload; the body sent as is.
-    Template { body: String, content_type: String },
+    Template {
+        body: String,
+        content_type: String,
+    },
 }
 
 impl Config {
@@ -227,5 +230,6 @@ pub fn is_loopback_host(host: &str) -> bool {
     if h.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }

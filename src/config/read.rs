@@ -13,7 +13,13 @@ use crate::yaml::{Kind, MapReader, Node};
 pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
     let dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut m = MapReader::new(node, "config", d)?;
@@ -24,9 +30,14 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         .and_then(|n| string(n, "state", d))
         .map(|s| resolve(&s))
         .unwrap_or_else(|| PathBuf::from("/var/lib/tocsin/state.db"));
-    let rules = required(&mut m, "rules", "add `rules: rules/` (a folder of *.yaml files, or one file)", d)
-        .and_then(|n| string(n, "rules", d))
-        .map(|s| resolve(&s));
+    let rules = required(
+        &mut m,
+        "rules",
+        "add `rules: rules/` (a folder of *.yaml files, or one file)",
+        d,
+    )
+    .and_then(|n| string(n, "rules", d))
+    .map(|s| resolve(&s));
     let http = m.get("http").and_then(|n| http(n, d));
 
     let mut sources = Vec::new();
@@ -34,7 +45,11 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         for item in seq(list, "sources", d) {
             if let Some(s) = source(item, &dir, d) {
                 if sources.iter().any(|o: &SourceConfig| o.name == s.name) {
-                    d.error(item.pos(), format!("source `{}` is defined twice", s.name), Some("give each source its own name".into()));
+                    d.error(
+                        item.pos(),
+                        format!("source `{}` is defined twice", s.name),
+                        Some("give each source its own name".into()),
+                    );
                 }
                 sources.push(s);
             }
@@ -45,7 +60,11 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         for item in seq(list, "channels", d) {
             if let Some(c) = channel(item, &dir, d) {
                 if channels.iter().any(|o: &ChannelConfig| o.name == c.name) {
-                    d.error(item.pos(), format!("channel `{}` is defined twice", c.name), Some("give each channel its own name".into()));
+                    d.error(
+                        item.pos(),
+                        format!("channel `{}` is defined twice", c.name),
+                        Some("give each channel its own name".into()),
+                    );
                 }
                 channels.push(c);
             }
@@ -68,7 +87,14 @@ fn seq<'n>(n: &'n Node, what: &str, d: &mut Diags) -> &'n [Node] {
         Kind::Seq(items) => items,
         Kind::Null => &[],
         _ => {
-            d.error(n.pos(), format!("`{what}` must be a list (items starting with `- `), found {}", n.type_name()), None);
+            d.error(
+                n.pos(),
+                format!(
+                    "`{what}` must be a list (items starting with `- `), found {}",
+                    n.type_name()
+                ),
+                None,
+            );
             &[]
         }
     }
@@ -83,17 +109,30 @@ fn http(n: &Node, d: &mut Diags) -> Option<HttpConfig> {
     match text.parse() {
         Ok(listen) => Some(HttpConfig { listen }),
         Err(_) => {
-            d.error(listen.pos(), format!("`{text}` is not an address and port"), Some("write `127.0.0.1:9187`".into()));
+            d.error(
+                listen.pos(),
+                format!("`{text}` is not an address and port"),
+                Some("write `127.0.0.1:9187`".into()),
+            );
             None
         }
     }
 }
 
 fn name(m: &mut MapReader, what: &str, d: &mut Diags) -> Option<String> {
-    let n = required(m, "name", &format!("give the {what} a `name:`, used by rules to refer to it"), d)?;
+    let n = required(
+        m,
+        "name",
+        &format!("give the {what} a `name:`, used by rules to refer to it"),
+        d,
+    )?;
     let s = string(n, "name", d)?;
     if s.is_empty() || !s.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
-        d.error(n.pos(), format!("`{s}` is not a valid {what} name"), Some("use letters, digits, `-`, `_` and `.`".into()));
+        d.error(
+            n.pos(),
+            format!("`{s}` is not a valid {what} name"),
+            Some("use letters, digits, `-`, `_` and `.`".into()),
+        );
     }
     Some(s)
 }
@@ -112,7 +151,8 @@ fn one_of<'a>(n: &Node, what: &str, choices: &[&'a str], d: &mut Diags) -> Optio
 fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
     let mut m = MapReader::new(n, "source", d)?;
     let name = name(&mut m, "source", d);
-    let ty = required(&mut m, "type", "write `type: file`", d).and_then(|t| one_of(t, "source type", &["file"], d));
+    let ty = required(&mut m, "type", "write `type: file`", d)
+        .and_then(|t| one_of(t, "source type", &["file"], d));
     let mut fields = serde_json::Map::new();
     if let Some(f) = m.get("fields") {
         if let Some(fm) = MapReader::new(f, "fields", d) {
@@ -141,12 +181,32 @@ fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
 }
 
 fn file_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FileSource> {
-    let path_node = required(m, "path", "write the data file's path, e.g. `path: data/tariffs.csv` (a glob such as `data/*.csv` works too)", d);
-    let path = path_node.and_then(|n| string(n, "path", d)).map(|p| dir.join(p));
-    let format = m.get("format").and_then(|n| one_of(n, "format", &Format::NAMES, d)).and_then(Format::from_name);
+    let path_node = required(
+        m,
+        "path",
+        "write the data file's path, e.g. `path: data/tariffs.csv` (a glob such as `data/*.csv` works too)",
+        d,
+    );
+    let path = path_node
+        .and_then(|n| string(n, "path", d))
+        .map(|p| dir.join(p));
+    let format = m
+        .get("format")
+        .and_then(|n| one_of(n, "format", &Format::NAMES, d))
+        .and_then(Format::from_name);
     if let (Some(p), None, Some(pn)) = (&path, format, path_node) {
         if Format::from_path(p).is_none() {
-            d.error(pn.pos(), format!("cannot tell the format of `{}` from its extension", p.display()), Some(format!("add `format:` with one of: {}", Format::NAMES.join(", "))));
+            d.error(
+                pn.pos(),
+                format!(
+                    "cannot tell the format of `{}` from its extension",
+                    p.display()
+                ),
+                Some(format!(
+                    "add `format:` with one of: {}",
+                    Format::NAMES.join(", ")
+                )),
+            );
         }
     }
     let mode = match m.get("mode") {
@@ -158,19 +218,40 @@ fn file_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FileSourc
         None => Mode::Table,
     };
     let key_node = m.get("key");
-    let key: Vec<String> = key_node.map(|n| strings(n, "key", d).into_iter().map(|(s, _)| s).collect()).unwrap_or_default();
+    let key: Vec<String> = key_node
+        .map(|n| strings(n, "key", d).into_iter().map(|(s, _)| s).collect())
+        .unwrap_or_default();
     if mode == Mode::Table && key.is_empty() {
-        let pos = key_node.map(Node::pos).unwrap_or(Pos::new(m.node.line, m.node.col, 1));
-        d.error(pos, "a `table` source needs a `key`: the columns that identify a row", Some("add e.g. `key: [partner, product]`, or `mode: log` if each line is a new event".into()));
+        let pos = key_node
+            .map(Node::pos)
+            .unwrap_or(Pos::new(m.node.line, m.node.col, 1));
+        d.error(
+            pos,
+            "a `table` source needs a `key`: the columns that identify a row",
+            Some(
+                "add e.g. `key: [partner, product]`, or `mode: log` if each line is a new event"
+                    .into(),
+            ),
+        );
     }
-    Some(FileSource { path: path?, format, mode, key })
+    Some(FileSource {
+        path: path?,
+        format,
+        mode,
+        key,
+    })
 }
 
 fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
     let mut m = MapReader::new(n, "channel", d)?;
     let name = name(&mut m, "channel", d);
-    let ty = required(&mut m, "type", "write `type:` with one of: email, webhook, file, log", d)
-        .and_then(|t| one_of(t, "channel type", &["email", "webhook", "file", "log"], d));
+    let ty = required(
+        &mut m,
+        "type",
+        "write `type:` with one of: email, webhook, file, log",
+        d,
+    )
+    .and_then(|t| one_of(t, "channel type", &["email", "webhook", "file", "log"], d));
     let kind = match ty {
         Some("email") => email(&mut m, d).map(ChannelKind::Email),
         Some("webhook") => webhook(&mut m, d).map(ChannelKind::Webhook),
@@ -179,15 +260,37 @@ fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
             .map(|p| ChannelKind::File { path: dir.join(p) }),
         Some("log") => Some(ChannelKind::Log),
         _ => {
-            m.allow(&["smtp", "from", "to", "url", "format", "secret_env", "secret_file", "body", "headers", "path", "timeout", "content_type"]);
+            m.allow(&[
+                "smtp",
+                "from",
+                "to",
+                "url",
+                "format",
+                "secret_env",
+                "secret_file",
+                "body",
+                "headers",
+                "path",
+                "timeout",
+                "content_type",
+            ]);
             None
         }
     };
     m.finish(d);
-    Some(ChannelConfig { name: name?, kind: kind? })
+    Some(ChannelConfig {
+        name: name?,
+        kind: kind?,
+    })
 }
 
-fn secret(m: &mut MapReader, stem: &'static str, stem_env: &'static str, stem_file: &'static str, d: &mut Diags) -> Option<SecretRef> {
+fn secret(
+    m: &mut MapReader,
+    stem: &'static str,
+    stem_env: &'static str,
+    stem_file: &'static str,
+    d: &mut Diags,
+) -> Option<SecretRef> {
     if let Some(n) = m.key_node(stem) {
         d.error(n.pos(), format!("`{stem}` may not be written in the config in clear"), Some(format!("put it in an environment variable and write `{stem_env}: VAR`, or in a file and write `{stem_file}: /path`")));
         m.allow(&[stem]);
@@ -197,7 +300,11 @@ fn secret(m: &mut MapReader, stem: &'static str, stem_env: &'static str, stem_fi
     match (env, file) {
         (Some(_), Some(_)) => {
             let n = m.key_node(stem_file).map(Node::pos).unwrap_or_default();
-            d.error(n, format!("both `{stem_env}` and `{stem_file}` are set"), Some("keep one of them".into()));
+            d.error(
+                n,
+                format!("both `{stem_env}` and `{stem_file}` are set"),
+                Some("keep one of them".into()),
+            );
             None
         }
         (Some(e), None) => Some(SecretRef::Env(e)),
@@ -207,32 +314,62 @@ fn secret(m: &mut MapReader, stem: &'static str, stem_env: &'static str, stem_fi
 }
 
 fn timeout(m: &mut MapReader, default: Duration, d: &mut Diags) -> Duration {
-    m.get("timeout").and_then(|n| duration(n, "timeout", d)).unwrap_or(default)
+    m.get("timeout")
+        .and_then(|n| duration(n, "timeout", d))
+        .unwrap_or(default)
 }
 
 fn email(m: &mut MapReader, d: &mut Diags) -> Option<EmailChannel> {
-    let smtp = required(m, "smtp", "add `smtp: { host: smtp.example.org, port: 587, tls: starttls }`", d).and_then(|n| smtp(n, d));
-    let from = required(m, "from", "write `from: \"tocsin <alerts@example.org>\"`", d).and_then(|n| mailbox(n, "from", d));
+    let smtp = required(
+        m,
+        "smtp",
+        "add `smtp: { host: smtp.example.org, port: 587, tls: starttls }`",
+        d,
+    )
+    .and_then(|n| smtp(n, d));
+    let from = required(
+        m,
+        "from",
+        "write `from: \"tocsin <alerts@example.org>\"`",
+        d,
+    )
+    .and_then(|n| mailbox(n, "from", d));
     let to_node = required(m, "to", "write `to: [team@example.org]`", d);
     let mut to = Vec::new();
     if let Some(n) = to_node {
         for (addr, pos) in strings(n, "to", d) {
             if addr.parse::<lettre::message::Mailbox>().is_err() {
-                d.error(pos, format!("`{addr}` is not an email address"), Some("write `name@example.org` or `Name <name@example.org>`".into()));
+                d.error(
+                    pos,
+                    format!("`{addr}` is not an email address"),
+                    Some("write `name@example.org` or `Name <name@example.org>`".into()),
+                );
             }
             to.push(addr);
         }
         if to.is_empty() {
-            d.error(n.pos(), "`to` lists no recipient", Some("write `to: [team@example.org]`".into()));
+            d.error(
+                n.pos(),
+                "`to` lists no recipient",
+                Some("write `to: [team@example.org]`".into()),
+            );
         }
     }
-    Some(EmailChannel { smtp: smtp?, from: from?, to })
+    Some(EmailChannel {
+        smtp: smtp?,
+        from: from?,
+        to,
+    })
 }
 
 fn mailbox(n: &Node, what: &str, d: &mut Diags) -> Option<String> {
     let s = string(n, what, d)?;
     if s.parse::<lettre::message::Mailbox>().is_err() {
-        d.error(n.pos(), format!("`{s}` is not an email address"), Some("write `alerts@example.org` or `tocsin <alerts@example.org>`".into()));
+        d.error(
+            n.pos(),
+            format!("`{s}` is not an email address"),
+            Some("write `alerts@example.org` or `tocsin <alerts@example.org>`".into()),
+        );
         return None;
     }
     Some(s)
@@ -257,7 +394,14 @@ fn smtp(n: &Node, d: &mut Diags) -> Option<SmtpConfig> {
         Some(p) => match p.kind {
             Kind::Int(i) if (1..=65535).contains(&i) => i as u16,
             _ => {
-                d.error(p.pos(), format!("port must be a number from 1 to 65535, found {}", describe(p)), None);
+                d.error(
+                    p.pos(),
+                    format!(
+                        "port must be a number from 1 to 65535, found {}",
+                        describe(p)
+                    ),
+                    None,
+                );
                 default_port
             }
         },
@@ -272,7 +416,14 @@ fn smtp(n: &Node, d: &mut Diags) -> Option<SmtpConfig> {
     let password = secret(&mut m, "password", "password_env", "password_file", d);
     let timeout = timeout(&mut m, Duration::from_secs(30), d);
     m.finish(d);
-    Some(SmtpConfig { host: host?, port, tls, username, password, timeout })
+    Some(SmtpConfig {
+        host: host?,
+        port,
+        tls,
+        username,
+        password,
+        timeout,
+    })
 }
 
 fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
@@ -281,26 +432,43 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
     if let (Some(u), Some(n)) = (&url, url_node) {
         match reqwest::Url::parse(u) {
             Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {}
-            _ => d.error(n.pos(), format!("`{u}` is not an http(s) URL"), Some("write `url: https://host/path`".into())),
+            _ => d.error(
+                n.pos(),
+                format!("`{u}` is not an http(s) URL"),
+                Some("write `url: https://host/path`".into()),
+            ),
         }
     }
     let format_node = m.get("format");
-    let fmt = format_node.and_then(|n| one_of(n, "webhook format", &["json", "slack", "template"], d)).unwrap_or("json");
+    let fmt = format_node
+        .and_then(|n| one_of(n, "webhook format", &["json", "slack", "template"], d))
+        .unwrap_or("json");
     let body = m.get("body");
-    let content_type = m.get("content_type").and_then(|n| string(n, "content_type", d)).unwrap_or_else(|| "application/json".into());
+    let content_type = m
+        .get("content_type")
+        .and_then(|n| string(n, "content_type", d))
+        .unwrap_or_else(|| "application/json".into());
     let format = match fmt {
         "slack" => WebhookFormat::Slack,
         "template" => match body.and_then(|b| string(b, "body", d)) {
             Some(body) => {
                 if let Err(e) = crate::channel::template::check_syntax(&body) {
                     let b = body_pos(m);
-                    d.error(b, format!("the body template does not parse: {e}"), Some("see the minijinja syntax: {{ field }}, {% if %}…{% endif %}".into()));
+                    d.error(
+                        b,
+                        format!("the body template does not parse: {e}"),
+                        Some("see the minijinja syntax: {{ field }}, {% if %}…{% endif %}".into()),
+                    );
                 }
                 WebhookFormat::Template { body, content_type }
             }
             None => {
                 let pos = format_node.map(Node::pos).unwrap_or_default();
-                d.error(pos, "`format: template` needs a `body:` template", Some("add `body: '{\"text\": \"{{ summary }}\"}'`".into()));
+                d.error(
+                    pos,
+                    "`format: template` needs a `body:` template",
+                    Some("add `body: '{\"text\": \"{{ summary }}\"}'`".into()),
+                );
                 WebhookFormat::Json
             }
         },
@@ -312,7 +480,10 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
         if let Some(hm) = MapReader::new(h, "headers", d) {
             if let Kind::Map(entries) = &hm.node.kind {
                 for (k, v) in entries {
-                    if let (Some(k), Some(v)) = (string(k, "a header name", d), string(v, "a header value", d)) {
+                    if let (Some(k), Some(v)) = (
+                        string(k, "a header name", d),
+                        string(v, "a header value", d),
+                    ) {
                         headers.push((k, v));
                     }
                 }
@@ -320,7 +491,13 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
         }
     }
     let timeout = timeout(m, Duration::from_secs(10), d);
-    Some(WebhookChannel { url: url?, format, secret, headers, timeout })
+    Some(WebhookChannel {
+        url: url?,
+        format,
+        secret,
+        headers,
+        timeout,
+    })
 }
 
 fn body_pos(m: &MapReader) -> Pos {

@@ -61,7 +61,12 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 None => {
                     let hint = closest(name, config.sources.iter().map(|s| s.name.as_str()))
                         .map(|c| format!("did you mean `{c}`?"))
-                        .unwrap_or_else(|| format!("the config defines: {}", names(config.sources.iter().map(|s| s.name.as_str()))));
+                        .unwrap_or_else(|| {
+                            format!(
+                                "the config defines: {}",
+                                names(config.sources.iter().map(|s| s.name.as_str()))
+                            )
+                        });
                     d.error(*pos, format!("unknown source `{name}`"), Some(hint));
                 }
             }
@@ -70,7 +75,12 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             if config.channel(name).is_none() {
                 let hint = closest(name, config.channels.iter().map(|c| c.name.as_str()))
                     .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| format!("the config defines: {}", names(config.channels.iter().map(|c| c.name.as_str()))));
+                    .unwrap_or_else(|| {
+                        format!(
+                            "the config defines: {}",
+                            names(config.channels.iter().map(|c| c.name.as_str()))
+                        )
+                    });
                 d.error(*pos, format!("unknown channel `{name}`"), Some(hint));
             }
         }
@@ -79,18 +89,29 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 d.error(pos, "`for:` needs a state that lasts, but this rule's sources only produce one-off events (log lines or feed items)", Some("remove `for:`, give the rule a `key:` so events of one key share a state, or use a `table` source".into()));
             }
         }
-        let expr = def.when.as_ref().map(|c| lower(c, set, &mut interner, &mut phrases));
-        let mut tmpl = |what: &str, t: &Option<(String, crate::diag::Pos)>, d: &mut Diags| -> Option<String> {
-            let (text, pos) = t.as_ref()?;
-            let name = format!("{}#{what}", def.id);
-            match env.add_template_owned(name.clone(), text.clone()) {
-                Ok(()) => Some(name),
-                Err(e) => {
-                    d.error(*pos, format!("the `{what}` template does not parse: {}", crate::channel::template::describe(&e)), None);
-                    None
+        let expr = def
+            .when
+            .as_ref()
+            .map(|c| lower(c, set, &mut interner, &mut phrases));
+        let mut tmpl =
+            |what: &str, t: &Option<(String, crate::diag::Pos)>, d: &mut Diags| -> Option<String> {
+                let (text, pos) = t.as_ref()?;
+                let name = format!("{}#{what}", def.id);
+                match env.add_template_owned(name.clone(), text.clone()) {
+                    Ok(()) => Some(name),
+                    Err(e) => {
+                        d.error(
+                            *pos,
+                            format!(
+                                "the `{what}` template does not parse: {}",
+                                crate::channel::template::describe(&e)
+                            ),
+                            None,
+                        );
+                        None
+                    }
                 }
-            }
-        };
+            };
         let summary = tmpl("summary", &def.summary, &mut d);
         let body = tmpl("body", &def.body, &mut d);
         let key = tmpl("key", &def.key, &mut d);
@@ -113,13 +134,19 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             labels: Arc::new(def.labels.clone()),
             expr,
             for_: chrono::Duration::from_std(def.for_).unwrap_or(chrono::Duration::MAX),
-            repeat: def.repeat.map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)),
+            repeat: def
+                .repeat
+                .map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX)),
             resolve: def.resolve,
             notify: def.notify.iter().map(|(n, _)| n.clone()).collect(),
             summary,
             body,
             key,
-            condition: def.when.as_ref().map(|c| describe(c, set)).unwrap_or_else(|| "every record".into()),
+            condition: def
+                .when
+                .as_ref()
+                .map(|c| describe(c, set))
+                .unwrap_or_else(|| "every record".into()),
             shown_fields: shown,
         });
         out.append(&mut d.out);
@@ -143,18 +170,31 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
         source_slots,
         phrases: phrases.build(),
         env,
-        source_events: config.sources.iter().map(|s| (s.name.clone(), s.is_event_source())).collect(),
+        source_events: config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.is_event_source()))
+            .collect(),
     })
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = it.collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn collect_slots(e: &Expr, interner: &Interner, out: &mut HashSet<usize>) {
     match e {
-        Expr::Num { slot, .. } | Expr::Eq { slot, .. } | Expr::In { slot, .. } | Expr::Exists { slot, .. } | Expr::Changed { slot, .. } | Expr::Delta { slot, .. } => {
+        Expr::Num { slot, .. }
+        | Expr::Eq { slot, .. }
+        | Expr::In { slot, .. }
+        | Expr::Exists { slot, .. }
+        | Expr::Changed { slot, .. }
+        | Expr::Delta { slot, .. } => {
             out.insert(*slot);
         }
         Expr::Text(t) => out.extend(t.tslots.iter().map(|&t| interner.tslots[t])),
@@ -185,32 +225,85 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
                 _ => Expr::Eq {
                     slot,
                     num: x,
-                    text: crate::record::as_text(value).map(|t| t.trim().to_lowercase()).unwrap_or_default(),
+                    text: crate::record::as_text(value)
+                        .map(|t| t.trim().to_lowercase())
+                        .unwrap_or_default(),
                     negate: *op == CmpOp::NotEquals,
                 },
             }
         }
-        Cond::In { field, items, negate } => {
+        Cond::In {
+            field,
+            items,
+            negate,
+        } => {
             let list = set.list(items);
             let mut s = HashSet::new();
             for i in &list {
                 s.insert(i.trim().to_string());
                 s.insert(i.trim().to_lowercase());
             }
-            let nums = list.iter().filter_map(|i| i.trim().parse::<f64>().ok()).collect();
-            Expr::In { slot: it.slot(field), set: s, nums, negate: *negate }
+            let nums = list
+                .iter()
+                .filter_map(|i| i.trim().parse::<f64>().ok())
+                .collect();
+            Expr::In {
+                slot: it.slot(field),
+                set: s,
+                nums,
+                negate: *negate,
+            }
         }
-        Cond::Exists { field, want } => Expr::Exists { slot: it.slot(field), want: *want },
-        Cond::Text { fields, any, all, none } => {
+        Cond::Exists { field, want } => Expr::Exists {
+            slot: it.slot(field),
+            want: *want,
+        },
+        Cond::Text {
+            fields,
+            any,
+            all,
+            none,
+        } => {
             let tslots = fields.iter().map(|f| it.tslot(f)).collect();
             let mut refs = |items: &Option<Items>| -> Vec<PhraseRef> {
-                items.as_ref().map(|i| set.list(i).iter().filter(|p| !p.trim().is_empty()).map(|p| ph.add(p)).collect()).unwrap_or_default()
+                items
+                    .as_ref()
+                    .map(|i| {
+                        set.list(i)
+                            .iter()
+                            .filter(|p| !p.trim().is_empty())
+                            .map(|p| ph.add(p))
+                            .collect()
+                    })
+                    .unwrap_or_default()
             };
-            Expr::Text(TextCond { tslots, any: refs(any), all: refs(all), none: refs(none) })
+            Expr::Text(TextCond {
+                tslots,
+                any: refs(any),
+                all: refs(all),
+                none: refs(none),
+            })
         }
-        Cond::Regex { fields, regex } => Expr::Regex { slots: fields.iter().map(|f| it.tslot(f)).collect(), re: regex.clone() },
-        Cond::Changed { field } => Expr::Changed { slot: it.slot(field), name: field.clone() },
-        Cond::Delta { field, up, amount, percent } => Expr::Delta { slot: it.slot(field), name: field.clone(), up: *up, amount: *amount, percent: *percent },
+        Cond::Regex { fields, regex } => Expr::Regex {
+            slots: fields.iter().map(|f| it.tslot(f)).collect(),
+            re: regex.clone(),
+        },
+        Cond::Changed { field } => Expr::Changed {
+            slot: it.slot(field),
+            name: field.clone(),
+        },
+        Cond::Delta {
+            field,
+            up,
+            amount,
+            percent,
+        } => Expr::Delta {
+            slot: it.slot(field),
+            name: field.clone(),
+            up: *up,
+            amount: *amount,
+            percent: *percent,
+        },
         Cond::All(v) => Expr::All(v.iter().map(|c| lower(c, set, it, ph)).collect()),
         Cond::Any(v) => Expr::Any(v.iter().map(|c| lower(c, set, it, ph)).collect()),
         Cond::Not(c) => Expr::Not(Box::new(lower(c, set, it, ph))),
@@ -250,10 +343,29 @@ pub fn describe(c: &Cond, set: &RuleSet) -> String {
         Items::Inline(v) => format!("[{}]", v.join(", ")),
     };
     match c {
-        Cond::Cmp { field, op, value } => format!("{field} {} {}", op.key().replace('_', " "), show_value(value)),
-        Cond::In { field, items: i, negate } => format!("{field} {} {}", if *negate { "not in" } else { "in" }, items(i)),
-        Cond::Exists { field, want } => format!("{field} {}", if *want { "exists" } else { "is missing" }),
-        Cond::Text { fields, any, all, none } => {
+        Cond::Cmp { field, op, value } => format!(
+            "{field} {} {}",
+            op.key().replace('_', " "),
+            show_value(value)
+        ),
+        Cond::In {
+            field,
+            items: i,
+            negate,
+        } => format!(
+            "{field} {} {}",
+            if *negate { "not in" } else { "in" },
+            items(i)
+        ),
+        Cond::Exists { field, want } => {
+            format!("{field} {}", if *want { "exists" } else { "is missing" })
+        }
+        Cond::Text {
+            fields,
+            any,
+            all,
+            none,
+        } => {
             let mut parts = Vec::new();
             if let Some(i) = any {
                 parts.push(format!("any of {}", items(i)));
@@ -268,10 +380,28 @@ pub fn describe(c: &Cond, set: &RuleSet) -> String {
         }
         Cond::Regex { fields, regex } => format!("{} match /{}/", fields.join("/"), regex.as_str()),
         Cond::Changed { field } => format!("{field} changed"),
-        Cond::Delta { field, up, amount, percent } => format!("{field} {} by {amount}{}", if *up { "increased" } else { "decreased" }, if *percent { "%" } else { "" }),
-        Cond::All(v) => v.iter().map(|c| describe(c, set)).collect::<Vec<_>>().join(" and "),
-        Cond::Any(v) => format!("({})", v.iter().map(|c| describe(c, set)).collect::<Vec<_>>().join(" or ")),
+        Cond::Delta {
+            field,
+            up,
+            amount,
+            percent,
+        } => format!(
+            "{field} {} by {amount}{}",
+            if *up { "increased" } else { "decreased" },
+            if *percent { "%" } else { "" }
+        ),
+        Cond::All(v) => v
+            .iter()
+            .map(|c| describe(c, set))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Cond::Any(v) => format!(
+            "({})",
+            v.iter()
+                .map(|c| describe(c, set))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
         Cond::Not(c) => format!("not ({})", describe(c, set)),
     }
 }
-

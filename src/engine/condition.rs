@@ -19,14 +19,43 @@ pub enum NumOp {
 
 #[derive(Debug)]
 pub enum Expr {
-    Num { slot: usize, op: NumOp, x: f64 },
-    Eq { slot: usize, num: Option<f64>, text: String, negate: bool },
-    In { slot: usize, set: HashSet<String>, nums: Vec<f64>, negate: bool },
-    Exists { slot: usize, want: bool },
+    Num {
+        slot: usize,
+        op: NumOp,
+        x: f64,
+    },
+    Eq {
+        slot: usize,
+        num: Option<f64>,
+        text: String,
+        negate: bool,
+    },
+    In {
+        slot: usize,
+        set: HashSet<String>,
+        nums: Vec<f64>,
+        negate: bool,
+    },
+    Exists {
+        slot: usize,
+        want: bool,
+    },
     Text(TextCond),
-    Regex { slots: Vec<usize>, re: regex::Regex },
-    Changed { slot: usize, name: String },
-    Delta { slot: usize, name: String, up: bool, amount: f64, percent: bool },
+    Regex {
+        slots: Vec<usize>,
+        re: regex::Regex,
+    },
+    Changed {
+        slot: usize,
+        name: String,
+    },
+    Delta {
+        slot: usize,
+        name: String,
+        up: bool,
+        amount: f64,
+        percent: bool,
+    },
     All(Vec<Expr>),
     Any(Vec<Expr>),
     Not(Box<Expr>),
@@ -61,7 +90,9 @@ impl Expr {
     pub fn eval(&self, cx: &mut EvalCtx) -> bool {
         match self {
             Expr::Num { slot, op, x } => {
-                let Some(v) = cx.vals[*slot] else { return false };
+                let Some(v) = cx.vals[*slot] else {
+                    return false;
+                };
                 let Some(n) = as_number(v) else {
                     if !v.is_null() {
                         *cx.non_numeric += 1;
@@ -75,12 +106,26 @@ impl Expr {
                     NumOp::AtMost => n <= *x,
                 }
             }
-            Expr::Eq { slot, num, text, negate } => {
-                let Some(v) = cx.vals[*slot] else { return false };
+            Expr::Eq {
+                slot,
+                num,
+                text,
+                negate,
+            } => {
+                let Some(v) = cx.vals[*slot] else {
+                    return false;
+                };
                 eq_value(v, *num, text) != *negate
             }
-            Expr::In { slot, set, nums, negate } => {
-                let Some(v) = cx.vals[*slot] else { return false };
+            Expr::In {
+                slot,
+                set,
+                nums,
+                negate,
+            } => {
+                let Some(v) = cx.vals[*slot] else {
+                    return false;
+                };
                 let found = match v {
                     Value::Array(items) => items.iter().any(|i| in_set(i, set, nums)),
                     _ => in_set(v, set, nums),
@@ -89,10 +134,18 @@ impl Expr {
             }
             Expr::Exists { slot, want } => is_present(cx.vals[*slot]) == *want,
             Expr::Text(t) => {
-                let any_ok = t.any.is_empty() || t.any.iter().any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)));
+                let any_ok = t.any.is_empty()
+                    || t.any
+                        .iter()
+                        .any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)));
                 any_ok
-                    && t.all.iter().all(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
-                    && !t.none.iter().any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
+                    && t.all
+                        .iter()
+                        .all(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
+                    && !t
+                        .none
+                        .iter()
+                        .any(|p| t.tslots.iter().any(|&s| cx.text.hit(s, *p)))
             }
             Expr::Regex { slots, re } => slots
                 .iter()
@@ -110,9 +163,18 @@ impl Expr {
                     _ => true,
                 }
             }
-            Expr::Delta { slot, name, up, amount, percent } => {
+            Expr::Delta {
+                slot,
+                name,
+                up,
+                amount,
+                percent,
+            } => {
                 let Some(prev) = cx.prev else { return false };
-                let (Some(old), Some(new)) = (lookup(prev, name).and_then(as_number), cx.vals[*slot].and_then(as_number)) else {
+                let (Some(old), Some(new)) = (
+                    lookup(prev, name).and_then(as_number),
+                    cx.vals[*slot].and_then(as_number),
+                ) else {
                     return false;
                 };
                 let diff = if *up { new - old } else { old - new };
@@ -133,7 +195,9 @@ fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
     if let (Some(x), Some(n)) = (num, as_number(v)) {
         return x == n;
     }
-    as_text(v).is_some_and(|t| t.trim().eq_ignore_ascii_case(text) || (!t.is_ascii() && t.trim().to_lowercase() == text))
+    as_text(v).is_some_and(|t| {
+        t.trim().eq_ignore_ascii_case(text) || (!t.is_ascii() && t.trim().to_lowercase() == text)
+    })
 }
 
 fn in_set(v: &Value, set: &HashSet<String>, nums: &[f64]) -> bool {

@@ -193,11 +193,15 @@ impl Engine {
     }
 
     pub fn firing(&self) -> impl Iterator<Item = (&str, &str, &KeyState)> {
-        self.compiled.rules.iter().zip(&self.states).flat_map(|(r, s)| {
-            s.iter()
-                .filter(|(_, st)| st.firing)
-                .map(move |(k, st)| (&*r.id, k.as_str(), st))
-        })
+        self.compiled
+            .rules
+            .iter()
+            .zip(&self.states)
+            .flat_map(|(r, s)| {
+                s.iter()
+                    .filter(|(_, st)| st.firing)
+                    .map(move |(k, st)| (&*r.id, k.as_str(), st))
+            })
     }
 
     /// Evaluates one record against the rules of its source.
@@ -241,7 +245,15 @@ impl Engine {
         }
     }
 
-    fn transition(&mut self, c: &Compiled, ri: usize, rec: &Record, holds: bool, now: DateTime<Utc>, out: &mut Vec<Notification>) {
+    fn transition(
+        &mut self,
+        c: &Compiled,
+        ri: usize,
+        rec: &Record,
+        holds: bool,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
         let rule = &c.rules[ri];
         let event = rec.kind == RecordKind::Event;
         let key: Cow<str> = match &rule.key {
@@ -252,7 +264,17 @@ impl Engine {
             // One-off event with its own key: it fires once and holds no
             // state, since the same line or item is never read twice.
             if holds {
-                out.push(make(c, rule, &key, AlertState::Firing, &rec.source, &rec.fields, rec.prev.as_ref(), now, now));
+                out.push(make(
+                    c,
+                    rule,
+                    &key,
+                    AlertState::Firing,
+                    &rec.source,
+                    &rec.fields,
+                    rec.prev.as_ref(),
+                    now,
+                    now,
+                ));
             }
             return;
         }
@@ -269,7 +291,17 @@ impl Engine {
             (None, true) => {
                 let firing = rule.for_ <= Duration::zero();
                 if firing {
-                    out.push(make(c, rule, &key, AlertState::Firing, &rec.source, &rec.fields, rec.prev.as_ref(), now, now));
+                    out.push(make(
+                        c,
+                        rule,
+                        &key,
+                        AlertState::Firing,
+                        &rec.source,
+                        &rec.fields,
+                        rec.prev.as_ref(),
+                        now,
+                        now,
+                    ));
                 }
                 states.insert(
                     key.into_owned(),
@@ -289,12 +321,32 @@ impl Engine {
                     if now - st.since >= rule.for_ {
                         st.firing = true;
                         st.last_sent = Some(now);
-                        out.push(make(c, rule, &key, AlertState::Firing, &rec.source, &rec.fields, rec.prev.as_ref(), st.since, now));
+                        out.push(make(
+                            c,
+                            rule,
+                            &key,
+                            AlertState::Firing,
+                            &rec.source,
+                            &rec.fields,
+                            rec.prev.as_ref(),
+                            st.since,
+                            now,
+                        ));
                     }
                 } else if let Some(rep) = rule.repeat {
                     if st.last_sent.is_none_or(|t| now - t >= rep) {
                         st.last_sent = Some(now);
-                        out.push(make(c, rule, &key, AlertState::Firing, &rec.source, &rec.fields, rec.prev.as_ref(), st.since, now));
+                        out.push(make(
+                            c,
+                            rule,
+                            &key,
+                            AlertState::Firing,
+                            &rec.source,
+                            &rec.fields,
+                            rec.prev.as_ref(),
+                            st.since,
+                            now,
+                        ));
                     }
                 }
             }
@@ -304,7 +356,17 @@ impl Engine {
                 }
                 if let Some(st) = states.remove(key.as_ref()) {
                     if st.firing && resolve {
-                        out.push(make(c, rule, &key, AlertState::Resolved, &rec.source, &rec.fields, rec.prev.as_ref(), st.since, now));
+                        out.push(make(
+                            c,
+                            rule,
+                            &key,
+                            AlertState::Resolved,
+                            &rec.source,
+                            &rec.fields,
+                            rec.prev.as_ref(),
+                            st.since,
+                            now,
+                        ));
                     }
                 }
             }
@@ -325,15 +387,28 @@ impl Engine {
                 let due = if !st.firing {
                     now - st.since >= rule.for_
                 } else {
-                    rule.repeat.is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
+                    rule.repeat
+                        .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
                 };
                 if !due {
                     continue;
                 }
-                let Some(snap) = st.snapshot.clone() else { continue };
+                let Some(snap) = st.snapshot.clone() else {
+                    continue;
+                };
                 st.firing = true;
                 st.last_sent = Some(now);
-                out.push(make(c, rule, key, AlertState::Firing, &snap.source, &snap.fields, snap.prev.as_ref(), st.since, now));
+                out.push(make(
+                    c,
+                    rule,
+                    key,
+                    AlertState::Firing,
+                    &snap.source,
+                    &snap.fields,
+                    snap.prev.as_ref(),
+                    st.since,
+                    now,
+                ));
             }
         }
     }
@@ -349,7 +424,8 @@ impl Engine {
                 let t = if !st.firing {
                     Some(st.since + rule.for_)
                 } else {
-                    rule.repeat.map(|rep| st.last_sent.unwrap_or(st.since) + rep)
+                    rule.repeat
+                        .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
                 };
                 if let Some(t) = t {
                     best = Some(best.map_or(t, |b| b.min(t)));
@@ -421,7 +497,11 @@ impl TextHits for Hits<'_> {
             }
         }
         let i = tslot * s.phrases + p.pid as usize;
-        if p.prefix { s.prefix[i] == stamp } else { s.exact[i] == stamp }
+        if p.prefix {
+            s.prefix[i] == stamp
+        } else {
+            s.exact[i] == stamp
+        }
     }
 
     fn text(&self, tslot: usize) -> Option<Cow<'_, str>> {
@@ -509,7 +589,10 @@ pub fn make(
                         n.body = text;
                     }
                 }
-                Err(e) => errors.push(format!("the {which} template failed: {}", crate::channel::template::describe(&e))),
+                Err(e) => errors.push(format!(
+                    "the {which} template failed: {}",
+                    crate::channel::template::describe(&e)
+                )),
             }
         }
     }
@@ -573,7 +656,12 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
     let mut b = String::with_capacity(256);
     let _ = writeln!(b, "{}", rule.title);
     let _ = writeln!(b);
-    let _ = writeln!(b, "State:     {} ({})", n.state.as_str(), n.severity.as_str());
+    let _ = writeln!(
+        b,
+        "State:     {} ({})",
+        n.state.as_str(),
+        n.severity.as_str()
+    );
     let _ = writeln!(b, "Rule:      {}", n.rule);
     let _ = writeln!(b, "Condition: {}", rule.condition);
     let _ = writeln!(b, "Source:    {}", n.source);

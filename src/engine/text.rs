@@ -114,7 +114,9 @@ pub fn normalize(text: &str) -> Cow<'_, str> {
 
 fn collapse_ws(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
-    let needs = b.windows(2).any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
+    let needs = b
+        .windows(2)
+        .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
         || b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ');
     if !needs {
         return Cow::Borrowed(text);

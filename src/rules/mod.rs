@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diags, Pos, Problems, Severity as DiagSeverity, SourceFile};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -92,7 +94,10 @@ impl CmpOp {
 pub enum Items {
     Inline(Vec<String>),
     /// `$name`, resolved against `lists:`.
-    List { name: String, pos: Pos },
+    List {
+        name: String,
+        pos: Pos,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -144,7 +149,9 @@ impl RuleSet {
                 pos: Pos::default(),
                 severity: DiagSeverity::Error,
                 message: e,
-                hint: Some("set `rules:` in the config to a folder of *.yaml files or one file".into()),
+                hint: Some(
+                    "set `rules:` in the config to a folder of *.yaml files or one file".into(),
+                ),
                 line_text: None,
             }])
         })?;
@@ -176,7 +183,9 @@ impl RuleSet {
 
     /// Parses rule files given as (path, text); cross-file checks included
     /// (duplicate ids, duplicate lists, unknown `$lists`).
-    pub fn parse<'a>(files: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<RuleSet, Problems> {
+    pub fn parse<'a>(
+        files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> Result<RuleSet, Problems> {
         let mut set = RuleSet::default();
         let mut out: Vec<Diagnostic> = Vec::new();
         for (path, text) in files {
@@ -228,7 +237,11 @@ impl RuleSet {
     pub fn list(&self, items: &Items) -> Vec<String> {
         match items {
             Items::Inline(v) => v.clone(),
-            Items::List { name, .. } => self.lists.get(name).map(|l| l.items.clone()).unwrap_or_default(),
+            Items::List { name, .. } => self
+                .lists
+                .get(name)
+                .map(|l| l.items.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -268,7 +281,10 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         .filter(|p| {
             p.is_file()
                 && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
         })
         .collect();
     files.sort();

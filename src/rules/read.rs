@@ -20,14 +20,35 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
         if let Some(lm) = MapReader::new(lists, "lists", d) {
             if let Kind::Map(entries) = &lm.node.kind {
                 for (k, v) in entries {
-                    let Some(name) = string(k, "a list name", d) else { continue };
-                    let items: Vec<String> = strings(v, "a list item", d).into_iter().map(|(s, _)| s).collect();
+                    let Some(name) = string(k, "a list name", d) else {
+                        continue;
+                    };
+                    let items: Vec<String> = strings(v, "a list item", d)
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect();
                     if let Some(prev) = set.lists.get(&name) {
                         let first = &set.files[prev.file];
-                        d.error(k.pos(), format!("list `{name}` is already defined"), Some(format!("first defined at {}:{}:{}", first.path.display(), prev.pos.line, prev.pos.col)));
+                        d.error(
+                            k.pos(),
+                            format!("list `{name}` is already defined"),
+                            Some(format!(
+                                "first defined at {}:{}:{}",
+                                first.path.display(),
+                                prev.pos.line,
+                                prev.pos.col
+                            )),
+                        );
                         continue;
                     }
-                    set.lists.insert(name, ListDef { items, file: idx, pos: k.pos() });
+                    set.lists.insert(
+                        name,
+                        ListDef {
+                            items,
+                            file: idx,
+                            pos: k.pos(),
+                        },
+                    );
                 }
             }
         }
@@ -42,7 +63,14 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
                 }
             }
             Kind::Null => {}
-            _ => d.error(rules.pos(), format!("`rules` must be a list (items starting with `- `), found {}", rules.type_name()), None),
+            _ => d.error(
+                rules.pos(),
+                format!(
+                    "`rules` must be a list (items starting with `- `), found {}",
+                    rules.type_name()
+                ),
+                None,
+            ),
         }
     }
     m.finish(d);
@@ -50,21 +78,35 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
 
 fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
     let mut m = MapReader::new(n, "rule", d)?;
-    let id_node = required(&mut m, "id", "add `id:` with a unique, stable name such as `us-cn-tariff-above-157`", d);
+    let id_node = required(
+        &mut m,
+        "id",
+        "add `id:` with a unique, stable name such as `us-cn-tariff-above-157`",
+        d,
+    );
     let id = id_node.and_then(|i| string(i, "id", d));
     if let (Some(id), Some(node)) = (&id, id_node) {
         if id.is_empty() || !id.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
-            d.error(node.pos(), format!("`{id}` is not a valid rule id"), Some("use letters, digits, `-`, `_` and `.`, e.g. `us-cn-tariff-above-157`".into()));
+            d.error(
+                node.pos(),
+                format!("`{id}` is not a valid rule id"),
+                Some("use letters, digits, `-`, `_` and `.`, e.g. `us-cn-tariff-above-157`".into()),
+            );
         }
     }
     let title = m.get("title").and_then(|t| string(t, "title", d));
     let severity = match m.get("severity") {
-        Some(s) => match string(s, "severity", d).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some(s) => match string(s, "severity", d)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("info") => Severity::Info,
             Some("warning") => Severity::Warning,
             Some("critical") => Severity::Critical,
             Some(other) => {
-                let hint = did_you_mean(other, ["info", "warning", "critical"]).unwrap_or_else(|| "write one of: info, warning, critical".into());
+                let hint = did_you_mean(other, ["info", "warning", "critical"])
+                    .unwrap_or_else(|| "write one of: info, warning, critical".into());
                 d.error(s.pos(), format!("unknown severity `{other}`"), Some(hint));
                 Severity::Warning
             }
@@ -77,16 +119,23 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         if let Some(lm) = MapReader::new(l, "labels", d) {
             if let Kind::Map(entries) = &lm.node.kind {
                 for (k, v) in entries {
-                    if let (Some(k), Some(v)) = (string(k, "a label name", d), string(v, "a label value", d)) {
+                    if let (Some(k), Some(v)) =
+                        (string(k, "a label name", d), string(v, "a label value", d))
+                    {
                         labels.insert(k, v);
                     }
                 }
             }
         }
     }
-    let sources = required(&mut m, "source", "add `source:` with the name of a source from the config", d)
-        .map(|s| strings(s, "source", d))
-        .unwrap_or_default();
+    let sources = required(
+        &mut m,
+        "source",
+        "add `source:` with the name of a source from the config",
+        d,
+    )
+    .map(|s| strings(s, "source", d))
+    .unwrap_or_default();
     let mut conds = Vec::new();
     if let Some(w) = m.get("where") {
         conds.extend(where_(w, d));
@@ -104,17 +153,26 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         _ => Some(Cond::All(conds)),
     };
     let for_node = m.get("for");
-    let for_ = for_node.and_then(|f| duration(f, "for", d)).unwrap_or(Duration::ZERO);
+    let for_ = for_node
+        .and_then(|f| duration(f, "for", d))
+        .unwrap_or(Duration::ZERO);
     let repeat = m.get("repeat").and_then(|r| {
         let v = duration(r, "repeat", d)?;
         if v.is_zero() {
-            d.error(r.pos(), "`repeat: 0s` would notify on every evaluation", Some("give a reminder interval such as `24h`, or remove `repeat`".into()));
+            d.error(
+                r.pos(),
+                "`repeat: 0s` would notify on every evaluation",
+                Some("give a reminder interval such as `24h`, or remove `repeat`".into()),
+            );
             return None;
         }
         Some(v)
     });
     let resolve = m.get("resolve").and_then(|r| boolean(r, "resolve", d));
-    let notify = m.get("notify").map(|x| strings(x, "notify", d)).unwrap_or_default();
+    let notify = m
+        .get("notify")
+        .map(|x| strings(x, "notify", d))
+        .unwrap_or_default();
     let summary = template(&mut m, "summary", d);
     let body = template(&mut m, "body", d);
     let key = template(&mut m, "key", d);
@@ -145,35 +203,85 @@ fn template(m: &mut MapReader, key: &'static str, d: &mut Diags) -> Option<(Stri
     let n = m.get(key)?;
     let text = string(n, key, d)?;
     if let Err(e) = crate::channel::template::check_syntax(&text) {
-        d.error(n.pos(), format!("the `{key}` template does not parse: {e}"), Some("fields are written `{{ field }}`; see the minijinja syntax for `{% if %}`".into()));
+        d.error(
+            n.pos(),
+            format!("the `{key}` template does not parse: {e}"),
+            Some(
+                "fields are written `{{ field }}`; see the minijinja syntax for `{% if %}`".into(),
+            ),
+        );
     }
     Some((text, n.pos()))
 }
 
 fn where_(n: &Node, d: &mut Diags) -> Vec<Cond> {
-    let Some(m) = MapReader::new(n, "where", d) else { return vec![] };
-    let Kind::Map(entries) = &m.node.kind else { return vec![] };
+    let Some(m) = MapReader::new(n, "where", d) else {
+        return vec![];
+    };
+    let Kind::Map(entries) = &m.node.kind else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for (k, v) in entries {
-        let Some(field) = string(k, "a field name", d) else { continue };
+        let Some(field) = string(k, "a field name", d) else {
+            continue;
+        };
         match &v.kind {
-            Kind::Seq(_) => out.push(Cond::In { field, items: items(v, d), negate: false }),
-            Kind::Str(s) if s.starts_with('$') => out.push(Cond::In { field, items: items(v, d), negate: false }),
-            Kind::Map(_) | Kind::Null => d.error(v.pos(), format!("`where: {{ {field}: … }}` needs a value to compare with, found {}", v.type_name()), Some("write e.g. `where: { partner: CN }`; use `when:` for other comparisons".into())),
-            _ => out.push(Cond::Cmp { field, op: CmpOp::Equals, value: v.to_json() }),
+            Kind::Seq(_) => out.push(Cond::In {
+                field,
+                items: items(v, d),
+                negate: false,
+            }),
+            Kind::Str(s) if s.starts_with('$') => out.push(Cond::In {
+                field,
+                items: items(v, d),
+                negate: false,
+            }),
+            Kind::Map(_) | Kind::Null => d.error(
+                v.pos(),
+                format!(
+                    "`where: {{ {field}: … }}` needs a value to compare with, found {}",
+                    v.type_name()
+                ),
+                Some(
+                    "write e.g. `where: { partner: CN }`; use `when:` for other comparisons".into(),
+                ),
+            ),
+            _ => out.push(Cond::Cmp {
+                field,
+                op: CmpOp::Equals,
+                value: v.to_json(),
+            }),
         }
     }
     out
 }
 
-const FIELD_OPS: [&str; 12] = ["above", "below", "at_least", "at_most", "equals", "not_equals", "in", "not_in", "exists", "changed", "increased_by", "decreased_by"];
+const FIELD_OPS: [&str; 12] = [
+    "above",
+    "below",
+    "at_least",
+    "at_most",
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "exists",
+    "changed",
+    "increased_by",
+    "decreased_by",
+];
 const LATER: [&str; 4] = ["count", "absent", "expr", "within"];
 
 pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     let mut m = MapReader::new(n, "condition", d)?;
     if let Some(later) = LATER.iter().find(|k| m.has(k)) {
         let kn = m.key_node(later).map(Node::pos).unwrap_or(n.pos());
-        d.error(kn, format!("`{later}` conditions are not available in this version of tocsin"), Some("use field comparisons, `in`, `exists`, `text` or `regex`".into()));
+        d.error(
+            kn,
+            format!("`{later}` conditions are not available in this version of tocsin"),
+            Some("use field comparisons, `in`, `exists`, `text` or `regex`".into()),
+        );
         return None;
     }
     let out = if m.has("text") {
@@ -185,17 +293,31 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
         for key in ["all", "any"] {
             if let Some(list) = m.get(key) {
                 let Kind::Seq(items) = &list.kind else {
-                    d.error(list.pos(), format!("`{key}` must be a list of conditions"), Some(format!("write `{key}:` followed by lines starting with `- `")));
+                    d.error(
+                        list.pos(),
+                        format!("`{key}` must be a list of conditions"),
+                        Some(format!(
+                            "write `{key}:` followed by lines starting with `- `"
+                        )),
+                    );
                     continue;
                 };
                 let subs: Vec<Cond> = items.iter().filter_map(|i| cond(i, d)).collect();
-                parts.push(if key == "all" { Cond::All(subs) } else { Cond::Any(subs) });
+                parts.push(if key == "all" {
+                    Cond::All(subs)
+                } else {
+                    Cond::Any(subs)
+                });
             }
         }
         if let Some(x) = m.get("not") {
             parts.extend(cond(x, d).map(|c| Cond::Not(Box::new(c))));
         }
-        if parts.len() == 1 { parts.pop() } else { Some(Cond::All(parts)) }
+        if parts.len() == 1 {
+            parts.pop()
+        } else {
+            Some(Cond::All(parts))
+        }
     } else {
         m.allow(&["field", "text", "all", "any", "not"]);
         d.error(n.pos(), "this condition says neither `field:`, `text:` nor `all:`/`any:`/`not:`", Some("write e.g. `{ field: rate_pct, above: 157 }` or `{ text: [title], any: [\"export control*\"] }`".into()));
@@ -223,18 +345,47 @@ fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
             }),
             "equals" | "not_equals" => match &v.kind {
                 Kind::Seq(_) | Kind::Map(_) | Kind::Null => {
-                    d.error(v.pos(), format!("`{op}` compares with one value, found {}", v.type_name()), Some(format!("for several values write `{}: [..]`", if op == "equals" { "in" } else { "not_in" })));
+                    d.error(
+                        v.pos(),
+                        format!("`{op}` compares with one value, found {}", v.type_name()),
+                        Some(format!(
+                            "for several values write `{}: [..]`",
+                            if op == "equals" { "in" } else { "not_in" }
+                        )),
+                    );
                     None
                 }
-                _ => Some(Cond::Cmp { field: field.clone(), op: if op == "equals" { CmpOp::Equals } else { CmpOp::NotEquals }, value: v.to_json() }),
+                _ => Some(Cond::Cmp {
+                    field: field.clone(),
+                    op: if op == "equals" {
+                        CmpOp::Equals
+                    } else {
+                        CmpOp::NotEquals
+                    },
+                    value: v.to_json(),
+                }),
             },
-            "in" | "not_in" => Some(Cond::In { field: field.clone(), items: items(v, d), negate: op == "not_in" }),
-            "exists" => boolean(v, op, d).map(|want| Cond::Exists { field: field.clone(), want }),
+            "in" | "not_in" => Some(Cond::In {
+                field: field.clone(),
+                items: items(v, d),
+                negate: op == "not_in",
+            }),
+            "exists" => boolean(v, op, d).map(|want| Cond::Exists {
+                field: field.clone(),
+                want,
+            }),
             "changed" => boolean(v, op, d).map(|want| {
-                let c = Cond::Changed { field: field.clone() };
+                let c = Cond::Changed {
+                    field: field.clone(),
+                };
                 if want { c } else { Cond::Not(Box::new(c)) }
             }),
-            _ => delta(v, op, d).map(|(amount, percent)| Cond::Delta { field: field.clone(), up: op == "increased_by", amount, percent }),
+            _ => delta(v, op, d).map(|(amount, percent)| Cond::Delta {
+                field: field.clone(),
+                up: op == "increased_by",
+                amount,
+                percent,
+            }),
         };
         parts.extend(c);
     }
@@ -242,7 +393,11 @@ fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
         let fn_pos = m.key_node("field").map(Node::pos).unwrap_or_default();
         d.error(fn_pos, format!("the condition on `{field}` says nothing about it"), Some("add a comparison: above, below, at_least, at_most, equals, not_equals, in, not_in, exists, changed, increased_by or decreased_by".into()));
     }
-    if parts.len() == 1 { parts.pop() } else { Some(Cond::All(parts)) }
+    if parts.len() == 1 {
+        parts.pop()
+    } else {
+        Some(Cond::All(parts))
+    }
 }
 
 /// `10` or `"10%"`.
@@ -261,29 +416,59 @@ fn delta(v: &Node, op: &str, d: &mut Diags) -> Option<(f64, bool)> {
 fn items(n: &Node, d: &mut Diags) -> Items {
     if let Kind::Str(s) = &n.kind {
         if let Some(name) = s.strip_prefix('$') {
-            return Items::List { name: name.to_string(), pos: n.pos() };
+            return Items::List {
+                name: name.to_string(),
+                pos: n.pos(),
+            };
         }
     }
-    Items::Inline(strings(n, "a list item", d).into_iter().map(|(s, _)| s).collect())
+    Items::Inline(
+        strings(n, "a list item", d)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+    )
 }
 
 fn text_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
     let fields_node = m.get("text")?;
-    let fields: Vec<String> = strings(fields_node, "text", d).into_iter().map(|(s, _)| s).collect();
+    let fields: Vec<String> = strings(fields_node, "text", d)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     if let Some(r) = m.get("regex") {
         for k in ["any", "all", "none"] {
             if let Some(kn) = m.key_node(k) {
-                d.error(kn.pos(), format!("`regex` and `{k}` cannot be combined in one condition"), Some("put them in two conditions under `all:`".into()));
+                d.error(
+                    kn.pos(),
+                    format!("`regex` and `{k}` cannot be combined in one condition"),
+                    Some("put them in two conditions under `all:`".into()),
+                );
             }
         }
         m.allow(&["any", "all", "none"]);
         let pattern = string(r, "regex", d)?;
-        return match regex::RegexBuilder::new(&pattern).size_limit(1 << 22).build() {
+        return match regex::RegexBuilder::new(&pattern)
+            .size_limit(1 << 22)
+            .build()
+        {
             Ok(regex) => Some(Cond::Regex { fields, regex }),
             Err(e) => {
                 let msg = e.to_string();
-                let last = msg.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&msg).to_string();
-                d.error(r.pos(), format!("invalid regular expression: {}", last.trim_start_matches("error: ")), Some("check brackets and escapes; for plain words prefer `any: [..]`".into()));
+                let last = msg
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("error:"))
+                    .unwrap_or(&msg)
+                    .to_string();
+                d.error(
+                    r.pos(),
+                    format!(
+                        "invalid regular expression: {}",
+                        last.trim_start_matches("error: ")
+                    ),
+                    Some("check brackets and escapes; for plain words prefer `any: [..]`".into()),
+                );
                 None
             }
         };
@@ -300,10 +485,25 @@ fn text_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
     let all = phrases("all", d);
     let none = phrases("none", d);
     if any.is_none() && all.is_none() && none.is_none() {
-        d.error(fields_node.pos(), format!("the text condition on {} names no phrases", describe(fields_node)), Some("add `any: [\"export control*\"]`, `all: [..]`, `none: [..]` or `regex: \"..\"`".into()));
+        d.error(
+            fields_node.pos(),
+            format!(
+                "the text condition on {} names no phrases",
+                describe(fields_node)
+            ),
+            Some(
+                "add `any: [\"export control*\"]`, `all: [..]`, `none: [..]` or `regex: \"..\"`"
+                    .into(),
+            ),
+        );
         return None;
     }
-    Some(Cond::Text { fields, any, all, none })
+    Some(Cond::Text {
+        fields,
+        any,
+        all,
+        none,
+    })
 }
 
 fn check_phrases(n: &Node, phrases: &[String], d: &mut Diags) {
@@ -314,9 +514,17 @@ fn check_phrases(n: &Node, phrases: &[String], d: &mut Diags) {
     for (p, node) in phrases.iter().zip(nodes) {
         let body = p.strip_suffix('*').unwrap_or(p);
         if body.trim().is_empty() {
-            d.error(node.pos(), "empty phrase", Some("write words, e.g. `\"export control*\"`".into()));
+            d.error(
+                node.pos(),
+                "empty phrase",
+                Some("write words, e.g. `\"export control*\"`".into()),
+            );
         } else if body.contains('*') {
-            d.error(node.pos(), format!("`*` may only end a phrase, as in `control*`: `{p}`"), Some("for other patterns use `regex:`".into()));
+            d.error(
+                node.pos(),
+                format!("`*` may only end a phrase, as in `control*`: `{p}`"),
+                Some("for other patterns use `regex:`".into()),
+            );
         }
     }
 }

@@ -122,9 +122,14 @@ impl FileTracker {
     pub fn current_files(&self) -> Vec<PathBuf> {
         match &self.pattern {
             Some(_) => {
-                let mut v: Vec<PathBuf> = glob::glob_with(&self.cfg.path.to_string_lossy(), GLOB_OPTS)
-                    .map(|it| it.filter_map(Result::ok).filter(|p| p.is_file() && !is_temp_name(p)).collect())
-                    .unwrap_or_default();
+                let mut v: Vec<PathBuf> =
+                    glob::glob_with(&self.cfg.path.to_string_lossy(), GLOB_OPTS)
+                        .map(|it| {
+                            it.filter_map(Result::ok)
+                                .filter(|p| p.is_file() && !is_temp_name(p))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                 v.sort();
                 v
             }
@@ -139,13 +144,17 @@ impl FileTracker {
     }
 
     fn format_of(&self, path: &Path) -> Result<Format, SourceError> {
-        self.cfg.format.or_else(|| Format::from_path(path)).ok_or_else(|| SourceError {
-            source: self.source.to_string(),
-            file: Some(path.to_path_buf()),
-            line: 0,
-            message: "cannot tell the format from the extension; set `format:` on the source".into(),
-            retry: false,
-        })
+        self.cfg
+            .format
+            .or_else(|| Format::from_path(path))
+            .ok_or_else(|| SourceError {
+                source: self.source.to_string(),
+                file: Some(path.to_path_buf()),
+                line: 0,
+                message: "cannot tell the format from the extension; set `format:` on the source"
+                    .into(),
+                retry: false,
+            })
     }
 
     fn error(&self, path: &Path, e: ParseError) -> SourceError {
@@ -163,7 +172,13 @@ impl FileTracker {
     pub fn start(&mut self, path: &Path, now: DateTime<Utc>) -> (Vec<Record>, Vec<SourceError>) {
         match self.cfg.mode {
             Mode::Table => {
-                self.files.insert(path.to_path_buf(), FileState::Table { rows: HashMap::new(), sig: None });
+                self.files.insert(
+                    path.to_path_buf(),
+                    FileState::Table {
+                        rows: HashMap::new(),
+                        sig: None,
+                    },
+                );
                 match self.refresh(path, now) {
                     Ok(r) => r,
                     Err(e) => (vec![], vec![e]),
@@ -191,7 +206,10 @@ impl FileTracker {
         let line = done.iter().filter(|&&b| b == b'\n').count();
         let (header, count) = match format {
             Format::Csv | Format::Tsv => (read_header(format, done), 0),
-            Format::Json | Format::Yaml => (None, parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0)),
+            Format::Json | Format::Yaml => (
+                None,
+                parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0),
+            ),
             Format::Jsonl => (None, 0),
         };
         Ok(FileState::Log {
@@ -214,7 +232,9 @@ impl FileTracker {
 
     /// Whether the file's metadata differ from what was last read.
     pub fn changed_on_disk(&self, path: &Path) -> bool {
-        let Ok(meta) = std::fs::metadata(path) else { return false };
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
         let now = Some(sig(&meta));
         match self.files.get(path) {
             Some(FileState::Table { sig, .. }) | Some(FileState::Log { sig, .. }) => *sig != now,
@@ -225,7 +245,11 @@ impl FileTracker {
     /// Re-reads a file and returns the records its change implies, plus
     /// errors for bad lines of a log (the good lines still count). A table
     /// that does not parse is refused whole and its previous rows stand.
-    pub fn refresh(&mut self, path: &Path, now: DateTime<Utc>) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+    pub fn refresh(
+        &mut self,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
         if !self.files.contains_key(path) {
             return Ok(self.start(path, now));
         }
@@ -287,7 +311,10 @@ impl FileTracker {
                         old => out.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
                     }
                 }
-                let mut removed: Vec<(&String, &Fields)> = rows.iter().filter(|(k, _)| !next.contains_key(*k)).collect();
+                let mut removed: Vec<(&String, &Fields)> = rows
+                    .iter()
+                    .filter(|(k, _)| !next.contains_key(*k))
+                    .collect();
                 removed.sort_by(|a, b| a.0.cmp(b.0));
                 for (k, old) in removed {
                     out.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
@@ -296,8 +323,15 @@ impl FileTracker {
                 *sig = new_sig;
                 Ok((out, vec![]))
             }
-            Some(FileState::Log { sig, offset, line, header, count }) => {
-                let replaced = sig.is_some_and(|s| new_sig.is_some_and(|n| n.ino != s.ino || n.dev != s.dev));
+            Some(FileState::Log {
+                sig,
+                offset,
+                line,
+                header,
+                count,
+            }) => {
+                let replaced =
+                    sig.is_some_and(|s| new_sig.is_some_and(|n| n.ino != s.ino || n.dev != s.dev));
                 if replaced || (bytes.len() as u64) < *offset {
                     // Truncated or replaced: start again from the beginning.
                     *offset = 0;
@@ -306,7 +340,10 @@ impl FileTracker {
                     *count = 0;
                 }
                 *sig = new_sig;
-                let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 let mut records = Vec::new();
                 let mut errors = Vec::new();
                 match format {
@@ -322,14 +359,20 @@ impl FileTracker {
                             *count = 0;
                         }
                         for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
-                            records.push(mk(fields, format!("{file_name}:{}", i + 1), None, RecordKind::Event));
+                            records.push(mk(
+                                fields,
+                                format!("{file_name}:{}", i + 1),
+                                None,
+                                RecordKind::Event,
+                            ));
                         }
                         *count = records.len() + *count;
                     }
                     _ => {
                         let start = *offset as usize;
                         let chunk = &bytes[start..];
-                        let Some(end) = chunk.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
+                        let Some(end) = chunk.iter().rposition(|&b| b == b'\n').map(|i| i + 1)
+                        else {
                             return Ok((vec![], vec![]));
                         };
                         let chunk = &chunk[..end];
@@ -361,7 +404,12 @@ impl FileTracker {
                                         continue;
                                     }
                                     match parse::json_line(l, first_line + i) {
-                                        Ok(f) => records.push(mk(f, format!("{file_name}:{}", first_line + i), None, RecordKind::Event)),
+                                        Ok(f) => records.push(mk(
+                                            f,
+                                            format!("{file_name}:{}", first_line + i),
+                                            None,
+                                            RecordKind::Event,
+                                        )),
                                         Err(e) => errors.push(self_err(&source, path, e)),
                                     }
                                 }
@@ -373,10 +421,20 @@ impl FileTracker {
                                     if l.trim().is_empty() {
                                         continue;
                                     }
-                                    match parse::delimited(format, &format!("{l}\n"), Some(&h), first_line + i) {
+                                    match parse::delimited(
+                                        format,
+                                        &format!("{l}\n"),
+                                        Some(&h),
+                                        first_line + i,
+                                    ) {
                                         Ok(rows) => {
                                             for (n, f) in rows {
-                                                records.push(mk(f, format!("{file_name}:{n}"), None, RecordKind::Event));
+                                                records.push(mk(
+                                                    f,
+                                                    format!("{file_name}:{n}"),
+                                                    None,
+                                                    RecordKind::Event,
+                                                ));
                                             }
                                         }
                                         Err(e) => errors.push(self_err(&source, path, e)),
@@ -399,15 +457,22 @@ impl FileTracker {
         let format = self.format_of(path)?;
         let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
         let rows = parse::rows(format, &bytes).map_err(|e| self.error(path, e))?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(rows.len());
         for (i, (line, fields)) in rows.into_iter().enumerate() {
             let (key, kind) = match self.cfg.mode {
                 Mode::Table => (
-                    parse::row_key(&fields, &self.cfg.key).map_err(|m| self.error(path, ParseError { line, message: m }))?,
+                    parse::row_key(&fields, &self.cfg.key)
+                        .map_err(|m| self.error(path, ParseError { line, message: m }))?,
                     RecordKind::Row,
                 ),
-                Mode::Log => (format!("{file_name}:{}", if line > 0 { line } else { i + 1 }), RecordKind::Event),
+                Mode::Log => (
+                    format!("{file_name}:{}", if line > 0 { line } else { i + 1 }),
+                    RecordKind::Event,
+                ),
             };
             out.push(Record {
                 source: self.source.clone(),
@@ -464,9 +529,11 @@ pub fn is_temp_name(path: &Path) -> bool {
         || name.starts_with('#')
         || name.ends_with('~')
         || name == "4913"
-        || [".swp", ".swx", ".swo", ".tmp", ".bak", ".part", ".orig", ".new"]
-            .iter()
-            .any(|s| name.ends_with(s))
+        || [
+            ".swp", ".swx", ".swo", ".tmp", ".bak", ".part", ".orig", ".new",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
 }
 
 /// Quiet time after the last event before a file is read: editors and
@@ -505,7 +572,10 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
         first.extend(records);
     }
     if tracker.current_files().is_empty() {
-        tracing::warn!(source = tracker.name(), "no file matches yet; waiting for one to appear");
+        tracing::warn!(
+            source = tracker.name(),
+            "no file matches yet; waiting for one to appear"
+        );
     }
     if !send(&tx, &tracker, first).await {
         return;

@@ -62,7 +62,12 @@ impl std::fmt::Display for SourceError {
 }
 
 /// Starts the task of one source.
-pub fn spawn(cfg: &SourceConfig, tx: mpsc::Sender<Batch>, shutdown: CancellationToken, set: &mut tokio::task::JoinSet<()>) {
+pub fn spawn(
+    cfg: &SourceConfig,
+    tx: mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+    set: &mut tokio::task::JoinSet<()>,
+) {
     match &cfg.kind {
         SourceKind::File(f) => {
             let tracker = file::FileTracker::new(cfg, f);

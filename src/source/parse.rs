@@ -24,7 +24,10 @@ impl std::fmt::Display for ParseError {
 }
 
 fn err(line: usize, message: impl Into<String>) -> ParseError {
-    ParseError { line, message: message.into() }
+    ParseError {
+        line,
+        message: message.into(),
+    }
 }
 
 /// Checks UTF-8 and drops a byte-order mark.
@@ -33,7 +36,10 @@ pub fn text(bytes: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        err(line, format!("not valid UTF-8 (byte {at}); save the file as UTF-8"))
+        err(
+            line,
+            format!("not valid UTF-8 (byte {at}); save the file as UTF-8"),
+        )
     })
 }
 
@@ -49,14 +55,19 @@ pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseE
             .map(|(i, l)| json_line(l, i + 1).map(|f| (i + 1, f)))
             .collect(),
         Format::Json => {
-            let v: Value = serde_json::from_str(t).map_err(|e| err(e.line(), format!("invalid JSON: {e}")))?;
+            let v: Value =
+                serde_json::from_str(t).map_err(|e| err(e.line(), format!("invalid JSON: {e}")))?;
             array_rows(v)
         }
         Format::Yaml => {
             let v: Value = serde_saphyr::from_str(t).map_err(|e| {
                 let line = e.location().map_or(0, |l| l.line() as usize);
-                let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-                err(line, format!("invalid YAML: {}", e.render_with_options(opts)))
+                let opts =
+                    serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+                err(
+                    line,
+                    format!("invalid YAML: {}", e.render_with_options(opts)),
+                )
             })?;
             array_rows(v)
         }
@@ -66,7 +77,10 @@ pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseE
 pub fn json_line(line: &str, n: usize) -> Result<Fields, ParseError> {
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(err(n, format!("expected a JSON object per line, found {}", kind(&other)))),
+        Ok(other) => Err(err(
+            n,
+            format!("expected a JSON object per line, found {}", kind(&other)),
+        )),
         Err(e) => Err(err(n, format!("invalid JSON: {e}"))),
     }
 }
@@ -91,23 +105,45 @@ fn array_rows(v: Value) -> Result<Vec<(usize, Fields)>, ParseError> {
             _ => None,
         }) {
             Some(a) => a,
-            None => return Err(err(0, "expected an array of objects, or an object holding one; found an object with no array")),
+            None => {
+                return Err(err(
+                    0,
+                    "expected an array of objects, or an object holding one; found an object with no array",
+                ));
+            }
         },
         Value::Null => Vec::new(),
-        other => return Err(err(0, format!("expected an array of objects, found {}", kind(&other)))),
+        other => {
+            return Err(err(
+                0,
+                format!("expected an array of objects, found {}", kind(&other)),
+            ));
+        }
     };
     arr.into_iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::Object(m) => Ok((0, m)),
-            other => Err(err(0, format!("item {} of the array is {}, not an object", i + 1, kind(&other)))),
+            other => Err(err(
+                0,
+                format!(
+                    "item {} of the array is {}, not an object",
+                    i + 1,
+                    kind(&other)
+                ),
+            )),
         })
         .collect()
 }
 
 /// CSV/TSV text. With `header` given, `t` holds data lines only and
 /// `first_line` is the file line number of its first line.
-pub fn delimited(format: Format, t: &str, header: Option<&[String]>, first_line: usize) -> Result<Vec<(usize, Fields)>, ParseError> {
+pub fn delimited(
+    format: Format,
+    t: &str,
+    header: Option<&[String]>,
+    first_line: usize,
+) -> Result<Vec<(usize, Fields)>, ParseError> {
     let mut rb = csv::ReaderBuilder::new();
     rb.delimiter(if format == Format::Tsv { b'\t' } else { b',' })
         .has_headers(header.is_none())
@@ -129,12 +165,17 @@ pub fn delimited(format: Format, t: &str, header: Option<&[String]>, first_line:
     let mut out = Vec::new();
     for rec in r.records() {
         let rec = rec.map_err(|e| csv_err(&e, first_line))?;
-        let line = rec.position().map_or(0, |p| p.line() as usize + first_line - 1);
+        let line = rec
+            .position()
+            .map_or(0, |p| p.line() as usize + first_line - 1);
         if rec.len() == 1 && rec.get(0).is_some_and(|f| f.trim().is_empty()) {
             continue;
         }
         if rec.len() != names.len() {
-            return Err(err(line, format!("{} fields, but the header has {}", rec.len(), names.len())));
+            return Err(err(
+                line,
+                format!("{} fields, but the header has {}", rec.len(), names.len()),
+            ));
         }
         let fields: Fields = names
             .iter()
@@ -147,9 +188,13 @@ pub fn delimited(format: Format, t: &str, header: Option<&[String]>, first_line:
 }
 
 fn csv_err(e: &csv::Error, first_line: usize) -> ParseError {
-    let line = e.position().map_or(0, |p| p.line() as usize + first_line - 1);
+    let line = e
+        .position()
+        .map_or(0, |p| p.line() as usize + first_line - 1);
     let msg = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("{len} fields, but the header has {expected_len}"),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields, but the header has {expected_len}"),
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".to_string(),
         _ => e.to_string(),
     };
@@ -160,7 +205,8 @@ fn csv_err(e: &csv::Error, first_line: usize) -> ParseError {
 pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
     let mut k = String::new();
     for (i, name) in key.iter().enumerate() {
-        let v = crate::record::lookup(fields, name).ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
+        let v = crate::record::lookup(fields, name)
+            .ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
         if i > 0 {
             k.push('|');
         }
@@ -178,7 +224,11 @@ mod tests {
 
     #[test]
     fn csv_rows_and_errors() {
-        let r = rows(Format::Csv, b"partner,product,rate_pct\nCN,8505,160\nJP,8505,\"1,250.5\"\n").unwrap();
+        let r = rows(
+            Format::Csv,
+            b"partner,product,rate_pct\nCN,8505,160\nJP,8505,\"1,250.5\"\n",
+        )
+        .unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].0, 3);
         assert_eq!(r[1].1["rate_pct"], "1,250.5");
@@ -189,8 +239,16 @@ mod tests {
 
     #[test]
     fn json_shapes() {
-        assert_eq!(rows(Format::Json, br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
-        assert_eq!(rows(Format::Json, br#"{"meta":1,"data":[{"a":1}]}"#).unwrap().len(), 1);
+        assert_eq!(
+            rows(Format::Json, br#"[{"a":1},{"a":2}]"#).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            rows(Format::Json, br#"{"meta":1,"data":[{"a":1}]}"#)
+                .unwrap()
+                .len(),
+            1
+        );
         let e = rows(Format::Json, b"[{\"a\":1},\n{\"a\":").unwrap_err();
         assert_eq!(e.line, 2);
         let e = rows(Format::Jsonl, b"{\"a\":1}\n\n[1]\n").unwrap_err();
@@ -200,7 +258,11 @@ mod tests {
 
     #[test]
     fn yaml_rows() {
-        let r = rows(Format::Yaml, b"- {partner: CN, rate_pct: 160}\n- {partner: JP, rate_pct: 10}\n").unwrap();
+        let r = rows(
+            Format::Yaml,
+            b"- {partner: CN, rate_pct: 160}\n- {partner: JP, rate_pct: 10}\n",
+        )
+        .unwrap();
         assert_eq!(r[0].1["rate_pct"], 160);
     }
 
@@ -214,7 +276,10 @@ mod tests {
     #[test]
     fn keys() {
         let f: Fields = serde_json::from_str(r#"{"partner":"CN","product":8505}"#).unwrap();
-        assert_eq!(row_key(&f, &["partner".into(), "product".into()]).unwrap(), "CN|8505");
+        assert_eq!(
+            row_key(&f, &["partner".into(), "product".into()]).unwrap(),
+            "CN|8505"
+        );
         assert!(row_key(&f, &["x".into()]).is_err());
     }
 }
