@@ -30,13 +30,21 @@ pub struct Loaded {
 pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded, Problems> {
     let config = Config::load(config_path)?;
     let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();
-    let rules = RuleSet::load(&rules_path)?;
-    let compiled = crate::engine::compile(&config, &rules)?;
-    Ok(Loaded {
-        config,
-        rules,
-        compiled,
-    })
+    let (rules, mut diags) = RuleSet::load(&rules_path);
+    // Compile even when some rules failed to parse, so that references to
+    // sources and channels are checked in the same pass.
+    match crate::engine::compile(&config, &rules) {
+        Ok(compiled) if !diags.iter().any(Diagnostic::is_error) => Ok(Loaded {
+            config,
+            rules,
+            compiled,
+        }),
+        Ok(_) => Err(Problems(diags)),
+        Err(mut p) => {
+            diags.append(&mut p.0);
+            Err(Problems(diags))
+        }
+    }
 }
 
 /// How long queued notifications may take to go out once a stop is asked.

@@ -196,6 +196,12 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        // serde-saphyr addresses programmers here; analysts need the rule.
+        if let Some(i) = message.find(", set DuplicateKeyPolicy") {
+            message.truncate(i);
+            message
+                .push_str(" (each key may appear once in a mapping; merge the two or remove one)");
+        }
         SyntaxError {
             pos: Pos::new(line.max(1), col.max(1), 1),
             message,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::diag::{Diagnostic, Diags, Pos, Problems, Severity as DiagSeverity, SourceFile};
+use crate::diag::{Diagnostic, Diags, Pos, Severity as DiagSeverity, SourceFile};
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -142,19 +142,24 @@ pub enum Cond {
 
 impl RuleSet {
     /// Loads a folder of `*.yaml`/`*.yml` files (sorted by name) or one file.
-    pub fn load(path: &Path) -> Result<RuleSet, Problems> {
-        let files = rule_files(path).map_err(|e| {
-            Problems(vec![Diagnostic {
-                file: path.to_path_buf(),
-                pos: Pos::default(),
-                severity: DiagSeverity::Error,
-                message: e,
-                hint: Some(
-                    "set `rules:` in the config to a folder of *.yaml files or one file".into(),
-                ),
-                line_text: None,
-            }])
-        })?;
+    /// Every problem comes back; the set holds the rules that did parse.
+    pub fn load(path: &Path) -> (RuleSet, Vec<Diagnostic>) {
+        let files = match rule_files(path) {
+            Ok(f) => f,
+            Err(e) => {
+                let d = Diagnostic {
+                    file: path.to_path_buf(),
+                    pos: Pos::default(),
+                    severity: DiagSeverity::Error,
+                    message: e,
+                    hint: Some(
+                        "set `rules:` in the config to a folder of *.yaml files or one file".into(),
+                    ),
+                    line_text: None,
+                };
+                return (RuleSet::default(), vec![d]);
+            }
+        };
         let mut texts = Vec::new();
         let mut diags = Vec::new();
         for f in files {
@@ -170,22 +175,16 @@ impl RuleSet {
                 }),
             }
         }
-        let set = RuleSet::parse(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())));
-        match set {
-            Ok(s) if diags.is_empty() => Ok(s),
-            Ok(_) => Err(Problems(diags)),
-            Err(mut p) => {
-                diags.append(&mut p.0);
-                Err(Problems(diags))
-            }
-        }
+        let (set, mut more) = RuleSet::parse(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())));
+        diags.append(&mut more);
+        (set, diags)
     }
 
     /// Parses rule files given as (path, text); cross-file checks included
     /// (duplicate ids, duplicate lists, unknown `$lists`).
     pub fn parse<'a>(
         files: impl IntoIterator<Item = (&'a Path, &'a str)>,
-    ) -> Result<RuleSet, Problems> {
+    ) -> (RuleSet, Vec<Diagnostic>) {
         let mut set = RuleSet::default();
         let mut out: Vec<Diagnostic> = Vec::new();
         for (path, text) in files {
@@ -227,11 +226,7 @@ impl RuleSet {
             }
             out.append(&mut d.out);
         }
-        if out.iter().any(Diagnostic::is_error) {
-            Err(Problems(out))
-        } else {
-            Ok(set)
-        }
+        (set, out)
     }
 
     pub fn list(&self, items: &Items) -> Vec<String> {

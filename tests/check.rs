@@ -1,0 +1,80 @@
+//! `tocsin check` on invalid fixtures: every problem of every file, each at
+//! its `file:line:col`, with the offending line, a caret and a hint. The
+//! expected output sits beside each fixture in `expected.txt`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BIN;
+
+fn check(config: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_fixtures_report_each_problem_at_its_position() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+        let (code, out) = check(&dir.join("tocsin.yaml"));
+        let out = out.replace(&format!("{}/", dir.display()), "$DIR/");
+        assert_eq!(code, 1, "{}: exit code\n{out}", dir.display());
+        assert_eq!(out, expected, "{}: output differs", dir.display());
+        cases += 1;
+    }
+    assert!(cases >= 3);
+}
+
+#[test]
+fn some_problems_in_detail() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check");
+    let (_, out) = check(&root.join("bad-rules/tocsin.yaml"));
+    let out = out.replace(&format!("{}/", root.join("bad-rules").display()), "");
+    // Unknown key, with a did-you-mean and the offending line under a caret.
+    assert!(out.contains("rules/a.yaml:5:5: error: unknown key `sevrity` in rule\n 5 |     sevrity: critical\n   |     ^^^^^^^\n   = hint: did you mean `severity`?\n"), "{out}");
+    // References to undefined sources, channels and lists, with suggestions.
+    assert!(
+        out.contains("rules/a.yaml:14:13: error: unknown source `us-tarifs`"),
+        "{out}"
+    );
+    assert!(out.contains("did you mean `us-tariffs`?"), "{out}");
+    assert!(out.contains("did you mean `compliance-mail`?"), "{out}");
+    assert!(out.contains("did you mean `$allies`?"), "{out}");
+    assert!(
+        out.contains("rules/b.yaml:2:9: error: rule id `unknown-key` is already used"),
+        "{out}"
+    );
+    assert!(out.contains("15 problems found"), "{out}");
+}
+
+#[test]
+fn the_shipped_config_and_rules_pass() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tocsin.yaml");
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": ok: "), "{out}");
+}
+
+#[test]
+fn a_missing_config_names_the_path_and_the_fix() {
+    let (code, out) = check(Path::new("/nonexistent/tocsin.yaml"));
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("/nonexistent/tocsin.yaml: error: cannot read the config file"),
+        "{out}"
+    );
+    assert!(out.contains("hint: pass the config with -c PATH"), "{out}");
+}
