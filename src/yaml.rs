@@ -362,6 +362,33 @@ pub mod read {
         v
     }
 
+    /// The entries of a mapping; anything else is reported and yields none.
+    pub fn entries<'n>(n: &'n Node, what: &str, d: &mut Diags) -> &'n [(Node, Node)] {
+        match &n.kind {
+            Kind::Map(e) => e,
+            Kind::Null => &[],
+            _ => {
+                d.error(
+                    n.pos(),
+                    format!(
+                        "`{what}` must be a mapping of `name: value`, found {}",
+                        n.type_name()
+                    ),
+                    None,
+                );
+                &[]
+            }
+        }
+    }
+
+    /// A mapping of text to text (labels, headers).
+    pub fn string_map(n: &Node, what: &str, d: &mut Diags) -> Vec<(String, String)> {
+        entries(n, what, d)
+            .iter()
+            .filter_map(|(k, v)| Some((string(k, "a name", d)?, string(v, "a value", d)?)))
+            .collect()
+    }
+
     /// Text; numbers and booleans are taken as their text.
     pub fn string(n: &Node, what: &str, d: &mut Diags) -> Option<String> {
         match &n.kind {

@@ -151,10 +151,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// secret is used as its bytes.
 pub fn signing_key(secret: &Secret) -> Vec<u8> {
     let s = secret.expose();
-    if let Some(b64) = s.strip_prefix("whsec_") {
-        if let Ok(k) = base64::engine::general_purpose::STANDARD.decode(b64) {
-            return k;
-        }
+    if let Some(b64) = s.strip_prefix("whsec_")
+        && let Ok(k) = base64::engine::general_purpose::STANDARD.decode(b64)
+    {
+        return k;
     }
     s.as_bytes().to_vec()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::diag::{Diags, Pos, did_you_mean};
 use crate::secret::SecretRef;
-use crate::yaml::read::{describe, duration, required, string, strings};
+use crate::yaml::read::{describe, duration, entries, required, string, string_map, strings};
 use crate::yaml::{Kind, MapReader, Node};
 
 pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
@@ -155,13 +155,9 @@ fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
         .and_then(|t| one_of(t, "source type", &["file"], d));
     let mut fields = serde_json::Map::new();
     if let Some(f) = m.get("fields") {
-        if let Some(fm) = MapReader::new(f, "fields", d) {
-            if let Kind::Map(entries) = &fm.node.kind {
-                for (k, v) in entries {
-                    if let Some(k) = string(k, "a field name", d) {
-                        fields.insert(k, v.to_json());
-                    }
-                }
+        for (k, v) in entries(f, "fields", d) {
+            if let Some(k) = string(k, "a field name", d) {
+                fields.insert(k, v.to_json());
             }
         }
     }
@@ -194,20 +190,20 @@ fn file_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FileSourc
         .get("format")
         .and_then(|n| one_of(n, "format", &Format::NAMES, d))
         .and_then(Format::from_name);
-    if let (Some(p), None, Some(pn)) = (&path, format, path_node) {
-        if Format::from_path(p).is_none() {
-            d.error(
-                pn.pos(),
-                format!(
-                    "cannot tell the format of `{}` from its extension",
-                    p.display()
-                ),
-                Some(format!(
-                    "add `format:` with one of: {}",
-                    Format::NAMES.join(", ")
-                )),
-            );
-        }
+    if let (Some(p), None, Some(pn)) = (&path, format, path_node)
+        && Format::from_path(p).is_none()
+    {
+        d.error(
+            pn.pos(),
+            format!(
+                "cannot tell the format of `{}` from its extension",
+                p.display()
+            ),
+            Some(format!(
+                "add `format:` with one of: {}",
+                Format::NAMES.join(", ")
+            )),
+        );
     }
     let mode = match m.get("mode") {
         Some(n) => match one_of(n, "mode", &["table", "log"], d) {
@@ -407,10 +403,10 @@ fn smtp(n: &Node, d: &mut Diags) -> Option<SmtpConfig> {
         },
         None => default_port,
     };
-    if let (SmtpTls::None, Some(h), Some(tn)) = (tls, &host, tls_node) {
-        if !is_loopback_host(h) {
-            d.error(tn.pos(), format!("`tls: none` sends mail and passwords in clear; it is allowed only for a loopback host, not `{h}`"), Some("use `tls: starttls` (port 587) or `tls: tls` (port 465)".into()));
-        }
+    if let (SmtpTls::None, Some(h), Some(tn)) = (tls, &host, tls_node)
+        && !is_loopback_host(h)
+    {
+        d.error(tn.pos(), format!("`tls: none` sends mail and passwords in clear; it is allowed only for a loopback host, not `{h}`"), Some("use `tls: starttls` (port 587) or `tls: tls` (port 465)".into()));
     }
     let username = m.get("username").and_then(|u| string(u, "username", d));
     let password = secret(&mut m, "password", "password_env", "password_file", d);
@@ -475,21 +471,10 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
         _ => WebhookFormat::Json,
     };
     let secret = secret(m, "secret", "secret_env", "secret_file", d);
-    let mut headers = Vec::new();
-    if let Some(h) = m.get("headers") {
-        if let Some(hm) = MapReader::new(h, "headers", d) {
-            if let Kind::Map(entries) = &hm.node.kind {
-                for (k, v) in entries {
-                    if let (Some(k), Some(v)) = (
-                        string(k, "a header name", d),
-                        string(v, "a header value", d),
-                    ) {
-                        headers.push((k, v));
-                    }
-                }
-            }
-        }
-    }
+    let headers = m
+        .get("headers")
+        .map(|h| string_map(h, "headers", d))
+        .unwrap_or_default();
     let timeout = timeout(m, Duration::from_secs(10), d);
     Some(WebhookChannel {
         url: url?,

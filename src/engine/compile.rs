@@ -84,10 +84,13 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 d.error(*pos, format!("unknown channel `{name}`"), Some(hint));
             }
         }
-        if let Some(pos) = def.for_pos {
-            if !def.for_.is_zero() && all_events && def.key.is_none() && !def.sources.is_empty() {
-                d.error(pos, "`for:` needs a state that lasts, but this rule's sources only produce one-off events (log lines or feed items)", Some("remove `for:`, give the rule a `key:` so events of one key share a state, or use a `table` source".into()));
-            }
+        if let Some(pos) = def.for_pos
+            && !def.for_.is_zero()
+            && all_events
+            && def.key.is_none()
+            && !def.sources.is_empty()
+        {
+            d.error(pos, "`for:` needs a state that lasts, but this rule's sources only produce one-off events (log lines or feed items)", Some("remove `for:`, give the rule a `key:` so events of one key share a state, or use a `table` source".into()));
         }
         let expr = def
             .when
@@ -145,7 +148,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             condition: def
                 .when
                 .as_ref()
-                .map(|c| describe(c, set))
+                .map(describe)
                 .unwrap_or_else(|| "every record".into()),
             shown_fields: shown,
         });
@@ -314,15 +317,13 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
 /// threshold": those compared as numbers.
 fn shown_fields(c: &Cond, out: &mut Vec<String>) {
     match c {
-        Cond::Cmp { field, op, .. } if !matches!(op, CmpOp::Equals | CmpOp::NotEquals) => {
-            if !out.contains(field) {
-                out.push(field.clone());
-            }
+        Cond::Cmp { field, op, .. }
+            if !matches!(op, CmpOp::Equals | CmpOp::NotEquals) && !out.contains(field) =>
+        {
+            out.push(field.clone());
         }
-        Cond::Delta { field, .. } | Cond::Changed { field } => {
-            if !out.contains(field) {
-                out.push(field.clone());
-            }
+        Cond::Delta { field, .. } | Cond::Changed { field } if !out.contains(field) => {
+            out.push(field.clone());
         }
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| shown_fields(c, out)),
         _ => {}
@@ -337,7 +338,7 @@ fn show_value(v: &serde_json::Value) -> String {
 }
 
 /// The condition in words, for the default body: `rate_pct above 157`.
-pub fn describe(c: &Cond, set: &RuleSet) -> String {
+pub fn describe(c: &Cond) -> String {
     let items = |i: &Items| match i {
         Items::List { name, .. } => format!("${name}"),
         Items::Inline(v) => format!("[{}]", v.join(", ")),
@@ -392,16 +393,16 @@ pub fn describe(c: &Cond, set: &RuleSet) -> String {
         ),
         Cond::All(v) => v
             .iter()
-            .map(|c| describe(c, set))
+            .map(describe)
             .collect::<Vec<_>>()
             .join(" and "),
         Cond::Any(v) => format!(
             "({})",
             v.iter()
-                .map(|c| describe(c, set))
+                .map(describe)
                 .collect::<Vec<_>>()
                 .join(" or ")
         ),
-        Cond::Not(c) => format!("not ({})", describe(c, set)),
+        Cond::Not(c) => format!("not ({})", describe(c)),
     }
 }

@@ -201,12 +201,11 @@ fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
 }
 
 fn in_set(v: &Value, set: &HashSet<String>, nums: &[f64]) -> bool {
-    if !nums.is_empty() {
-        if let Some(n) = as_number(v) {
-            if nums.contains(&n) {
-                return true;
-            }
-        }
+    if !nums.is_empty()
+        && let Some(n) = as_number(v)
+        && nums.contains(&n)
+    {
+        return true;
     }
     as_text(v).is_some_and(|t| {
         let t = t.trim();

@@ -333,41 +333,42 @@ impl Engine {
                             now,
                         ));
                     }
-                } else if let Some(rep) = rule.repeat {
-                    if st.last_sent.is_none_or(|t| now - t >= rep) {
-                        st.last_sent = Some(now);
-                        out.push(make(
-                            c,
-                            rule,
-                            &key,
-                            AlertState::Firing,
-                            &rec.source,
-                            &rec.fields,
-                            rec.prev.as_ref(),
-                            st.since,
-                            now,
-                        ));
-                    }
+                } else if let Some(rep) = rule.repeat
+                    && st.last_sent.is_none_or(|t| now - t >= rep)
+                {
+                    st.last_sent = Some(now);
+                    out.push(make(
+                        c,
+                        rule,
+                        &key,
+                        AlertState::Firing,
+                        &rec.source,
+                        &rec.fields,
+                        rec.prev.as_ref(),
+                        st.since,
+                        now,
+                    ));
                 }
             }
             (Some(_), false) => {
                 if event && !resolve {
                     return; // events that do not match leave a keyed alert alone
                 }
-                if let Some(st) = states.remove(key.as_ref()) {
-                    if st.firing && resolve {
-                        out.push(make(
-                            c,
-                            rule,
-                            &key,
-                            AlertState::Resolved,
-                            &rec.source,
-                            &rec.fields,
-                            rec.prev.as_ref(),
-                            st.since,
-                            now,
-                        ));
-                    }
+                if let Some(st) = states.remove(key.as_ref())
+                    && st.firing
+                    && resolve
+                {
+                    out.push(make(
+                        c,
+                        rule,
+                        &key,
+                        AlertState::Resolved,
+                        &rec.source,
+                        &rec.fields,
+                        rec.prev.as_ref(),
+                        st.since,
+                        now,
+                    ));
                 }
             }
             (None, false) => {}

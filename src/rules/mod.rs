@@ -243,13 +243,13 @@ impl RuleSet {
 
 fn check_lists(c: &Cond, lists: &BTreeMap<String, ListDef>, d: &mut Diags) {
     let mut check = |items: &Items| {
-        if let Items::List { name, pos } = items {
-            if !lists.contains_key(name) {
-                let hint = crate::diag::closest(name, lists.keys().map(String::as_str))
-                    .map(|c| format!("did you mean `${c}`?"))
-                    .unwrap_or_else(|| format!("define it under `lists:` as `{name}: [..]`"));
-                d.error(*pos, format!("unknown list `${name}`"), Some(hint));
-            }
+        if let Items::List { name, pos } = items
+            && !lists.contains_key(name)
+        {
+            let hint = crate::diag::closest(name, lists.keys().map(String::as_str))
+                .map(|c| format!("did you mean `${c}`?"))
+                .unwrap_or_else(|| format!("define it under `lists:` as `{name}: [..]`"));
+            d.error(*pos, format!("unknown list `${name}`"), Some(hint));
         }
     };
     match c {

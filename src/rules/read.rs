@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::diag::{Diags, Pos, did_you_mean};
-use crate::yaml::read::{boolean, describe, duration, number, required, string, strings};
+use crate::yaml::read::{
+    boolean, describe, duration, entries, number, required, string, string_map, strings,
+};
 use crate::yaml::{Kind, MapReader, Node};
 
 pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
@@ -17,40 +19,36 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
         return;
     };
     if let Some(lists) = m.get("lists") {
-        if let Some(lm) = MapReader::new(lists, "lists", d) {
-            if let Kind::Map(entries) = &lm.node.kind {
-                for (k, v) in entries {
-                    let Some(name) = string(k, "a list name", d) else {
-                        continue;
-                    };
-                    let items: Vec<String> = strings(v, "a list item", d)
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect();
-                    if let Some(prev) = set.lists.get(&name) {
-                        let first = &set.files[prev.file];
-                        d.error(
-                            k.pos(),
-                            format!("list `{name}` is already defined"),
-                            Some(format!(
-                                "first defined at {}:{}:{}",
-                                first.path.display(),
-                                prev.pos.line,
-                                prev.pos.col
-                            )),
-                        );
-                        continue;
-                    }
-                    set.lists.insert(
-                        name,
-                        ListDef {
-                            items,
-                            file: idx,
-                            pos: k.pos(),
-                        },
-                    );
-                }
+        for (k, v) in entries(lists, "lists", d) {
+            let Some(name) = string(k, "a list name", d) else {
+                continue;
+            };
+            let items: Vec<String> = strings(v, "a list item", d)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            if let Some(prev) = set.lists.get(&name) {
+                let first = &set.files[prev.file];
+                d.error(
+                    k.pos(),
+                    format!("list `{name}` is already defined"),
+                    Some(format!(
+                        "first defined at {}:{}:{}",
+                        first.path.display(),
+                        prev.pos.line,
+                        prev.pos.col
+                    )),
+                );
+                continue;
             }
+            set.lists.insert(
+                name,
+                ListDef {
+                    items,
+                    file: idx,
+                    pos: k.pos(),
+                },
+            );
         }
     }
     if let Some(rules) = required(&mut m, "rules", "add `rules:` with a list of rules", d) {
@@ -85,14 +83,14 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         d,
     );
     let id = id_node.and_then(|i| string(i, "id", d));
-    if let (Some(id), Some(node)) = (&id, id_node) {
-        if id.is_empty() || !id.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
-            d.error(
-                node.pos(),
-                format!("`{id}` is not a valid rule id"),
-                Some("use letters, digits, `-`, `_` and `.`, e.g. `us-cn-tariff-above-157`".into()),
-            );
-        }
+    if let (Some(id), Some(node)) = (&id, id_node)
+        && (id.is_empty() || !id.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)))
+    {
+        d.error(
+            node.pos(),
+            format!("`{id}` is not a valid rule id"),
+            Some("use letters, digits, `-`, `_` and `.`, e.g. `us-cn-tariff-above-157`".into()),
+        );
     }
     let title = m.get("title").and_then(|t| string(t, "title", d));
     let severity = match m.get("severity") {
@@ -114,20 +112,12 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         },
         None => Severity::Warning,
     };
-    let mut labels = BTreeMap::new();
-    if let Some(l) = m.get("labels") {
-        if let Some(lm) = MapReader::new(l, "labels", d) {
-            if let Kind::Map(entries) = &lm.node.kind {
-                for (k, v) in entries {
-                    if let (Some(k), Some(v)) =
-                        (string(k, "a label name", d), string(v, "a label value", d))
-                    {
-                        labels.insert(k, v);
-                    }
-                }
-            }
-        }
-    }
+    let labels: BTreeMap<String, String> = m
+        .get("labels")
+        .map(|l| string_map(l, "labels", d))
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let sources = required(
         &mut m,
         "source",
@@ -402,25 +392,24 @@ fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
 
 /// `10` or `"10%"`.
 fn delta(v: &Node, op: &str, d: &mut Diags) -> Option<(f64, bool)> {
-    if let Kind::Str(s) = &v.kind {
-        if let Some(p) = s.trim().strip_suffix('%') {
-            if let Ok(x) = p.trim().parse::<f64>() {
-                return Some((x, true));
-            }
-        }
+    if let Kind::Str(s) = &v.kind
+        && let Some(p) = s.trim().strip_suffix('%')
+        && let Ok(x) = p.trim().parse::<f64>()
+    {
+        return Some((x, true));
     }
     let x = number(v, op, d)?;
     Some((x, false))
 }
 
 fn items(n: &Node, d: &mut Diags) -> Items {
-    if let Kind::Str(s) = &n.kind {
-        if let Some(name) = s.strip_prefix('$') {
-            return Items::List {
-                name: name.to_string(),
-                pos: n.pos(),
-            };
-        }
+    if let Kind::Str(s) = &n.kind
+        && let Some(name) = s.strip_prefix('$')
+    {
+        return Items::List {
+            name: name.to_string(),
+            pos: n.pos(),
+        };
     }
     Items::Inline(
         strings(n, "a list item", d)

@@ -366,7 +366,7 @@ impl FileTracker {
                                 RecordKind::Event,
                             ));
                         }
-                        *count = records.len() + *count;
+                        *count += records.len();
                     }
                     _ => {
                         let start = *offset as usize;
