@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::condition::{Expr, NumOp, TextCond};
 use super::text::{PhraseRef, PhraseSetBuilder};
-use super::{Compiled, Rule};
+use super::{Compiled, Guard, Rule, SourcePlan};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diags, Problems, closest};
 use crate::record::parse_number;
 use crate::rules::{CmpOp, Cond, Items, RuleSet};
+use rustc_hash::FxHashMap;
 
 #[derive(Default)]
 struct Interner {
@@ -51,6 +52,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
     let mut rules = Vec::new();
     let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
     let mut source_slots: HashMap<String, HashSet<usize>> = HashMap::new();
+    let mut guards: Vec<Option<(usize, Vec<String>)>> = Vec::new();
 
     for def in &set.rules {
         let mut d = Diags::new(&set.files[def.file]);
@@ -123,6 +125,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             shown_fields(c, &mut shown);
         }
         let idx = rules.len();
+        guards.push(expr.as_ref().and_then(guard_of));
         for (name, _) in &def.sources {
             by_source.entry(name.clone()).or_default().push(idx);
             if let Some(e) = &expr {
@@ -157,20 +160,87 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
     if out.iter().any(Diagnostic::is_error) {
         return Err(Problems(out));
     }
-    let source_slots = source_slots
-        .into_iter()
-        .map(|(k, v)| {
-            let mut v: Vec<usize> = v.into_iter().collect();
-            v.sort_unstable();
-            (k, v)
-        })
-        .collect();
+    let mut plans = FxHashMap::default();
+    for (name, rule_ids) in by_source {
+        let mut slots: Vec<usize> = source_slots
+            .remove(&name)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        slots.sort_unstable();
+        let mut guarded = vec![false; rule_ids.len()];
+        let mut plan_guards: Vec<Guard> = Vec::new();
+        for (pos, &ri) in rule_ids.iter().enumerate() {
+            let Some((slot, values)) = &guards[ri] else {
+                continue;
+            };
+            guarded[pos] = true;
+            let g = match plan_guards.iter_mut().position(|g| g.slot == *slot) {
+                Some(i) => &mut plan_guards[i],
+                None => {
+                    plan_guards.push(Guard {
+                        slot: *slot,
+                        values: FxHashMap::default(),
+                        all: Vec::new(),
+                    });
+                    plan_guards.last_mut().expect("just pushed")
+                }
+            };
+            g.all.push(pos);
+            for v in values {
+                let list = g.values.entry(v.clone()).or_default();
+                if !list.contains(&pos) {
+                    list.push(pos);
+                }
+            }
+        }
+        let mut text_guarded = vec![false; rule_ids.len()];
+        let mut phrase_rules: Vec<Vec<usize>> = Vec::new();
+        let mut text_guard_slots: Vec<usize> = Vec::new();
+        for (pos, &ri) in rule_ids.iter().enumerate() {
+            let Some((tslots, pids)) = rules[ri].expr.as_ref().and_then(text_guard_of) else {
+                continue;
+            };
+            text_guarded[pos] = true;
+            for t in tslots {
+                if !text_guard_slots.contains(&t) {
+                    text_guard_slots.push(t);
+                }
+            }
+            for pid in pids {
+                let pid = pid as usize;
+                if phrase_rules.len() <= pid {
+                    phrase_rules.resize(pid + 1, Vec::new());
+                }
+                if !phrase_rules[pid].contains(&pos) {
+                    phrase_rules[pid].push(pos);
+                }
+            }
+        }
+        let unguarded = (0..rule_ids.len())
+            .filter(|&p| !guarded[p] && !text_guarded[p])
+            .collect();
+        let keyed = rule_ids.iter().any(|&ri| rules[ri].key.is_some());
+        plans.insert(
+            name,
+            SourcePlan {
+                unguarded,
+                keyed,
+                rules: rule_ids,
+                slots,
+                guarded,
+                guards: plan_guards,
+                text_guarded,
+                phrase_rules,
+                text_guard_slots,
+            },
+        );
+    }
     Ok(Compiled {
         rules,
-        by_source,
+        plans,
         slot_names: interner.slots,
         text_slots: interner.tslots,
-        source_slots,
         phrases: phrases.build(),
         env,
         source_events: config
@@ -179,6 +249,49 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             .map(|s| (s.name.clone(), s.is_event_source()))
             .collect(),
     })
+}
+
+/// A condition that must hold for the rule to hold and that names the
+/// exact text values a field must have (`where: {partner: CN}`, `in: [..]`):
+/// rules behind such a guard are only evaluated for records that pass it.
+fn guard_of(e: &Expr) -> Option<(usize, Vec<String>)> {
+    match e {
+        Expr::Eq {
+            slot,
+            num: None,
+            text,
+            negate: false,
+        } => Some((*slot, vec![text.clone()])),
+        Expr::In {
+            slot,
+            lower,
+            nums,
+            negate: false,
+            ..
+        } if nums.is_empty() => Some((*slot, lower.clone())),
+        Expr::All(children) => children.iter().find_map(|c| match c {
+            Expr::Eq { .. } | Expr::In { .. } => guard_of(c),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// A phrase condition that must hold for the rule to hold: the rule can
+/// only hold for records in which one of these phrases was found.
+fn text_guard_of(e: &Expr) -> Option<(Vec<usize>, Vec<u32>)> {
+    match e {
+        Expr::Text(t) => {
+            let phrases = if !t.any.is_empty() { &t.any } else { &t.all };
+            (!phrases.is_empty())
+                .then(|| (t.tslots.clone(), phrases.iter().map(|p| p.pid).collect()))
+        }
+        Expr::All(children) => children.iter().find_map(|c| match c {
+            Expr::Text(_) => text_guard_of(c),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
@@ -241,18 +354,18 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
             negate,
         } => {
             let list = set.list(items);
-            let mut s = HashSet::new();
-            for i in &list {
-                s.insert(i.trim().to_string());
-                s.insert(i.trim().to_lowercase());
-            }
+            let mut lower: Vec<String> = list.iter().map(|i| i.trim().to_lowercase()).collect();
+            lower.sort();
+            lower.dedup();
+            let set = (lower.len() > 8).then(|| lower.iter().cloned().collect());
             let nums = list
                 .iter()
                 .filter_map(|i| i.trim().parse::<f64>().ok())
                 .collect();
             Expr::In {
                 slot: it.slot(field),
-                set: s,
+                lower,
+                set,
                 nums,
                 negate: *negate,
             }
@@ -391,17 +504,10 @@ pub fn describe(c: &Cond) -> String {
             if *up { "increased" } else { "decreased" },
             if *percent { "%" } else { "" }
         ),
-        Cond::All(v) => v
-            .iter()
-            .map(describe)
-            .collect::<Vec<_>>()
-            .join(" and "),
+        Cond::All(v) => v.iter().map(describe).collect::<Vec<_>>().join(" and "),
         Cond::Any(v) => format!(
             "({})",
-            v.iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join(" or ")
+            v.iter().map(describe).collect::<Vec<_>>().join(" or ")
         ),
         Cond::Not(c) => format!("not ({})", describe(c)),
     }

@@ -2,7 +2,7 @@
 //! are interned to slots at compile time, so a record's fields are looked up
 //! once per record, not once per rule.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 use serde_json::Value;
 
@@ -30,9 +30,11 @@ pub enum Expr {
         text: String,
         negate: bool,
     },
+    /// Items lowercased; `set` holds the same for long lists.
     In {
         slot: usize,
-        set: HashSet<String>,
+        lower: Vec<String>,
+        set: Option<FxHashSet<String>>,
         nums: Vec<f64>,
         negate: bool,
     },
@@ -119,6 +121,7 @@ impl Expr {
             }
             Expr::In {
                 slot,
+                lower,
                 set,
                 nums,
                 negate,
@@ -127,8 +130,10 @@ impl Expr {
                     return false;
                 };
                 let found = match v {
-                    Value::Array(items) => items.iter().any(|i| in_set(i, set, nums)),
-                    _ => in_set(v, set, nums),
+                    Value::Array(items) => {
+                        items.iter().any(|i| in_set(i, lower, set.as_ref(), nums))
+                    }
+                    _ => in_set(v, lower, set.as_ref(), nums),
                 };
                 found != *negate
             }
@@ -192,26 +197,45 @@ impl Expr {
 }
 
 fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
-    if let (Some(x), Some(n)) = (num, as_number(v)) {
+    if let Some(x) = num
+        && let Some(n) = as_number(v)
+    {
         return x == n;
     }
-    as_text(v).is_some_and(|t| {
-        t.trim().eq_ignore_ascii_case(text) || (!t.is_ascii() && t.trim().to_lowercase() == text)
-    })
+    as_text(v).is_some_and(|t| eq_lower(&t, text))
 }
 
-fn in_set(v: &Value, set: &HashSet<String>, nums: &[f64]) -> bool {
+/// `t`, trimmed, equals `lower` (already trimmed and lowercased), ignoring
+/// case; allocates only for non-ASCII text.
+pub fn eq_lower(t: &str, lower: &str) -> bool {
+    let t = t.trim();
+    if t.is_ascii() {
+        t.eq_ignore_ascii_case(lower)
+    } else {
+        t.to_lowercase() == lower
+    }
+}
+
+/// Trimmed and lowercased, borrowed when already so (the common case).
+pub fn lower_trim(t: &str) -> std::borrow::Cow<'_, str> {
+    let t = t.trim();
+    if t.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+        std::borrow::Cow::Owned(t.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    }
+}
+
+fn in_set(v: &Value, lower: &[String], set: Option<&FxHashSet<String>>, nums: &[f64]) -> bool {
     if !nums.is_empty()
         && let Some(n) = as_number(v)
         && nums.contains(&n)
     {
         return true;
     }
-    as_text(v).is_some_and(|t| {
-        let t = t.trim();
-        if set.contains(t) {
-            return true;
-        }
-        set.contains(&t.to_lowercase())
-    })
+    let Some(t) = as_text(v) else { return false };
+    match set {
+        Some(s) => s.contains(lower_trim(&t).as_ref()),
+        None => lower.iter().any(|i| eq_lower(&t, i)),
+    }
 }

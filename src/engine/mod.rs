@@ -11,6 +11,8 @@ pub mod text;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -25,6 +27,38 @@ use condition::{EvalCtx, Expr, TextHits};
 use text::{PhraseRef, PhraseSet};
 
 pub use compile::compile;
+
+/// The rules of one source, with the field slots they read and the guards
+/// that let most rules be skipped without evaluating them.
+#[derive(Debug)]
+pub struct SourcePlan {
+    pub rules: Vec<usize>,
+    pub slots: Vec<usize>,
+    /// Per position in `rules`: whether the rule sits behind a guard.
+    pub guarded: Vec<bool>,
+    pub guards: Vec<Guard>,
+    /// Per position: the rule needs one of its phrases found.
+    pub text_guarded: Vec<bool>,
+    /// Phrase id → positions of the rules it lets through.
+    pub phrase_rules: Vec<Vec<usize>>,
+    /// Text slots the phrase guards read.
+    pub text_guard_slots: Vec<usize>,
+    /// Positions of rules behind no guard.
+    pub unguarded: Vec<usize>,
+    /// Some rule has a `key:` template (events then share state).
+    pub keyed: bool,
+}
+
+/// Rules (by position in the plan) that can only hold when a field has one
+/// of a few values.
+#[derive(Debug)]
+pub struct Guard {
+    pub slot: usize,
+    /// Lowercased value → positions of the rules it lets through.
+    pub values: FxHashMap<String, Vec<usize>>,
+    /// Every position behind this guard.
+    pub all: Vec<usize>,
+}
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -57,12 +91,11 @@ impl Rule {
 /// Rules in engine form. Built once per load; shared read-only.
 pub struct Compiled {
     pub rules: Vec<Rule>,
-    pub by_source: HashMap<String, Vec<usize>>,
+    /// Per source: its rules and how to evaluate them.
+    pub plans: FxHashMap<String, SourcePlan>,
     pub slot_names: Vec<String>,
     /// Field slot of each text slot.
     pub text_slots: Vec<usize>,
-    /// Field slots each source's rules read.
-    pub source_slots: HashMap<String, Vec<usize>>,
     pub phrases: PhraseSet,
     pub env: minijinja::Environment<'static>,
     pub source_events: HashMap<String, bool>,
@@ -208,41 +241,179 @@ impl Engine {
     pub fn observe(&mut self, rec: &Record, now: DateTime<Utc>, out: &mut Vec<Notification>) {
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
-        let Some(rule_ids) = c.by_source.get(&*rec.source) else {
+        let Some(plan) = c.plans.get(&*rec.source) else {
             return;
         };
+        // Field values by slot, looked up once per record; on the stack for
+        // the usual handful of fields.
+        let n = c.slot_names.len();
+        let mut stack: [Option<&Value>; 32] = [None; 32];
+        let mut heap: Vec<Option<&Value>>;
+        let vals: &mut [Option<&Value>] = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap = vec![None; n];
+            &mut heap
+        };
+        for &s in &plan.slots {
+            vals[s] = lookup(&rec.fields, &c.slot_names[s]);
+        }
+        let mut lazy = Lazy::Ready(rec);
+        self.evaluate(
+            c,
+            plan,
+            vals,
+            rec.kind,
+            rec.prev.as_ref(),
+            &mut lazy,
+            now,
+            out,
+        );
+    }
+
+    /// The fields that rules over `source` read, with their slots: callers
+    /// that parse records themselves need only these to evaluate
+    /// ([`Engine::observe_event`]).
+    pub fn wanted_fields(&self, source: &str) -> Vec<(String, usize)> {
+        let c = &*self.compiled;
+        c.plans
+            .get(source)
+            .map(|p| {
+                p.slots
+                    .iter()
+                    .map(|&s| (c.slot_names[s].clone(), s))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.compiled.slot_names.len()
+    }
+
+    /// Evaluates a one-off event given only the values of the wanted fields
+    /// (by slot); `record` makes the whole record, called only when a rule
+    /// needs it (a notification or a keyed state). The batch path of
+    /// `tocsin eval` uses this to skip building records nobody alerts on.
+    pub fn observe_event(
+        &mut self,
+        source: &str,
+        vals: &[Option<&Value>],
+        record: &mut dyn FnMut() -> Record,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
+        let compiled = Arc::clone(&self.compiled);
+        let c = &*compiled;
+        let Some(plan) = c.plans.get(source) else {
+            return;
+        };
+        let mut lazy = Lazy::Pending(record, None);
+        self.evaluate(c, plan, vals, RecordKind::Event, None, &mut lazy, now, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &mut self,
+        c: &Compiled,
+        plan: &SourcePlan,
+        vals: &[Option<&Value>],
+        kind: RecordKind,
+        prev: Option<&Fields>,
+        rec: &mut Lazy,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
         self.stats.records += 1;
-        let mut vals: Vec<Option<&Value>> = vec![None; c.slot_names.len()];
-        if let Some(slots) = c.source_slots.get(&*rec.source) {
-            for &s in slots {
-                vals[s] = lookup(&rec.fields, &c.slot_names[s]);
+        self.scratch.next_record();
+        let mut candidate = std::mem::take(&mut self.scratch.candidate);
+        candidate.clear();
+        candidate.resize(plan.rules.len(), false);
+        let mut text_pass = std::mem::take(&mut self.scratch.text_pass);
+        text_pass.clear();
+        text_pass.resize(plan.rules.len(), false);
+        // Phrase dispatch: the automaton runs once per text field, and only
+        // rules with a phrase that was found are evaluated.
+        for &ts in &plan.text_guard_slots {
+            self.scratch
+                .ensure_scanned(ts, &c.phrases, vals, &c.text_slots);
+        }
+        for &pid in &self.scratch.matched {
+            if let Some(ps) = plan.phrase_rules.get(pid as usize) {
+                ps.iter().for_each(|&p| {
+                    text_pass[p] = true;
+                    self.scratch.let_through.push(p);
+                });
             }
         }
-        self.scratch.next_record();
-        for &ri in rule_ids {
+        for g in &plan.guards {
+            match vals[g.slot] {
+                Some(Value::Array(_)) => g.all.iter().for_each(|&p| {
+                    candidate[p] = true;
+                    self.scratch.let_through.push(p);
+                }),
+                Some(v) => {
+                    if let Some(t) = as_text(v) {
+                        let mut small = [0u8; 64];
+                        if let Some(ps) = g.values.get(lower_key(&t, &mut small).as_ref()) {
+                            ps.iter().for_each(|&p| {
+                                candidate[p] = true;
+                                self.scratch.let_through.push(p);
+                            });
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let event = kind == RecordKind::Event;
+        // For one-off events no rule has state to end, so only the rules
+        // let through by the guards need a look; otherwise every rule does.
+        let mut visit = std::mem::take(&mut self.scratch.visit);
+        visit.clear();
+        if event && !plan.keyed {
+            visit.extend_from_slice(&plan.unguarded);
+            visit.extend_from_slice(&self.scratch.let_through);
+            visit.sort_unstable();
+            visit.dedup();
+        } else {
+            visit.extend(0..plan.rules.len());
+        }
+        for &pos in &visit {
+            let ri = plan.rules[pos];
             let rule = &c.rules[ri];
-            self.stats.evaluations += 1;
-            let holds = rec.kind != RecordKind::Removed
+            let holds = kind != RecordKind::Removed
+                && (!plan.guarded[pos] || candidate[pos])
+                && (!plan.text_guarded[pos] || text_pass[pos])
                 && match &rule.expr {
                     None => true,
                     Some(e) => {
+                        self.stats.evaluations += 1;
                         let mut hits = Hits {
                             scratch: &mut self.scratch,
                             phrases: &c.phrases,
-                            vals: &vals,
+                            vals,
                             text_slots: &c.text_slots,
                         };
                         let mut cx = EvalCtx {
-                            vals: &vals,
-                            prev: rec.prev.as_ref(),
+                            vals,
+                            prev,
                             text: &mut hits,
                             non_numeric: &mut self.stats.non_numeric,
                         };
                         e.eval(&mut cx)
                     }
                 };
-            self.transition(c, ri, rec, holds, now, out);
+            // Not holding, with no state to end: nothing can happen.
+            if !holds && (self.states[ri].is_empty() || (event && rule.key.is_none())) {
+                continue;
+            }
+            let r = rec.get();
+            self.transition(c, ri, r, holds, now, out);
         }
+        self.scratch.visit = visit;
+        self.scratch.candidate = candidate;
+        self.scratch.text_pass = text_pass;
     }
 
     fn transition(
@@ -437,6 +608,23 @@ impl Engine {
     }
 }
 
+/// The record being evaluated: at hand, or made on first need.
+// Lives on the stack for the length of one record; boxing would cost more.
+#[allow(clippy::large_enum_variant)]
+enum Lazy<'a> {
+    Ready(&'a Record),
+    Pending(&'a mut dyn FnMut() -> Record, Option<Record>),
+}
+
+impl Lazy<'_> {
+    fn get(&mut self) -> &Record {
+        match self {
+            Lazy::Ready(r) => r,
+            Lazy::Pending(make, slot) => slot.get_or_insert_with(make),
+        }
+    }
+}
+
 /// Per-record scratch for phrase matches, stamped by record number so it
 /// never needs clearing.
 struct Scratch {
@@ -448,6 +636,17 @@ struct Scratch {
     /// Per text slot: record number it was scanned at.
     scanned: Vec<u32>,
     phrases: usize,
+    /// Per rule position of the current plan: let through by its guard.
+    candidate: Vec<bool>,
+    /// Per rule position: one of its guarding phrases was found.
+    text_pass: Vec<bool>,
+    /// Rule positions to look at for the current record.
+    visit: Vec<usize>,
+    /// Rule positions some guard let through (with repeats).
+    let_through: Vec<usize>,
+    /// Phrase ids found in the current record (with repeats).
+    matched: Vec<u32>,
+    buf: String,
 }
 
 impl Scratch {
@@ -459,10 +658,50 @@ impl Scratch {
             prefix: vec![0; n],
             scanned: vec![0; c.text_slots.len()],
             phrases: c.phrases.len(),
+            candidate: Vec::new(),
+            text_pass: Vec::new(),
+            visit: Vec::new(),
+            let_through: Vec::new(),
+            matched: Vec::new(),
+            buf: String::new(),
+        }
+    }
+
+    /// Scans text slot `tslot` of the current record once; phrases found
+    /// are stamped and their ids appended to `matched`.
+    fn ensure_scanned(
+        &mut self,
+        tslot: usize,
+        phrases: &PhraseSet,
+        vals: &[Option<&Value>],
+        text_slots: &[usize],
+    ) {
+        let stamp = self.stamp;
+        if self.scanned[tslot] == stamp {
+            return;
+        }
+        self.scanned[tslot] = stamp;
+        if let Some(text) = field_text(vals[text_slots[tslot]]) {
+            let base = tslot * self.phrases;
+            let (exact, prefix, buf, matched) = (
+                &mut self.exact,
+                &mut self.prefix,
+                &mut self.buf,
+                &mut self.matched,
+            );
+            phrases.scan(&text, buf, |pid, whole| {
+                prefix[base + pid as usize] = stamp;
+                if whole {
+                    exact[base + pid as usize] = stamp;
+                }
+                matched.push(pid);
+            });
         }
     }
 
     fn next_record(&mut self) {
+        self.matched.clear();
+        self.let_through.clear();
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             self.exact.fill(0);
@@ -483,31 +722,33 @@ struct Hits<'a> {
 impl TextHits for Hits<'_> {
     fn hit(&mut self, tslot: usize, p: PhraseRef) -> bool {
         let s = &mut *self.scratch;
-        let stamp = s.stamp;
-        if s.scanned[tslot] != stamp {
-            s.scanned[tslot] = stamp;
-            if let Some(text) = field_text(self.vals[self.text_slots[tslot]]) {
-                let base = tslot * s.phrases;
-                let (exact, prefix) = (&mut s.exact, &mut s.prefix);
-                self.phrases.scan(&text, |pid, whole| {
-                    prefix[base + pid as usize] = stamp;
-                    if whole {
-                        exact[base + pid as usize] = stamp;
-                    }
-                });
-            }
-        }
+        s.ensure_scanned(tslot, self.phrases, self.vals, self.text_slots);
         let i = tslot * s.phrases + p.pid as usize;
         if p.prefix {
-            s.prefix[i] == stamp
+            s.prefix[i] == s.stamp
         } else {
-            s.exact[i] == stamp
+            s.exact[i] == s.stamp
         }
     }
 
     fn text(&self, tslot: usize) -> Option<Cow<'_, str>> {
         let t = field_text(self.vals[self.text_slots[tslot]])?;
         Some(Cow::Owned(text::normalize(&t).into_owned()))
+    }
+}
+
+/// The guard lookup key of a value: trimmed and lowercased, in `small`
+/// when it is short ASCII (the usual country or status code).
+fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
+    let t = t.trim();
+    if t.len() <= small.len() && t.is_ascii() {
+        let b = &mut small[..t.len()];
+        b.copy_from_slice(t.as_bytes());
+        b.make_ascii_lowercase();
+        // ASCII in, ASCII out.
+        Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default())
+    } else {
+        condition::lower_trim(t)
     }
 }
 
@@ -632,53 +873,81 @@ fn template_context(n: &Notification, rule: &Rule, prev: Option<&Fields>) -> min
     }
 }
 
-fn value_text(v: &Value) -> String {
+/// A field value as shown to people: text bare, anything else as JSON.
+fn push_value(b: &mut String, v: &Value) {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => b.push_str(s),
+        Value::Number(n) => {
+            let _ = write!(b, "{n}");
+        }
+        other => b.push_str(&other.to_string()),
     }
 }
 
 fn default_summary(n: &Notification, rule: &Rule) -> String {
-    let mut s = format!("{}: {}", rule.title, n.key);
-    let shown: Vec<String> = rule
-        .shown_fields
-        .iter()
-        .filter_map(|f| lookup(&n.fields, f).map(|v| format!("{f} = {}", value_text(v))))
-        .collect();
-    if !shown.is_empty() {
-        let _ = write!(s, " ({})", shown.join(", "));
+    let mut s = String::with_capacity(rule.title.len() + n.key.len() + 32);
+    s.push_str(&rule.title);
+    s.push_str(": ");
+    s.push_str(&n.key);
+    let mut first = true;
+    for f in &rule.shown_fields {
+        if let Some(v) = lookup(&n.fields, f) {
+            s.push_str(if first { " (" } else { ", " });
+            first = false;
+            s.push_str(f);
+            s.push_str(" = ");
+            push_value(&mut s, v);
+        }
+    }
+    if !first {
+        s.push(')');
     }
     s
 }
 
+/// Built with `push_str`: this runs once per notification and `tocsin eval`
+/// may make hundreds of thousands.
 fn default_body(n: &Notification, rule: &Rule) -> String {
-    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut b = String::with_capacity(256);
-    let _ = writeln!(b, "{}", rule.title);
-    let _ = writeln!(b);
-    let _ = writeln!(
-        b,
-        "State:     {} ({})",
-        n.state.as_str(),
-        n.severity.as_str()
-    );
-    let _ = writeln!(b, "Rule:      {}", n.rule);
-    let _ = writeln!(b, "Condition: {}", rule.condition);
-    let _ = writeln!(b, "Source:    {}", n.source);
-    let _ = writeln!(b, "Key:       {}", n.key);
-    let _ = writeln!(b, "Started:   {}", ts(n.started_at));
-    let _ = writeln!(b, "At:        {}", ts(n.at));
+    let mut b = String::with_capacity(512);
+    let line = |b: &mut String, label: &str, value: &str| {
+        b.push_str(label);
+        b.push_str(value);
+        b.push('\n');
+    };
+    line(&mut b, "", &rule.title);
+    b.push('\n');
+    b.push_str("State:     ");
+    b.push_str(n.state.as_str());
+    b.push_str(" (");
+    b.push_str(n.severity.as_str());
+    b.push_str(")\n");
+    line(&mut b, "Rule:      ", &n.rule);
+    line(&mut b, "Condition: ", &rule.condition);
+    line(&mut b, "Source:    ", &n.source);
+    line(&mut b, "Key:       ", &n.key);
+    let at = n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let started = if n.started_at == n.at {
+        at.clone()
+    } else {
+        n.started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    line(&mut b, "Started:   ", &started);
+    line(&mut b, "At:        ", &at);
     if let Some(l) = &n.link {
-        let _ = writeln!(b, "Link:      {l}");
+        line(&mut b, "Link:      ", l);
     }
     if !n.fields.is_empty() {
-        let _ = writeln!(b);
-        let _ = writeln!(b, "Fields:");
+        b.push_str("\nFields:\n");
         for (k, v) in &n.fields {
-            let _ = write!(b, "  {k}: {}", value_text(v));
+            b.push_str("  ");
+            b.push_str(k);
+            b.push_str(": ");
+            push_value(&mut b, v);
             if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
-                let _ = write!(b, " (was {})", value_text(p));
+                b.push_str(" (was ");
+                push_value(&mut b, p);
+                b.push(')');
             }
             b.push('\n');
         }

@@ -6,7 +6,9 @@
 //! the last word a prefix (`control*` matches "controls"). HTML is stripped
 //! and runs of white space count as one space before matching.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{
+    AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind,
+};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -39,26 +41,84 @@ impl PhraseSetBuilder {
     }
 
     pub fn build(self) -> PhraseSet {
-        let ac = if self.patterns.is_empty() {
+        const OK: &str = "phrases are plain strings and always build";
+        let matcher = if self.patterns.is_empty() {
             None
+        } else if let Some(gate) = Gate::of(&self.patterns) {
+            let dfa = aho_corasick::dfa::DFA::builder()
+                .match_kind(MatchKind::Standard)
+                .start_kind(StartKind::Anchored)
+                .build(&self.patterns)
+                .expect(OK);
+            let lens = self.patterns.iter().map(String::len).collect();
+            Some(Matcher::Gated {
+                dfa: Box::new(dfa),
+                gate,
+                lens,
+            })
         } else {
-            Some(
+            Some(Matcher::Full(
                 AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .match_kind(MatchKind::Standard)
                     .build(&self.patterns)
-                    .expect("phrases are plain strings and always build"),
-            )
+                    .expect(OK),
+            ))
         };
         PhraseSet {
-            ac,
+            matcher,
             count: self.patterns.len(),
         }
     }
 }
 
+/// One automaton over all phrases, used one of two ways.
+enum Matcher {
+    /// One unanchored pass over every byte of the text.
+    Full(AhoCorasick),
+    /// Anchored walks from the word starts that open like some phrase.
+    Gated {
+        dfa: Box<aho_corasick::dfa::DFA>,
+        gate: Gate,
+        lens: Vec<usize>,
+    },
+}
+
+/// The first two bytes of every phrase, as a 64 Ki-bit set. Phrases only
+/// match at word starts, so when few word starts begin like a phrase, the
+/// automaton runs anchored from those alone instead of over every byte.
+struct Gate(Box<[u64; 1024]>);
+
+impl Gate {
+    /// Past this many distinct openings most words pass anyway, and one
+    /// unanchored pass over the text is cheaper.
+    const MAX_OPENINGS: usize = 192;
+
+    fn of(patterns: &[String]) -> Option<Gate> {
+        let mut bits = Box::new([0u64; 1024]);
+        let mut n = 0;
+        for p in patterns {
+            let b = p.as_bytes();
+            if b.len() < 2 || !is_word_byte(b[0]) {
+                return None;
+            }
+            let i = (b[0] as usize) << 8 | b[1] as usize;
+            if bits[i / 64] & (1 << (i % 64)) == 0 {
+                bits[i / 64] |= 1 << (i % 64);
+                n += 1;
+            }
+        }
+        (n <= Self::MAX_OPENINGS).then_some(Gate(bits))
+    }
+
+    fn opens(&self, a: u8, b: u8) -> bool {
+        let i = (a as usize) << 8 | b as usize;
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
 pub struct PhraseSet {
-    ac: Option<AhoCorasick>,
+    matcher: Option<Matcher>,
     count: usize,
 }
 
@@ -73,17 +133,36 @@ impl PhraseSet {
 
     /// Scans one text and calls `hit(pid, whole_word)` for every phrase
     /// found starting on a word boundary; `whole_word` when it also ends on one.
-    pub fn scan(&self, text: &str, mut hit: impl FnMut(u32, bool)) {
-        let Some(ac) = &self.ac else { return };
+    ///
+    /// `buf` is scratch space, reused across calls to spare an allocation.
+    pub fn scan(&self, text: &str, buf: &mut String, mut hit: impl FnMut(u32, bool)) {
+        let Some(matcher) = &self.matcher else { return };
         let text = normalize(text);
-        let lowered;
-        let hay: &str = if text.is_ascii() {
-            &text
+        if let Matcher::Gated { dfa, gate, lens } = matcher
+            && text.is_ascii()
+        {
+            // The walk lowercases as it reads: no copy of the text.
+            gated_scan(dfa, gate, lens, text.as_bytes(), &mut hit);
+            return;
+        }
+        // Lowercase once, then match case-sensitively: that keeps the
+        // automaton's SIMD prefilter, which case-insensitive search loses.
+        buf.clear();
+        if text.is_ascii() {
+            buf.push_str(&text);
+            buf.make_ascii_lowercase();
         } else {
-            lowered = text.to_lowercase();
-            &lowered
-        };
+            buf.push_str(&text.to_lowercase());
+        }
+        let hay: &str = buf;
         let bytes = hay.as_bytes();
+        let ac = match matcher {
+            Matcher::Full(ac) => ac,
+            Matcher::Gated { dfa, gate, lens } => {
+                gated_scan(dfa, gate, lens, bytes, &mut hit);
+                return;
+            }
+        };
         for m in ac.find_overlapping_iter(hay) {
             let (s, e) = (m.start(), m.end());
             if s > 0 && is_word_byte(bytes[s - 1]) {
@@ -95,21 +174,110 @@ impl PhraseSet {
     }
 }
 
+/// Walks the anchored automaton from each word start that the gate lets
+/// through, reporting phrases that start exactly there.
+fn gated_scan(
+    dfa: &aho_corasick::dfa::DFA,
+    gate: &Gate,
+    lens: &[usize],
+    bytes: &[u8],
+    hit: &mut impl FnMut(u32, bool),
+) {
+    use aho_corasick::automaton::Automaton;
+    let Ok(start) = dfa.start_state(Anchored::Yes) else {
+        return;
+    };
+    let n = bytes.len();
+    let mut i = 0;
+    loop {
+        // To the next word start, then past that word: tight loops over a table.
+        match bytes[i..].iter().position(|&b| WORD[b as usize]) {
+            Some(p) => i += p,
+            None => return,
+        }
+        if i + 1 < n && gate.opens(LOWER[bytes[i] as usize], LOWER[bytes[i + 1] as usize]) {
+            walk(dfa, start, lens, bytes, i, hit);
+        }
+        match bytes[i..].iter().position(|&b| !WORD[b as usize]) {
+            Some(p) => i += p,
+            None => return,
+        }
+    }
+}
+
+/// Runs the anchored automaton from `i`, reporting phrases that start there.
+fn walk(
+    dfa: &aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
+    lens: &[usize],
+    bytes: &[u8],
+    i: usize,
+    hit: &mut impl FnMut(u32, bool),
+) {
+    use aho_corasick::automaton::Automaton;
+    let n = bytes.len();
+    let mut sid = start;
+    for (j, &b) in bytes.iter().enumerate().skip(i) {
+        sid = dfa.next_state(Anchored::Yes, sid, LOWER[b as usize]);
+        if dfa.is_dead(sid) {
+            return;
+        }
+        if dfa.is_match(sid) {
+            let end = j + 1;
+            for k in 0..dfa.match_len(sid) {
+                let pid = dfa.match_pattern(sid, k).as_usize();
+                // Match sets include suffixes of the path; only phrases that
+                // start at `i` count here.
+                if lens[pid] == end - i {
+                    hit(pid as u32, end == n || !WORD[bytes[end] as usize]);
+                }
+            }
+        }
+    }
+}
+
+/// ASCII lowercase as a table; other bytes unchanged.
+static LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).to_ascii_lowercase();
+        i += 1;
+    }
+    t
+};
+
+/// [`is_word_byte`] as a table, for the per-byte loop.
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = is_word_byte(i as u8);
+        i += 1;
+    }
+    t
+};
+
 /// Letters, digits, `_`, and any non-ASCII byte (part of a letter in
 /// practice); used for word boundaries.
-fn is_word_byte(b: u8) -> bool {
+const fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
 
 /// HTML stripped, entities decoded, white space runs folded. Borrowed when
 /// there is nothing to do, which is the common case.
 pub fn normalize(text: &str) -> Cow<'_, str> {
-    let needs_html = text.contains('<') || text.contains('&');
-    if !needs_html {
-        return collapse_ws(text);
+    // Memchr scans (SIMD) to see whether there is anything to do at all.
+    let b = text.as_bytes();
+    let html = memchr::memchr2(b'<', b'&', b).is_some();
+    static DOUBLE_SPACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"  "));
+    let ws = memchr::memchr3(b'\t', b'\n', b'\r', b).is_some() || DOUBLE_SPACE.find(b).is_some();
+    match (html, ws) {
+        (false, false) => Cow::Borrowed(text),
+        (false, true) => Cow::Owned(fold_ws(text)),
+        (true, _) => Cow::Owned(fold_ws(&strip_html(text))),
     }
-    let stripped = strip_html(text);
-    Cow::Owned(collapse_ws(&stripped).into_owned())
 }
 
 fn collapse_ws(text: &str) -> Cow<'_, str> {
@@ -118,9 +286,14 @@ fn collapse_ws(text: &str) -> Cow<'_, str> {
         .windows(2)
         .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
         || b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ');
-    if !needs {
-        return Cow::Borrowed(text);
+    if needs {
+        Cow::Owned(fold_ws(text))
+    } else {
+        Cow::Borrowed(text)
     }
+}
+
+fn fold_ws(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut ws = false;
     for c in text.chars() {
@@ -134,7 +307,7 @@ fn collapse_ws(text: &str) -> Cow<'_, str> {
             ws = false;
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 /// Removes tags (each becomes a space) and decodes common entities.
@@ -211,7 +384,9 @@ mod tests {
         let refs: Vec<_> = phrases.iter().map(|p| b.add(p)).collect();
         let set = b.build();
         let mut found = Vec::new();
-        set.scan(text, |pid, whole| found.push((pid, whole)));
+        set.scan(text, &mut String::new(), |pid, whole| {
+            found.push((pid, whole))
+        });
         let mut out = Vec::new();
         for (p, r) in phrases.iter().zip(refs) {
             let ok = found
@@ -253,6 +428,54 @@ mod tests {
         let r = hits(&["größe", "ÉTAT"], "Die GRÖSSE und GRÖßE; l'état");
         assert!(r[0].1);
         assert!(r[1].1);
+    }
+
+    #[test]
+    fn gated_and_full_scans_agree() {
+        // One opening per phrase keeps the gate; 300 distinct openings lose it.
+        let few: Vec<String> = [
+            "export control*",
+            "rare earth",
+            "earth",
+            "ex",
+            "x-ray",
+            "control",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let many: Vec<String> = few
+            .iter()
+            .cloned()
+            .chain((0..300).map(|i| {
+                format!(
+                    "{}{}zzz",
+                    (b'a' + (i % 26) as u8) as char,
+                    (b'a' + (i / 26) as u8) as char
+                )
+            }))
+            .collect();
+        let text = "Ex-port: export controls, x-ray; rare earths-earth control_x EXPORT CONTROL ex";
+        let run = |phrases: &[String]| {
+            let mut b = PhraseSetBuilder::default();
+            for p in phrases {
+                b.add(p);
+            }
+            let set = b.build();
+            let gated = matches!(set.matcher, Some(Matcher::Gated { .. }));
+            let mut found = Vec::new();
+            set.scan(text, &mut String::new(), |pid, whole| {
+                found.push((pid, whole))
+            });
+            found.retain(|(pid, _)| (*pid as usize) < few.len());
+            found.sort();
+            (gated, found)
+        };
+        let (g1, a) = run(&few);
+        let (g2, b) = run(&many);
+        assert!(g1 && !g2);
+        assert_eq!(a, b);
+        assert!(!a.is_empty());
     }
 
     #[test]
