@@ -905,52 +905,57 @@ fn default_summary(n: &Notification, rule: &Rule) -> String {
     s
 }
 
-/// Built with `push_str`: this runs once per notification and `tocsin eval`
-/// may make hundreds of thousands.
+/// What happened, in a few lines: the condition, the values it compared
+/// (or every field, when it compared none), where and when. Built with
+/// `push_str`: `tocsin eval` may make hundreds of thousands. The email adds
+/// every payload field below it.
 fn default_body(n: &Notification, rule: &Rule) -> String {
-    let mut b = String::with_capacity(512);
+    let mut b = String::with_capacity(256);
     let line = |b: &mut String, label: &str, value: &str| {
         b.push_str(label);
         b.push_str(value);
         b.push('\n');
     };
-    line(&mut b, "", &rule.title);
-    b.push('\n');
-    b.push_str("State:     ");
-    b.push_str(n.state.as_str());
-    b.push_str(" (");
+    b.push_str(&rule.title);
+    b.push_str(if n.state == AlertState::Firing { " (firing, " } else { " (resolved, " });
     b.push_str(n.severity.as_str());
     b.push_str(")\n");
-    line(&mut b, "Rule:      ", &n.rule);
     line(&mut b, "Condition: ", &rule.condition);
-    line(&mut b, "Source:    ", &n.source);
-    line(&mut b, "Key:       ", &n.key);
-    let at = n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let started = if n.started_at == n.at {
-        at.clone()
-    } else {
-        n.started_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
-    line(&mut b, "Started:   ", &started);
-    line(&mut b, "At:        ", &at);
-    if let Some(l) = &n.link {
-        line(&mut b, "Link:      ", l);
-    }
-    if !n.fields.is_empty() {
-        b.push_str("\nFields:\n");
-        for (k, v) in &n.fields {
-            b.push_str("  ");
-            b.push_str(k);
-            b.push_str(": ");
-            push_value(&mut b, v);
-            if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
-                b.push_str(" (was ");
-                push_value(&mut b, p);
-                b.push(')');
-            }
-            b.push('\n');
+    let field = |b: &mut String, k: &str, v: &Value| {
+        b.push_str("  ");
+        b.push_str(k);
+        b.push_str(" = ");
+        push_value(b, v);
+        if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
+            b.push_str(" (was ");
+            push_value(b, p);
+            b.push(')');
         }
+        b.push('\n');
+    };
+    let shown: Vec<(&str, &Value)> = rule
+        .shown_fields
+        .iter()
+        .filter_map(|f| lookup(&n.fields, f).map(|v| (f.as_str(), v)))
+        .collect();
+    if shown.is_empty() {
+        for (k, v) in &n.fields {
+            field(&mut b, k, v);
+        }
+    } else {
+        for (k, v) in shown {
+            field(&mut b, k, v);
+        }
+    }
+    line(&mut b, "Source: ", &n.source);
+    line(&mut b, "Key: ", &n.key);
+    let at = n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if n.started_at != n.at {
+        line(&mut b, "Since: ", &n.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    line(&mut b, "At: ", &at);
+    if let Some(l) = &n.link {
+        line(&mut b, "Link: ", l);
     }
     b
 }

@@ -188,19 +188,22 @@ fn gated_scan(
         return;
     };
     let n = bytes.len();
-    let mut i = 0;
-    loop {
-        // To the next word start, then past that word: tight loops over a table.
-        match bytes[i..].iter().position(|&b| WORD[b as usize]) {
-            Some(p) => i += p,
-            None => return,
+    // Word starts, 64 bytes at a time: a bit per word byte, then the bits
+    // whose left neighbour is not one.
+    let mut carry = 0u64;
+    for (c, chunk) in bytes.chunks(64).enumerate() {
+        let mut mask = 0u64;
+        for (k, &b) in chunk.iter().enumerate() {
+            mask |= (WORD[b as usize] as u64) << k;
         }
-        if i + 1 < n && gate.opens(LOWER[bytes[i] as usize], LOWER[bytes[i + 1] as usize]) {
-            walk(dfa, start, lens, bytes, i, hit);
-        }
-        match bytes[i..].iter().position(|&b| !WORD[b as usize]) {
-            Some(p) => i += p,
-            None => return,
+        let mut starts = mask & !((mask << 1) | carry);
+        carry = (mask >> (chunk.len() - 1)) & 1;
+        while starts != 0 {
+            let i = c * 64 + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if i + 1 < n && gate.opens(LOWER[bytes[i] as usize], LOWER[bytes[i + 1] as usize]) {
+                walk(dfa, start, lens, bytes, i, hit);
+            }
         }
     }
 }
@@ -217,13 +220,13 @@ fn walk(
     use aho_corasick::automaton::Automaton;
     let n = bytes.len();
     let mut sid = start;
-    for (j, &b) in bytes.iter().enumerate().skip(i) {
+    for (j, &b) in bytes[i..].iter().enumerate() {
         sid = dfa.next_state(Anchored::Yes, sid, LOWER[b as usize]);
         if dfa.is_dead(sid) {
             return;
         }
         if dfa.is_match(sid) {
-            let end = j + 1;
+            let end = i + j + 1;
             for k in 0..dfa.match_len(sid) {
                 let pid = dfa.match_pattern(sid, k).as_usize();
                 // Match sets include suffixes of the path; only phrases that
