@@ -917,7 +917,11 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         b.push('\n');
     };
     b.push_str(&rule.title);
-    b.push_str(if n.state == AlertState::Firing { " (firing, " } else { " (resolved, " });
+    b.push_str(if n.state == AlertState::Firing {
+        " (firing, "
+    } else {
+        " (resolved, "
+    });
     b.push_str(n.severity.as_str());
     b.push_str(")\n");
     line(&mut b, "Condition: ", &rule.condition);
@@ -951,7 +955,12 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
     line(&mut b, "Key: ", &n.key);
     let at = n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if n.started_at != n.at {
-        line(&mut b, "Since: ", &n.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        line(
+            &mut b,
+            "Since: ",
+            &n.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
     }
     line(&mut b, "At: ", &at);
     if let Some(l) = &n.link {

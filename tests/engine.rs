@@ -1,0 +1,671 @@
+//! The engine with a simulated clock: per-key state machine (`for`,
+//! `repeat`, `resolve`), conditions and their edge cases, templates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use tocsin::config::Config;
+use tocsin::engine::{AlertState, Engine, Notification, compile};
+use tocsin::record::{Fields, Record, RecordKind};
+use tocsin::rules::RuleSet;
+
+const CONFIG: &str = r#"
+rules: rules.yaml
+sources:
+  - { name: tariffs, type: file, path: t.csv, key: [partner, product] }
+  - { name: news, type: file, path: n.jsonl, mode: log }
+channels:
+  - { name: out, type: log }
+"#;
+
+fn engine(rules: &str) -> Engine {
+    let config = Config::parse(Path::new("/cfg/tocsin.yaml"), CONFIG).unwrap();
+    let (set, diags) = RuleSet::parse([(Path::new("/cfg/rules.yaml"), rules)]);
+    assert!(diags.is_empty(), "{}", tocsin::diag::render_all(&diags));
+    Engine::new(compile(&config, &set).unwrap())
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()
+}
+
+fn fields(v: Value) -> Fields {
+    v.as_object().unwrap().clone()
+}
+
+fn row(v: Value) -> Record {
+    let f = fields(v);
+    let key = format!(
+        "{}|{}",
+        f["partner"].as_str().unwrap(),
+        f["product"].as_str().unwrap()
+    );
+    Record {
+        source: Arc::from("tariffs"),
+        key,
+        fields: f,
+        prev: None,
+        observed: t0(),
+        kind: RecordKind::Row,
+    }
+}
+
+/// Feeds rows the way the table source does: with the previous row of the key.
+struct Table {
+    rows: std::collections::HashMap<String, Fields>,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            rows: Default::default(),
+        }
+    }
+    fn set(&mut self, e: &mut Engine, v: Value, now: DateTime<Utc>) -> Vec<Notification> {
+        let mut r = row(v);
+        r.prev = self.rows.insert(r.key.clone(), r.fields.clone());
+        let mut out = Vec::new();
+        e.observe(&r, now, &mut out);
+        out
+    }
+    fn remove(&mut self, e: &mut Engine, key: &str, now: DateTime<Utc>) -> Vec<Notification> {
+        let f = self.rows.remove(key).unwrap();
+        let r = Record {
+            source: Arc::from("tariffs"),
+            key: key.into(),
+            fields: f,
+            prev: None,
+            observed: now,
+            kind: RecordKind::Removed,
+        };
+        let mut out = Vec::new();
+        e.observe(&r, now, &mut out);
+        out
+    }
+}
+
+fn event(v: Value, line: usize) -> Record {
+    Record {
+        source: Arc::from("news"),
+        key: format!("n.jsonl:{line}"),
+        fields: fields(v),
+        prev: None,
+        observed: t0(),
+        kind: RecordKind::Event,
+    }
+}
+
+fn observe(e: &mut Engine, r: &Record, now: DateTime<Utc>) -> Vec<Notification> {
+    let mut out = Vec::new();
+    e.observe(r, now, &mut out);
+    out
+}
+
+fn tick(e: &mut Engine, now: DateTime<Utc>) -> Vec<Notification> {
+    let mut out = Vec::new();
+    e.tick(now, &mut out);
+    out
+}
+
+fn states(v: &[Notification]) -> Vec<(String, AlertState)> {
+    v.iter().map(|n| (n.rule.clone(), n.state)).collect()
+}
+
+const CN_157: &str = r#"
+rules:
+  - id: cn
+    title: US tariff on Chinese goods above 157%
+    severity: critical
+    source: tariffs
+    where: { partner: CN }
+    when: { field: rate_pct, above: 157 }
+    notify: [out]
+"#;
+
+#[test]
+fn crossing_fires_once_then_resolves() {
+    let mut e = engine(CN_157);
+    let mut t = Table::new();
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "8505", "rate_pct": 145}),
+            t0()
+        )
+        .is_empty()
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "8505", "rate_pct": 160}),
+        t0() + Duration::days(8),
+    );
+    assert_eq!(states(&n), [("cn".into(), AlertState::Firing)]);
+    assert_eq!(n[0].key, "CN|8505");
+    assert_eq!(n[0].prev.as_ref().unwrap()["rate_pct"], 145);
+    assert_eq!(
+        n[0].summary,
+        "US tariff on Chinese goods above 157%: CN|8505 (rate_pct = 160)"
+    );
+    assert!(
+        n[0].body
+            .contains("Condition: partner equals CN and rate_pct above 157"),
+        "{}",
+        n[0].body
+    );
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "8505", "rate_pct": 170}),
+            t0() + Duration::days(9)
+        )
+        .is_empty()
+    );
+    // A partner the rule does not watch changes nothing.
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "JP", "product": "8505", "rate_pct": 500}),
+            t0() + Duration::days(9)
+        )
+        .is_empty()
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "8505", "rate_pct": 157}),
+        t0() + Duration::days(10),
+    );
+    assert_eq!(
+        states(&n),
+        [("cn".into(), AlertState::Resolved)],
+        "equal to the threshold is not above it"
+    );
+    assert_eq!(n[0].started_at, t0() + Duration::days(8));
+    assert_eq!(n[0].at, t0() + Duration::days(10));
+    assert_eq!(e.active(), 0);
+}
+
+#[test]
+fn ids_are_stable_per_notification_and_differ_between_them() {
+    let mut a = engine(CN_157);
+    let mut b = engine(CN_157);
+    let (mut ta, mut tb) = (Table::new(), Table::new());
+    let x = ta.set(
+        &mut a,
+        json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+        t0(),
+    );
+    let y = tb.set(
+        &mut b,
+        json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+        t0(),
+    );
+    assert_eq!(x[0].id, y[0].id, "the same notification has the same id");
+    let z = ta.set(
+        &mut a,
+        json!({"partner": "CN", "product": "1", "rate_pct": 1}),
+        t0(),
+    );
+    assert_ne!(x[0].id, z[0].id);
+}
+
+#[test]
+fn removed_rows_resolve_and_resolve_false_keeps_quiet() {
+    let mut e = engine(&format!(
+        "{CN_157}  - {{ id: quiet, source: tariffs, when: {{ field: rate_pct, above: 157 }}, resolve: false }}\n"
+    ));
+    let mut t = Table::new();
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+        t0(),
+    );
+    assert_eq!(
+        states(&n),
+        [
+            ("cn".into(), AlertState::Firing),
+            ("quiet".into(), AlertState::Firing)
+        ]
+    );
+    let n = t.remove(&mut e, "CN|1", t0() + Duration::hours(1));
+    assert_eq!(states(&n), [("cn".into(), AlertState::Resolved)]);
+    assert_eq!(
+        n[0].fields["rate_pct"], 200,
+        "a removed row reports its last values"
+    );
+}
+
+#[test]
+fn for_waits_and_ends_pending_without_a_word() {
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    for: 10m");
+    let mut e = engine(&rules);
+    let mut t = Table::new();
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+            t0()
+        )
+        .is_empty()
+    );
+    assert_eq!(e.next_deadline(), Some(t0() + Duration::minutes(10)));
+    assert!(tick(&mut e, t0() + Duration::minutes(9)).is_empty());
+    let n = tick(&mut e, t0() + Duration::minutes(10));
+    assert_eq!(states(&n), [("cn".into(), AlertState::Firing)]);
+    assert_eq!(
+        n[0].started_at,
+        t0(),
+        "started when the condition began to hold"
+    );
+    assert_eq!(n[0].fields["rate_pct"], 200);
+    assert!(
+        tick(&mut e, t0() + Duration::hours(5)).is_empty(),
+        "fires once"
+    );
+    // A second key that stops holding before `for` passes never notifies.
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "2", "rate_pct": 200}),
+            t0() + Duration::hours(6)
+        )
+        .is_empty()
+    );
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "2", "rate_pct": 100}),
+            t0() + Duration::hours(6) + Duration::minutes(5)
+        )
+        .is_empty()
+    );
+    assert!(tick(&mut e, t0() + Duration::hours(7)).is_empty());
+    // A row seen again after `for` fires on that observation too.
+    assert!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "3", "rate_pct": 200}),
+            t0() + Duration::hours(8)
+        )
+        .is_empty()
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "3", "rate_pct": 201}),
+        t0() + Duration::hours(8) + Duration::minutes(10),
+    );
+    assert_eq!(states(&n), [("cn".into(), AlertState::Firing)]);
+}
+
+#[test]
+fn repeat_reminds_while_firing() {
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    repeat: 1h");
+    let mut e = engine(&rules);
+    let mut t = Table::new();
+    assert_eq!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+            t0()
+        )
+        .len(),
+        1
+    );
+    assert_eq!(e.next_deadline(), Some(t0() + Duration::hours(1)));
+    assert!(tick(&mut e, t0() + Duration::minutes(59)).is_empty());
+    let n = tick(&mut e, t0() + Duration::hours(1));
+    assert_eq!(states(&n), [("cn".into(), AlertState::Firing)]);
+    assert_eq!(n[0].started_at, t0());
+    // A clock that jumps ahead sends one reminder, not one per hour missed.
+    assert_eq!(tick(&mut e, t0() + Duration::hours(30)).len(), 1);
+    assert!(tick(&mut e, t0() + Duration::hours(30)).is_empty());
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 1}),
+        t0() + Duration::hours(31),
+    );
+    assert_eq!(states(&n), [("cn".into(), AlertState::Resolved)]);
+    assert_eq!(e.next_deadline(), None);
+}
+
+const NEWS: &str = r#"
+lists:
+  allies: [EU, Japan, JP, UK]
+rules:
+  - id: statement
+    source: news
+    when:
+      all:
+        - { field: country, in: $allies }
+        - text: [title, summary]
+          any: ["export control*", "rare earth*"]
+          none: [webinar]
+    notify: [out]
+"#;
+
+#[test]
+fn each_matching_event_fires_once_without_state() {
+    let mut e = engine(NEWS);
+    let cases = [
+        (
+            json!({"country": "japan", "title": "New <b>export</b>\n controls", "summary": ""}),
+            true,
+        ),
+        (
+            json!({"country": "JP", "title": "Rare-earth magnets", "summary": "x"}),
+            false,
+        ),
+        (
+            json!({"country": "JP", "title": "Rare earths", "summary": "x"}),
+            true,
+        ),
+        (
+            json!({"country": "JP", "title": "Export controls webinar", "summary": ""}),
+            false,
+        ),
+        (
+            json!({"country": "US", "title": "Export controls", "summary": ""}),
+            false,
+        ),
+        (
+            json!({"country": ["US", "EU"], "title": "x", "summary": "critical rare earth supply"}),
+            true,
+        ),
+        (json!({"title": "Export controls", "summary": ""}), false),
+        (
+            json!({"country": "JP", "title": "Exported controls", "summary": ""}),
+            false,
+        ),
+    ];
+    for (i, (v, fires)) in cases.iter().enumerate() {
+        let n = observe(&mut e, &event(v.clone(), i + 1), t0());
+        assert_eq!(n.len(), usize::from(*fires), "case {i}: {v}");
+        if *fires {
+            assert_eq!(n[0].key, format!("n.jsonl:{}", i + 1));
+        }
+    }
+    assert_eq!(e.active(), 0, "one-off events keep no state");
+}
+
+#[test]
+fn a_key_template_groups_events() {
+    let rules = r#"
+rules:
+  - id: by-country
+    source: news
+    key: "{{ country }}"
+    repeat: 1h
+    when: { text: title, any: [sanction*] }
+    notify: [out]
+"#;
+    let mut e = engine(rules);
+    let hit = |c: &str| json!({"country": c, "title": "New sanctions"});
+    assert_eq!(observe(&mut e, &event(hit("EU"), 1), t0()).len(), 1);
+    assert!(observe(&mut e, &event(hit("EU"), 2), t0() + Duration::minutes(5)).is_empty());
+    assert!(
+        observe(
+            &mut e,
+            &event(json!({"country": "EU", "title": "weather"}), 3),
+            t0() + Duration::minutes(6)
+        )
+        .is_empty(),
+        "no resolve for events by default"
+    );
+    assert_eq!(
+        observe(&mut e, &event(hit("UK"), 4), t0() + Duration::minutes(7))[0].key,
+        "UK"
+    );
+    let n = observe(&mut e, &event(hit("EU"), 5), t0() + Duration::hours(2));
+    assert_eq!(n.len(), 1, "a reminder after `repeat`");
+    assert_eq!(n[0].started_at, t0());
+}
+
+fn holds(rule_when: &str, prev: Option<Value>, v: Value) -> bool {
+    let rules = format!("rules:\n  - {{ id: r, source: tariffs, when: {rule_when} }}\n");
+    let mut e = engine(&rules);
+    let mut r = row(v);
+    r.prev = prev.map(fields);
+    !observe(&mut e, &r, t0()).is_empty()
+}
+
+#[test]
+fn conditions_and_their_edges() {
+    let base =
+        |rate: Value| json!({"partner": "CN", "product": "1", "rate_pct": rate, "note": "Steel"});
+    // Numbers written as text compare as numbers.
+    assert!(holds(
+        "{ field: rate_pct, above: 157 }",
+        None,
+        base(json!("157.5%"))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, above: 1000 }",
+        None,
+        base(json!("1,250.5"))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, at_least: 157 }",
+        None,
+        base(json!(" 157 "))
+    ));
+    assert!(!holds(
+        "{ field: rate_pct, above: 157 }",
+        None,
+        base(json!(157))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, at_most: 157 }",
+        None,
+        base(json!(157))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, below: 0 }",
+        None,
+        base(json!(-1))
+    ));
+    // Text that is not a number never compares, and a missing field neither.
+    assert!(!holds(
+        "{ field: rate_pct, below: 1000 }",
+        None,
+        base(json!("n/a"))
+    ));
+    assert!(!holds(
+        "{ field: missing, below: 1000 }",
+        None,
+        base(json!(1))
+    ));
+    assert!(!holds(
+        "{ field: missing, not_equals: x }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: missing, exists: false }",
+        None,
+        base(json!(1))
+    ));
+    assert!(!holds(
+        "{ field: note, exists: false }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, exists: false }",
+        None,
+        base(json!("  "))
+    ));
+    // Equality: numbers as numbers, text without regard to case.
+    assert!(holds("{ field: product, equals: 1 }", None, base(json!(1))));
+    assert!(holds(
+        "{ field: note, equals: STEEL }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: note, not_equals: copper }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: note, in: [copper, steel] }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: note, not_in: [copper] }",
+        None,
+        base(json!(1))
+    ));
+    assert!(!holds(
+        "{ not: { field: note, in: [steel] } }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ any: [ { field: note, equals: x }, { field: rate_pct, above: 0 } ] }",
+        None,
+        base(json!(1))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, above: 0, below: 10 }",
+        None,
+        base(json!(5))
+    ));
+    assert!(!holds(
+        "{ field: rate_pct, above: 0, below: 10 }",
+        None,
+        base(json!(50))
+    ));
+    // Against the previous row; never on a first observation.
+    assert!(!holds(
+        "{ field: rate_pct, changed: true }",
+        None,
+        base(json!(5))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, changed: true }",
+        Some(base(json!(4))),
+        base(json!(5))
+    ));
+    assert!(!holds(
+        "{ field: rate_pct, changed: true }",
+        Some(base(json!("5"))),
+        base(json!(5))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, increased_by: 10 }",
+        Some(base(json!(100))),
+        base(json!(110))
+    ));
+    assert!(!holds(
+        "{ field: rate_pct, increased_by: 10 }",
+        Some(base(json!(100))),
+        base(json!(109))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, increased_by: \"25%\" }",
+        Some(base(json!(100))),
+        base(json!(125))
+    ));
+    assert!(!holds(
+        "{ field: rate_pct, increased_by: \"25%\" }",
+        Some(base(json!(0))),
+        base(json!(125))
+    ));
+    assert!(holds(
+        "{ field: rate_pct, decreased_by: \"50%\" }",
+        Some(base(json!(100))),
+        base(json!(50))
+    ));
+    assert!(holds(
+        "{ text: note, regex: \"^St\" }",
+        None,
+        base(json!(1))
+    ));
+}
+
+#[test]
+fn non_numeric_comparisons_are_counted() {
+    let mut e = engine(CN_157);
+    observe(
+        &mut e,
+        &row(json!({"partner": "CN", "product": "1", "rate_pct": "n/a"})),
+        t0(),
+    );
+    assert_eq!(e.stats.non_numeric, 1);
+}
+
+#[test]
+fn a_failing_template_still_sends_with_the_default_text() {
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    summary: \"{{ rate_pct | nosuchfilter }}\"\n    body: \"{{ partner }} at {{ rate_pct }}% ({{ rule.id }}, {{ state }}, was {{ prev.rate_pct }})\"");
+    let mut e = engine(&rules);
+    let mut t = Table::new();
+    t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 100}),
+        t0(),
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+        t0(),
+    );
+    assert_eq!(
+        n[0].summary,
+        "US tariff on Chinese goods above 157%: CN|1 (rate_pct = 200)"
+    );
+    assert!(
+        n[0].body.contains("the summary template failed"),
+        "{}",
+        n[0].body
+    );
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    body: \"{{ partner }} at {{ rate_pct }}% ({{ rule.id }}, {{ state }}, was {{ prev.rate_pct }})\"");
+    let mut e = engine(&rules);
+    let mut t = Table::new();
+    t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 100}),
+        t0(),
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+        t0(),
+    );
+    assert_eq!(n[0].body, "CN at 200% (cn, firing, was 100)");
+}
+
+#[test]
+fn new_rules_keep_state_by_id() {
+    let mut e = engine(CN_157);
+    let mut t = Table::new();
+    assert_eq!(
+        t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "1", "rate_pct": 200}),
+            t0()
+        )
+        .len(),
+        1
+    );
+    let config = Config::parse(Path::new("/cfg/tocsin.yaml"), CONFIG).unwrap();
+    let rules = format!(
+        "{CN_157}  - {{ id: other, source: tariffs, when: {{ field: rate_pct, above: 1 }} }}\n"
+    );
+    let (set, _) = RuleSet::parse([(Path::new("/cfg/rules.yaml"), rules.as_str())]);
+    let dropped = e.replace_rules(compile(&config, &set).unwrap());
+    assert!(dropped.is_empty());
+    // Still firing: an edit that keeps it above sends nothing for `cn`.
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 201}),
+        t0(),
+    );
+    assert_eq!(states(&n), [("other".into(), AlertState::Firing)]);
+    let (set, _) = RuleSet::parse([(Path::new("/cfg/rules.yaml"), "rules: []")]);
+    let mut dropped = e.replace_rules(compile(&config, &set).unwrap());
+    dropped.sort();
+    assert_eq!(dropped, ["cn", "other"]);
+}
