@@ -646,7 +646,7 @@ struct Scratch {
     let_through: Vec<usize>,
     /// Phrase ids found in the current record (with repeats).
     matched: Vec<u32>,
-    buf: String,
+    buf: text::ScanBuf,
 }
 
 impl Scratch {
@@ -663,7 +663,7 @@ impl Scratch {
             visit: Vec::new(),
             let_through: Vec::new(),
             matched: Vec::new(),
-            buf: String::new(),
+            buf: text::ScanBuf::default(),
         }
     }
 
