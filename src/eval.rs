@@ -95,7 +95,6 @@ fn stream_jsonl(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut line = String::new();
     let mut owned: Vec<Option<serde_json::Value>> = vec![None; engine.slot_count()];
     let mut notes = Vec::new();
     let mut line_out: Vec<u8> = Vec::with_capacity(4096);
@@ -117,9 +116,10 @@ fn stream_jsonl(
             kind: RecordKind::Event,
         })
     };
+    let mut raw: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -129,15 +129,27 @@ fn stream_jsonl(
             }
         }
         n += 1;
+        let line = match std::str::from_utf8(&raw) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: {}:{n}: not valid UTF-8 (byte {} of the line); save the file as UTF-8",
+                    path.display(),
+                    e.valid_up_to() + 1
+                );
+                errors += 1;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let picked = partial && pick(&line, &wanted, &mut owned).is_ok();
+        let picked = partial && pick(line, &wanted, &mut owned).is_ok();
         if !picked {
-            match full(&line, n) {
+            match full(line, n) {
                 Ok(rec) => engine.observe(&rec, now, &mut notes),
                 Err(e) => {
-                    eprintln!("error: {}:{e}", path.display());
+                    eprintln!("error: {}:{}: {}", path.display(), e.line, e.message);
                     errors += 1;
                 }
             }
@@ -148,7 +160,7 @@ fn stream_jsonl(
                 }
             }
             let refs: Vec<Option<&serde_json::Value>> = owned.iter().map(Option::as_ref).collect();
-            let mut make = || full(&line, n).expect("the line parsed once already");
+            let mut make = || full(line, n).expect("the line parsed once already");
             engine.observe_event(source, &refs, &mut make, now, &mut notes);
         }
         for note in notes.drain(..) {

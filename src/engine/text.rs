@@ -89,8 +89,12 @@ enum Matcher {
 /// only match at word starts, so when few word starts open like a phrase,
 /// the automaton runs anchored from those alone instead of over every byte.
 struct Gate {
-    three: Box<[u64; 1024]>,
-    two: Box<[u64; 1024]>,
+    /// Hashed three-byte openings; a power-of-two number of bits, sized
+    /// to the phrases so that it stays small and in cache.
+    three: Vec<u64>,
+    shift: u32,
+    /// Two-byte phrases, when there are any.
+    two: Option<Box<[u64; 1024]>>,
 }
 
 impl Gate {
@@ -99,49 +103,65 @@ impl Gate {
     const MAX_OPENINGS: usize = 4096;
 
     fn of(patterns: &[String]) -> Option<Gate> {
-        let mut g = Gate {
-            three: Box::new([0u64; 1024]),
-            two: Box::new([0u64; 1024]),
-        };
-        let mut n = 0;
+        let mut threes = Vec::new();
+        let mut twos = Vec::new();
         for p in patterns {
-            let b = p.as_bytes();
-            if b.len() < 2 || !is_word_byte(b[0]) {
-                return None;
-            }
-            let (set, i) = match b {
-                [x, y] => (&mut g.two, Self::pair(*x, *y)),
-                [x, y, z, ..] => (&mut g.three, Self::triple(*x, *y, *z)),
-                _ => unreachable!("length checked above"),
-            };
-            if set[i / 64] & (1 << (i % 64)) == 0 {
-                set[i / 64] |= 1 << (i % 64);
-                n += 1;
+            match p.as_bytes() {
+                [x, ..] if !is_word_byte(*x) => return None,
+                [x, y] => twos.push(Self::pair(*x, *y)),
+                [x, y, z, ..] => threes.push((*x, *y, *z)),
+                _ => return None,
             }
         }
-        (n <= Self::MAX_OPENINGS).then_some(g)
+        threes.sort_unstable();
+        threes.dedup();
+        twos.sort_unstable();
+        twos.dedup();
+        if threes.len() + twos.len() > Self::MAX_OPENINGS {
+            return None;
+        }
+        // About 64 bits per opening: few false passes, small tables.
+        let bits = (threes.len() * 64).next_power_of_two().max(4096);
+        let mut g = Gate {
+            three: vec![0; bits / 64],
+            shift: 32 - bits.trailing_zeros(),
+            two: None,
+        };
+        for (a, b, c) in threes {
+            let t = g.triple(a, b, c);
+            g.three[t / 64] |= 1 << (t % 64);
+        }
+        if !twos.is_empty() {
+            let mut two = Box::new([0u64; 1024]);
+            for p in twos {
+                two[p / 64] |= 1 << (p % 64);
+            }
+            g.two = Some(two);
+        }
+        Some(g)
     }
 
     fn pair(a: u8, b: u8) -> usize {
         (a as usize) << 8 | b as usize
     }
 
-    fn triple(a: u8, b: u8, c: u8) -> usize {
+    fn triple(&self, a: u8, b: u8, c: u8) -> usize {
         let x = (a as u32) | (b as u32) << 8 | (c as u32) << 16;
-        (x.wrapping_mul(0x9E37_79B1) >> 16) as usize
+        (x.wrapping_mul(0x9E37_79B1) >> self.shift) as usize
     }
 
-    /// Whether a phrase may start at `i` (bytes already lowercase or not:
-    /// they are lowercased here).
+    /// Whether a phrase may start at `i`; bytes are lowercased here.
     fn opens(&self, bytes: &[u8], i: usize) -> bool {
         let a = LOWER[bytes[i] as usize];
         let b = LOWER[bytes.get(i + 1).copied().unwrap_or(0) as usize];
-        let p = Self::pair(a, b);
-        if self.two[p / 64] & (1 << (p % 64)) != 0 {
-            return true;
+        if let Some(two) = &self.two {
+            let p = Self::pair(a, b);
+            if two[p / 64] & (1 << (p % 64)) != 0 {
+                return true;
+            }
         }
         let c = LOWER[bytes.get(i + 2).copied().unwrap_or(0) as usize];
-        let t = Self::triple(a, b, c);
+        let t = self.triple(a, b, c);
         self.three[t / 64] & (1 << (t % 64)) != 0
     }
 }
@@ -255,29 +275,34 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn word_masks(bytes: &[u8], masks: &mut Vec<u64>, check: bool) -> bool {
         let mut prev_space = 0u64;
-        for chunk in bytes.chunks(64) {
-            let mut padded = [0u8; 64];
-            let src: &[u8] = if chunk.len() == 64 {
-                chunk
-            } else {
-                padded[..chunk.len()].copy_from_slice(chunk);
-                &padded
-            };
-            let (w0, s0, p0) = classify(src.as_ptr());
-            let (w1, s1, p1) = classify(src[32..].as_ptr());
-            let word = w0 as u64 | (w1 as u64) << 32;
-            // Padding is NUL, which is "special": mask it off.
-            let valid = if chunk.len() == 64 {
-                u64::MAX
-            } else {
-                (1u64 << chunk.len()) - 1
-            };
-            let special = (s0 as u64 | (s1 as u64) << 32) & valid;
-            let space = p0 as u64 | (p1 as u64) << 32;
+        let blocks = bytes.len() / 32;
+        let (mut word, mut special, mut space) = (0u64, 0u64, 0u64);
+        for k in 0..blocks {
+            let (w, s, p) = classify(bytes[k * 32..].as_ptr());
+            let shift = (k % 2) * 32;
+            word |= (w as u64) << shift;
+            special |= (s as u64) << shift;
+            space |= (p as u64) << shift;
+            if k % 2 == 1 {
+                if check && (special != 0 || space & ((space << 1) | prev_space) != 0) {
+                    return false;
+                }
+                prev_space = space >> 63;
+                masks.push(word);
+                (word, special, space) = (0, 0, 0);
+            }
+        }
+        // The tail, under 32 bytes, one byte at a time.
+        let base = (blocks % 2) * 32;
+        for (k, &b) in bytes[blocks * 32..].iter().enumerate() {
+            word |= (super::WORD[b as usize] as u64) << (base + k);
+            special |= ((b < 0x20 || b == b'<' || b == b'&') as u64) << (base + k);
+            space |= ((b == b' ') as u64) << (base + k);
+        }
+        if base + bytes.len() % 32 > 0 {
             if check && (special != 0 || space & ((space << 1) | prev_space) != 0) {
                 return false;
             }
-            prev_space = space >> 63;
             masks.push(word);
         }
         true
