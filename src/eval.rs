@@ -2,7 +2,7 @@
 //! new and goes through the rules in document order. Nothing is sent or
 //! written. Also the benchmark entry point, so it streams line formats.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,8 +94,11 @@ fn stream_jsonl(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut owned: Vec<Option<serde_json::Value>> = vec![None; engine.slot_count()];
+    let slots = engine.slot_count();
+    // Values of the wanted fields by slot, reused line after line so their
+    // strings keep their allocations; `present` says which this line had.
+    let mut owned: Vec<Option<serde_json::Value>> = vec![None; slots];
+    let mut present = vec![false; slots];
     let mut notes = Vec::new();
     let mut line_out: Vec<u8> = Vec::with_capacity(4096);
     let mut n = 0usize;
@@ -116,20 +119,9 @@ fn stream_jsonl(
             kind: RecordKind::Event,
         })
     };
-    let mut raw: Vec<u8> = Vec::with_capacity(4096);
-    loop {
-        raw.clear();
-        match reader.read_until(b'\n', &mut raw) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("error: {}:{}: {e}", path.display(), n + 1);
-                errors += 1;
-                break;
-            }
-        }
+    let read = for_each_line(file, |raw| {
         n += 1;
-        let line = match std::str::from_utf8(&raw) {
+        let line = match std::str::from_utf8(raw) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -138,13 +130,13 @@ fn stream_jsonl(
                     e.valid_up_to() + 1
                 );
                 errors += 1;
-                continue;
+                return Ok(());
             }
         };
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
-        let picked = partial && pick(line, &wanted, &mut owned).is_ok();
+        let picked = partial && pick(line, &wanted, &mut owned, &mut present).is_ok();
         if !picked {
             match full(line, n) {
                 Ok(rec) => engine.observe(&rec, now, &mut notes),
@@ -154,14 +146,23 @@ fn stream_jsonl(
                 }
             }
         } else {
+            let mut stack: [Option<&serde_json::Value>; 32] = [None; 32];
+            let mut heap: Vec<Option<&serde_json::Value>>;
+            let refs: &mut [Option<&serde_json::Value>] = if slots <= stack.len() {
+                &mut stack[..slots]
+            } else {
+                heap = vec![None; slots];
+                &mut heap
+            };
             for (name, slot) in &wanted {
-                if owned[*slot].is_none() {
-                    owned[*slot] = constants.get(name).cloned();
-                }
+                refs[*slot] = if present[*slot] {
+                    owned[*slot].as_ref()
+                } else {
+                    constants.get(name)
+                };
             }
-            let refs: Vec<Option<&serde_json::Value>> = owned.iter().map(Option::as_ref).collect();
             let mut make = || full(line, n).expect("the line parsed once already");
-            engine.observe_event(source, &refs, &mut make, now, &mut notes);
+            engine.observe_event(source, refs, &mut make, now, &mut notes);
         }
         for note in notes.drain(..) {
             // Serialised whole into a reused buffer, then written once.
@@ -170,17 +171,62 @@ fn stream_jsonl(
             line_out.push(b'\n');
             out.write_all(&line_out)?;
         }
+        Ok(())
+    });
+    if let Err(e) = read {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+        eprintln!("error: {}:{}: {e}", path.display(), n + 1);
+        errors += 1;
     }
     Ok(errors)
 }
 
-/// Parses a JSON object, keeping only the wanted fields (by slot).
+/// Calls `f` with each line (without its newline) of `input`, straight
+/// from the read buffer when the line lies in it whole.
+fn for_each_line(
+    input: impl std::io::Read,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            if !partial.is_empty() {
+                f(&partial)?;
+            }
+            return Ok(());
+        }
+        let mut pos = 0;
+        for nl in memchr::memchr_iter(b'\n', buf) {
+            if partial.is_empty() {
+                f(&buf[pos..nl])?;
+            } else {
+                partial.extend_from_slice(&buf[pos..nl]);
+                f(&partial)?;
+                partial.clear();
+            }
+            pos = nl + 1;
+        }
+        partial.extend_from_slice(&buf[pos..]);
+        let len = buf.len();
+        reader.consume(len);
+    }
+}
+
+/// Parses a JSON object, keeping only the wanted fields (by slot) in
+/// `out`, reusing the strings already there; `present` marks those seen.
 fn pick(
     line: &str,
     wanted: &[(String, usize)],
     out: &mut [Option<serde_json::Value>],
+    present: &mut [bool],
 ) -> serde_json::Result<()> {
-    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
 
     struct Key<'de>(std::borrow::Cow<'de, str>);
     impl<'de> serde::Deserialize<'de> for Key<'de> {
@@ -202,9 +248,67 @@ fn pick(
         }
     }
 
+    /// One value into its slot; text goes into the slot's old string.
+    struct Slot<'a>(&'a mut Option<Value>);
+    impl<'de> DeserializeSeed<'de> for Slot<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Slot<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<(), E> {
+            match self.0 {
+                Some(Value::String(s)) => {
+                    s.clear();
+                    s.push_str(v);
+                }
+                other => *other = Some(Value::String(v.to_string())),
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+            *self.0 = Some(Value::Bool(v));
+            Ok(())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+            *self.0 = Some(Value::from(v));
+            Ok(())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+            *self.0 = Some(Value::from(v));
+            Ok(())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+            *self.0 = Some(Value::from(v));
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            *self.0 = Some(Value::Null);
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+            *self.0 = Some(serde::Deserialize::deserialize(
+                serde::de::value::SeqAccessDeserializer::new(seq),
+            )?);
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            *self.0 = Some(serde::Deserialize::deserialize(
+                serde::de::value::MapAccessDeserializer::new(map),
+            )?);
+            Ok(())
+        }
+    }
+
     struct Pick<'a> {
         wanted: &'a [(String, usize)],
-        out: &'a mut [Option<serde_json::Value>],
+        out: &'a mut [Option<Value>],
+        present: &'a mut [bool],
     }
     impl<'de> DeserializeSeed<'de> for Pick<'_> {
         type Value = ();
@@ -220,7 +324,10 @@ fn pick(
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(Key(k)) = map.next_key::<Key>()? {
                 match self.wanted.iter().find(|(n, _)| *n == k) {
-                    Some((_, slot)) => self.out[*slot] = Some(map.next_value()?),
+                    Some((_, slot)) => {
+                        map.next_value_seed(Slot(&mut self.out[*slot]))?;
+                        self.present[*slot] = true;
+                    }
                     None => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -230,8 +337,13 @@ fn pick(
         }
     }
 
-    out.iter_mut().for_each(|v| *v = None);
+    present.iter_mut().for_each(|p| *p = false);
     let mut de = serde_json::Deserializer::from_str(line);
-    Pick { wanted, out }.deserialize(&mut de)?;
+    Pick {
+        wanted,
+        out,
+        present,
+    }
+    .deserialize(&mut de)?;
     de.end()
 }
