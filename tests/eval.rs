@@ -1,0 +1,117 @@
+//! `tocsin eval`: every record new, in document order, notifications as
+//! JSON lines, nothing sent or written; bad lines named and skipped.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        r#"
+state: state.db
+rules: rules.yaml
+sources:
+  - { name: tariffs, type: file, path: tariffs.csv, key: [partner, product] }
+  - { name: news, type: file, path: news.jsonl, mode: log, fields: { issuer: wire } }
+channels:
+  - { name: audit, type: file, path: alerts.jsonl }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("rules.yaml"),
+        r#"
+rules:
+  - id: cn-above-157
+    source: tariffs
+    where: { partner: CN }
+    when: { field: rate_pct, above: 157 }
+    notify: [audit]
+  - id: export-controls
+    source: news
+    when: { text: [title], any: ["export control*"] }
+    summary: "{{ issuer }}: {{ title }}"
+    notify: [audit]
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+fn eval(dir: &std::path::Path, source: &str, file: &str) -> (i32, Vec<serde_json::Value>, String) {
+    let out = Command::new(BIN)
+        .args(["eval", "-c"])
+        .arg(dir.join("tocsin.yaml"))
+        .args(["--source", source])
+        .arg(dir.join(file))
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.code().unwrap(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tables_and_logs_in_document_order_with_nothing_written() {
+    let dir = setup();
+    let p = dir.path();
+    std::fs::write(
+        p.join("sample.csv"),
+        "partner,product,rate_pct\nCN,2,200\nJP,1,300\nCN,1,\"158%\"\nCN,3,100\n",
+    )
+    .unwrap();
+    let (code, n, err) = eval(p, "tariffs", "sample.csv");
+    assert_eq!(code, 0, "{err}");
+    let keys: Vec<&str> = n.iter().map(|v| v["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["CN|2", "CN|1"]);
+    assert!(
+        n.iter()
+            .all(|v| v["state"] == "firing" && v["prev"].is_null())
+    );
+
+    std::fs::write(
+        p.join("sample.jsonl"),
+        "{\"title\": \"New export controls\"}\n{\"title\": \"weather\"}\n{not json\n{\"title\": \"export control list\", \"issuer\": \"METI\"}\n",
+    )
+    .unwrap();
+    let (code, n, err) = eval(p, "news", "sample.jsonl");
+    assert_eq!(code, 1, "a bad line makes the exit code 1");
+    assert!(err.contains("sample.jsonl:3: invalid JSON"), "{err}");
+    let summaries: Vec<&str> = n.iter().map(|v| v["summary"].as_str().unwrap()).collect();
+    assert_eq!(
+        summaries,
+        ["wire: New export controls", "METI: export control list"]
+    );
+    assert_eq!(n[0]["key"], "sample.jsonl:1");
+    assert_eq!(
+        n[1]["fields"]["issuer"], "METI",
+        "a record's own field wins over the source's constant"
+    );
+
+    assert!(!p.join("alerts.jsonl").exists(), "eval sends nothing");
+    assert!(!p.join("state.db").exists(), "eval writes nothing");
+}
+
+#[test]
+fn an_unknown_source_is_named() {
+    let dir = setup();
+    std::fs::write(dir.path().join("x.csv"), "a\n1\n").unwrap();
+    let (code, _, err) = eval(dir.path(), "tarifs", "x.csv");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no source named `tarifs`") && err.contains("tariffs, news"),
+        "{err}"
+    );
+}
