@@ -89,6 +89,9 @@ enum Matcher {
 /// only match at word starts, so when few word starts open like a phrase,
 /// the automaton runs anchored from those alone instead of over every byte.
 struct Gate {
+    /// First two bytes of every phrase: a direct 64 Ki-bit look-up that
+    /// turns most word starts away before any hashing.
+    first: Box<[u64; 1024]>,
     /// Hashed three-byte openings; a power-of-two number of bits, sized
     /// to the phrases so that it stays small and in cache.
     three: Vec<u64>,
@@ -123,11 +126,14 @@ impl Gate {
         // About 64 bits per opening: few false passes, small tables.
         let bits = (threes.len() * 64).next_power_of_two().max(4096);
         let mut g = Gate {
+            first: Box::new([0u64; 1024]),
             three: vec![0; bits / 64],
             shift: 32 - bits.trailing_zeros(),
             two: None,
         };
         for (a, b, c) in threes {
+            let p = Self::pair(a, b);
+            g.first[p / 64] |= 1 << (p % 64);
             let t = g.triple(a, b, c);
             g.three[t / 64] |= 1 << (t % 64);
         }
@@ -154,11 +160,14 @@ impl Gate {
     fn opens(&self, bytes: &[u8], i: usize) -> bool {
         let a = LOWER[bytes[i] as usize];
         let b = LOWER[bytes.get(i + 1).copied().unwrap_or(0) as usize];
+        let p = Self::pair(a, b);
         if let Some(two) = &self.two {
-            let p = Self::pair(a, b);
             if two[p / 64] & (1 << (p % 64)) != 0 {
                 return true;
             }
+        }
+        if self.first[p / 64] & (1 << (p % 64)) == 0 {
+            return false;
         }
         let c = LOWER[bytes.get(i + 2).copied().unwrap_or(0) as usize];
         let t = self.triple(a, b, c);
@@ -292,12 +301,23 @@ mod avx2 {
                 (word, special, space) = (0, 0, 0);
             }
         }
-        // The tail, under 32 bytes, one byte at a time.
+        // The tail, under 32 bytes: the last 32 bytes classified again (they
+        // overlap the previous block) and only the new bits kept; one byte
+        // at a time when the whole text is shorter than a block.
+        let tail = bytes.len() % 32;
         let base = (blocks % 2) * 32;
-        for (k, &b) in bytes[blocks * 32..].iter().enumerate() {
-            word |= (super::WORD[b as usize] as u64) << (base + k);
-            special |= ((b < 0x20 || b == b'<' || b == b'&') as u64) << (base + k);
-            space |= ((b == b' ') as u64) << (base + k);
+        if tail > 0 && bytes.len() >= 32 {
+            let (w, s, p) = classify(bytes[bytes.len() - 32..].as_ptr());
+            let keep = |m: u32| ((m >> (32 - tail)) as u64) << base;
+            word |= keep(w);
+            special |= keep(s);
+            space |= keep(p);
+        } else {
+            for (k, &b) in bytes[blocks * 32..].iter().enumerate() {
+                word |= (super::WORD[b as usize] as u64) << (base + k);
+                special |= ((b < 0x20 || b == b'<' || b == b'&') as u64) << (base + k);
+                space |= ((b == b' ') as u64) << (base + k);
+            }
         }
         if base + bytes.len() % 32 > 0 {
             if check && (special != 0 || space & ((space << 1) | prev_space) != 0) {
