@@ -161,10 +161,10 @@ impl Gate {
         let a = LOWER[bytes[i] as usize];
         let b = LOWER[bytes.get(i + 1).copied().unwrap_or(0) as usize];
         let p = Self::pair(a, b);
-        if let Some(two) = &self.two {
-            if two[p / 64] & (1 << (p % 64)) != 0 {
-                return true;
-            }
+        if let Some(two) = &self.two
+            && two[p / 64] & (1 << (p % 64)) != 0
+        {
+            return true;
         }
         if self.first[p / 64] & (1 << (p % 64)) == 0 {
             return false;
