@@ -42,8 +42,9 @@ pub fn run(
         |engine: &mut Engine, rec: &Record, out: &mut dyn Write| -> std::io::Result<()> {
             engine.observe(rec, now, &mut notes);
             for n in notes.drain(..) {
-                serde_json::to_writer(&mut *out, &n)?;
-                out.write_all(b"\n")?;
+                let mut line = Vec::with_capacity(1024);
+                n.write_json_line(&mut line);
+                out.write_all(&line)?;
             }
             Ok(())
         };
@@ -167,8 +168,7 @@ fn stream_jsonl(
         for note in notes.drain(..) {
             // Serialised whole into a reused buffer, then written once.
             line_out.clear();
-            serde_json::to_writer(&mut line_out, &note)?;
-            line_out.push(b'\n');
+            note.write_json_line(&mut line_out);
             out.write_all(&line_out)?;
         }
         Ok(())

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod eval;
+pub mod json;
 pub mod record;
 pub mod rules;
 pub mod secret;
