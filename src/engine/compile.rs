@@ -52,7 +52,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
     let mut rules = Vec::new();
     let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
     let mut source_slots: HashMap<String, HashSet<usize>> = HashMap::new();
-    let mut guards: Vec<Option<(usize, Vec<String>)>> = Vec::new();
+    let mut guards: Vec<Option<(usize, Vec<String>, Option<usize>)>> = Vec::new();
 
     for def in &set.rules {
         let mut d = Diags::new(&set.files[def.file]);
@@ -169,12 +169,14 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             .collect();
         slots.sort_unstable();
         let mut guarded = vec![false; rule_ids.len()];
+        let mut guard_at = vec![None; rule_ids.len()];
         let mut plan_guards: Vec<Guard> = Vec::new();
         for (pos, &ri) in rule_ids.iter().enumerate() {
-            let Some((slot, values)) = &guards[ri] else {
+            let Some((slot, values, at)) = &guards[ri] else {
                 continue;
             };
             guarded[pos] = true;
+            guard_at[pos] = Some(at.unwrap_or(usize::MAX));
             let g = match plan_guards.iter_mut().position(|g| g.slot == *slot) {
                 Some(i) => &mut plan_guards[i],
                 None => {
@@ -229,6 +231,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 rules: rule_ids,
                 slots,
                 guarded,
+                guard_at,
                 guards: plan_guards,
                 text_guarded,
                 phrase_rules,
@@ -254,23 +257,23 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
 /// A condition that must hold for the rule to hold and that names the
 /// exact text values a field must have (`where: {partner: CN}`, `in: [..]`):
 /// rules behind such a guard are only evaluated for records that pass it.
-fn guard_of(e: &Expr) -> Option<(usize, Vec<String>)> {
+fn guard_of(e: &Expr) -> Option<(usize, Vec<String>, Option<usize>)> {
     match e {
         Expr::Eq {
             slot,
             num: None,
             text,
             negate: false,
-        } => Some((*slot, vec![text.clone()])),
+        } => Some((*slot, vec![text.clone()], None)),
         Expr::In {
             slot,
             lower,
             nums,
             negate: false,
             ..
-        } if nums.is_empty() => Some((*slot, lower.clone())),
-        Expr::All(children) => children.iter().find_map(|c| match c {
-            Expr::Eq { .. } | Expr::In { .. } => guard_of(c),
+        } if nums.is_empty() => Some((*slot, lower.clone(), None)),
+        Expr::All(children) => children.iter().enumerate().find_map(|(i, c)| match c {
+            Expr::Eq { .. } | Expr::In { .. } => guard_of(c).map(|(s, v, _)| (s, v, Some(i))),
             _ => None,
         }),
         _ => None,

@@ -89,6 +89,16 @@ pub trait TextHits {
 }
 
 impl Expr {
+    /// Evaluates all but child `skip` of an `all` (known to hold); for
+    /// `usize::MAX` the whole condition is known to hold.
+    pub fn eval_but(&self, skip: usize, cx: &mut EvalCtx) -> bool {
+        match self {
+            _ if skip == usize::MAX => true,
+            Expr::All(v) => v.iter().enumerate().all(|(i, e)| i == skip || e.eval(cx)),
+            _ => self.eval(cx),
+        }
+    }
+
     pub fn eval(&self, cx: &mut EvalCtx) -> bool {
         match self {
             Expr::Num { slot, op, x } => {

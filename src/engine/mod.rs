@@ -36,6 +36,10 @@ pub struct SourcePlan {
     pub slots: Vec<usize>,
     /// Per position in `rules`: whether the rule sits behind a guard.
     pub guarded: Vec<bool>,
+    /// Per position: which child of the rule's `all` the guard is (the
+    /// whole condition: `usize::MAX`); a record let through by value needs
+    /// no second look at it.
+    pub guard_at: Vec<Option<usize>>,
     pub guards: Vec<Guard>,
     /// Per position: the rule needs one of its phrases found.
     pub text_guarded: Vec<bool>,
@@ -405,12 +409,17 @@ impl Engine {
     ) {
         self.stats.records += 1;
         self.scratch.next_record();
+        // Per rule position, the record number at which a guard let it
+        // through: stamps, so nothing needs clearing between records.
+        let stamp = self.scratch.stamp;
         let mut candidate = std::mem::take(&mut self.scratch.candidate);
-        candidate.clear();
-        candidate.resize(plan.rules.len(), false);
         let mut text_pass = std::mem::take(&mut self.scratch.text_pass);
-        text_pass.clear();
-        text_pass.resize(plan.rules.len(), false);
+        let mut by_value = std::mem::take(&mut self.scratch.by_value);
+        if candidate.len() < plan.rules.len() {
+            candidate.resize(plan.rules.len(), 0);
+            text_pass.resize(plan.rules.len(), 0);
+            by_value.resize(plan.rules.len(), 0);
+        }
         // Phrase dispatch: the automaton runs once per text field, and only
         // rules with a phrase that was found are evaluated.
         for &ts in &plan.text_guard_slots {
@@ -420,7 +429,7 @@ impl Engine {
         for &pid in &self.scratch.matched {
             if let Some(ps) = plan.phrase_rules.get(pid as usize) {
                 ps.iter().for_each(|&p| {
-                    text_pass[p] = true;
+                    text_pass[p] = stamp;
                     self.scratch.let_through.push(p);
                 });
             }
@@ -428,7 +437,7 @@ impl Engine {
         for g in &plan.guards {
             match vals[g.slot] {
                 Some(Value::Array(_)) => g.all.iter().for_each(|&p| {
-                    candidate[p] = true;
+                    candidate[p] = stamp;
                     self.scratch.let_through.push(p);
                 }),
                 Some(v) => {
@@ -436,7 +445,8 @@ impl Engine {
                         let mut small = [0u8; 64];
                         if let Some(ps) = g.values.get(lower_key(&t, &mut small).as_ref()) {
                             ps.iter().for_each(|&p| {
-                                candidate[p] = true;
+                                candidate[p] = stamp;
+                                by_value[p] = stamp;
                                 self.scratch.let_through.push(p);
                             });
                         }
@@ -462,8 +472,8 @@ impl Engine {
             let ri = plan.rules[pos];
             let rule = &c.rules[ri];
             let holds = kind != RecordKind::Removed
-                && (!plan.guarded[pos] || candidate[pos])
-                && (!plan.text_guarded[pos] || text_pass[pos])
+                && (!plan.guarded[pos] || candidate[pos] == stamp)
+                && (!plan.text_guarded[pos] || text_pass[pos] == stamp)
                 && match &rule.expr {
                     None => true,
                     Some(e) => {
@@ -480,7 +490,10 @@ impl Engine {
                             text: &mut hits,
                             non_numeric: &mut self.stats.non_numeric,
                         };
-                        e.eval(&mut cx)
+                        match plan.guard_at[pos] {
+                            Some(at) if by_value[pos] == stamp => e.eval_but(at, &mut cx),
+                            _ => e.eval(&mut cx),
+                        }
                     }
                 };
             // Not holding, with no state to end: nothing can happen.
@@ -493,6 +506,7 @@ impl Engine {
         self.scratch.visit = visit;
         self.scratch.candidate = candidate;
         self.scratch.text_pass = text_pass;
+        self.scratch.by_value = by_value;
     }
 
     fn transition(
@@ -715,10 +729,13 @@ struct Scratch {
     /// Per text slot: record number it was scanned at.
     scanned: Vec<u32>,
     phrases: usize,
-    /// Per rule position of the current plan: let through by its guard.
-    candidate: Vec<bool>,
-    /// Per rule position: one of its guarding phrases was found.
-    text_pass: Vec<bool>,
+    /// Per rule position of the current plan: the record its value guard
+    /// let it through at.
+    candidate: Vec<u32>,
+    /// Per rule position: the record one of its guarding phrases was found in.
+    text_pass: Vec<u32>,
+    /// Per rule position: the record whose value matched its guard exactly.
+    by_value: Vec<u32>,
     /// Rule positions to look at for the current record.
     visit: Vec<usize>,
     /// Rule positions some guard let through (with repeats).
@@ -739,6 +756,7 @@ impl Scratch {
             phrases: c.phrases.len(),
             candidate: Vec::new(),
             text_pass: Vec::new(),
+            by_value: Vec::new(),
             visit: Vec::new(),
             let_through: Vec::new(),
             matched: Vec::new(),
@@ -786,6 +804,9 @@ impl Scratch {
             self.exact.fill(0);
             self.prefix.fill(0);
             self.scanned.fill(0);
+            self.candidate.fill(0);
+            self.text_pass.fill(0);
+            self.by_value.fill(0);
             self.stamp = 1;
         }
     }
@@ -1055,9 +1076,11 @@ fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) 
     h.update([0]);
     h.update(at.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
     let d = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &d[..16] {
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
     }
     s
 }
