@@ -52,7 +52,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
     let mut rules = Vec::new();
     let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
     let mut source_slots: HashMap<String, HashSet<usize>> = HashMap::new();
-    let mut guards: Vec<Option<(usize, Vec<String>, Option<usize>)>> = Vec::new();
+    let mut guards: Vec<Option<GuardSpec>> = Vec::new();
 
     for def in &set.rules {
         let mut d = Diags::new(&set.files[def.file]);
@@ -257,7 +257,11 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
 /// A condition that must hold for the rule to hold and that names the
 /// exact text values a field must have (`where: {partner: CN}`, `in: [..]`):
 /// rules behind such a guard are only evaluated for records that pass it.
-fn guard_of(e: &Expr) -> Option<(usize, Vec<String>, Option<usize>)> {
+/// A value guard: the field slot, the lowercased values it lets through,
+/// and which child of the rule's `all` it is (`None`: the whole condition).
+type GuardSpec = (usize, Vec<String>, Option<usize>);
+
+fn guard_of(e: &Expr) -> Option<GuardSpec> {
     match e {
         Expr::Eq {
             slot,
