@@ -323,7 +323,11 @@ fn pick(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(Key(k)) = map.next_key::<Key>()? {
-                match self.wanted.iter().find(|(n, _)| *n == k) {
+                match self.wanted.iter().find(|(n, _)| {
+                    // Length and first byte first: most keys differ there,
+                    // without a call to memcmp.
+                    n.len() == k.len() && n.as_bytes().first() == k.as_bytes().first() && *n == k
+                }) {
                     Some((_, slot)) => {
                         map.next_value_seed(Slot(&mut self.out[*slot]))?;
                         self.present[*slot] = true;

@@ -206,6 +206,23 @@ impl Notification {
 /// `2026-04-09T00:00:01Z`: RFC 3339, UTC, whole seconds. Written by hand:
 /// it runs several times per notification.
 pub fn format_ts(t: DateTime<Utc>) -> String {
+    // Notifications of one batch share their times: remember the last one.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = t.timestamp();
+    if let Some(s) = LAST.with(|l| {
+        let l = l.borrow();
+        (l.0 == secs).then(|| l.1.clone())
+    }) {
+        return s;
+    }
+    let s = format_ts_uncached(t);
+    LAST.with(|l| *l.borrow_mut() = (secs, s.clone()));
+    s
+}
+
+fn format_ts_uncached(t: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let y = t.year();
     if !(0..=9999).contains(&y) {

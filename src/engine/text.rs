@@ -199,7 +199,7 @@ impl PhraseSet {
             // Fast path: plain ASCII text needing no normalisation is walked
             // as it is, lowercased on the fly; one classifying pass finds
             // both its word starts and whether it needs normalising.
-            if text.is_ascii() && word_masks(text.as_bytes(), &mut scratch.masks, true) {
+            if word_masks(text.as_bytes(), &mut scratch.masks, true) {
                 gated_scan(dfa, gate, lens, text.as_bytes(), &scratch.masks, &mut hit);
                 return;
             }
@@ -244,8 +244,9 @@ pub struct ScanBuf {
 }
 
 /// Fills `masks` with one bit per byte of `bytes` (64 to a word), set for
-/// word bytes. With `check`, returns false as soon as the text turns out to
-/// need [`normalize`] (tags or entities, control characters, double spaces).
+/// word bytes. With `check`, returns false as soon as the text turns out
+/// not to be plain ASCII that needs no [`normalize`] (tags or entities,
+/// control characters, double spaces, bytes past ASCII).
 fn word_masks(bytes: &[u8], masks: &mut Vec<u64>, check: bool) -> bool {
     masks.clear();
     masks.reserve(bytes.len() / 64 + 1);
@@ -264,7 +265,7 @@ fn word_masks_scalar(bytes: &[u8], masks: &mut Vec<u64>, check: bool) -> bool {
         let (mut word, mut special, mut space) = (0u64, 0u64, 0u64);
         for (k, &b) in chunk.iter().enumerate() {
             word |= (WORD[b as usize] as u64) << k;
-            special |= ((b < 0x20 || b == b'<' || b == b'&') as u64) << k;
+            special |= ((!(0x20..0x80).contains(&b) || b == b'<' || b == b'&') as u64) << k;
             space |= ((b == b' ') as u64) << k;
         }
         if check && (special != 0 || space & ((space << 1) | prev_space) != 0) {
@@ -315,7 +316,8 @@ mod avx2 {
         } else {
             for (k, &b) in bytes[blocks * 32..].iter().enumerate() {
                 word |= (super::WORD[b as usize] as u64) << (base + k);
-                special |= ((b < 0x20 || b == b'<' || b == b'&') as u64) << (base + k);
+                special |=
+                    ((!(0x20..0x80).contains(&b) || b == b'<' || b == b'&') as u64) << (base + k);
                 space |= ((b == b' ') as u64) << (base + k);
             }
         }
@@ -347,10 +349,8 @@ mod avx2 {
         let word = _mm256_or_si256(_mm256_or_si256(alpha, digit), under);
         // Bytes >= 0x80 are negative as i8: their sign bit marks them.
         let word = _mm256_movemask_epi8(word) as u32 | _mm256_movemask_epi8(v) as u32;
-        let control = _mm256_andnot_si256(
-            _mm256_cmpgt_epi8(_mm256_setzero_si256(), v),
-            _mm256_cmpgt_epi8(set(0x20), v),
-        );
+        // Signed: controls (0..0x1f) and bytes past ASCII (negative) alike.
+        let control = _mm256_cmpgt_epi8(set(0x20), v);
         let markup = _mm256_or_si256(
             _mm256_cmpeq_epi8(v, set(b'<')),
             _mm256_cmpeq_epi8(v, set(b'&')),
