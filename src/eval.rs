@@ -122,9 +122,12 @@ fn stream_jsonl(
     };
     let read = for_each_line(file, |raw| {
         n += 1;
-        let line = match std::str::from_utf8(raw) {
+        // The fast check (SIMD) says only yes or no; the standard one then
+        // says where, for the message.
+        let line = match simdutf8::basic::from_utf8(raw).map_err(|_| std::str::from_utf8(raw)) {
             Ok(l) => l,
-            Err(e) => {
+            Err(Ok(l)) => l,
+            Err(Err(e)) => {
                 eprintln!(
                     "error: {}:{n}: not valid UTF-8 (byte {} of the line); save the file as UTF-8",
                     path.display(),

@@ -81,14 +81,18 @@ fn tables_and_logs_in_document_order_with_nothing_written() {
             .all(|v| v["state"] == "firing" && v["prev"].is_null())
     );
 
-    std::fs::write(
-        p.join("sample.jsonl"),
-        "{\"title\": \"New export controls\"}\n{\"title\": \"weather\"}\n{not json\n{\"title\": \"export control list\", \"issuer\": \"METI\"}\n",
-    )
-    .unwrap();
+    let mut sample =
+        b"{\"title\": \"New export controls\"}\n{\"title\": \"weather\"}\n{not json\n".to_vec();
+    sample.extend_from_slice(b"{\"title\": \"export controls \xff\"}\n");
+    sample.extend_from_slice(b"{\"title\": \"export control list\", \"issuer\": \"METI\"}\n");
+    std::fs::write(p.join("sample.jsonl"), sample).unwrap();
     let (code, n, err) = eval(p, "news", "sample.jsonl");
     assert_eq!(code, 1, "a bad line makes the exit code 1");
     assert!(err.contains("sample.jsonl:3: invalid JSON"), "{err}");
+    assert!(
+        err.contains("sample.jsonl:4: not valid UTF-8 (byte 28 of the line)"),
+        "{err}"
+    );
     let summaries: Vec<&str> = n.iter().map(|v| v["summary"].as_str().unwrap()).collect();
     assert_eq!(
         summaries,
