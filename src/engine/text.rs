@@ -166,12 +166,14 @@ impl Gate {
         {
             return true;
         }
-        if self.first[p / 64] & (1 << (p % 64)) == 0 {
-            return false;
-        }
+        // Both tests without a branch between them: whether a word passes
+        // the first is a coin toss the processor cannot predict, while
+        // passing both is rare, so one well-predicted branch remains.
         let c = LOWER[bytes.get(i + 2).copied().unwrap_or(0) as usize];
         let t = self.triple(a, b, c);
-        self.three[t / 64] & (1 << (t % 64)) != 0
+        let first = self.first[p / 64] >> (p % 64);
+        let three = self.three[t / 64] >> (t % 64);
+        first & three & 1 != 0
     }
 }
 
