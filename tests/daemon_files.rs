@@ -232,3 +232,83 @@ fn malformed_change_is_logged_and_the_next_good_change_fires() {
     let log = d.stop();
     assert!(log.contains("tocsin stopped"), "{log}");
 }
+
+/// The shipped demo, as the README runs it: config/ and rules/ copied as
+/// they are, the tariff edited the way the README says.
+#[test]
+fn the_shipped_demo_fires_and_resolves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "config/demo", "rules"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_file() && name != "alerts.jsonl" && !name.starts_with("state.db") {
+                std::fs::copy(&p, dir.path().join(sub).join(name)).unwrap();
+            }
+        }
+    }
+    let config = dir.path().join("config/tocsin.yaml");
+    let csv = dir.path().join("config/demo/tariffs.csv");
+    let alerts = dir.path().join("config/demo/alerts.jsonl");
+    let original = std::fs::read_to_string(&csv).unwrap();
+    assert!(original.contains("CN,8505,Permanent magnets,145\n"));
+    let d = Daemon::start(&config, &[]);
+
+    write_in_place(
+        &csv,
+        &original.replace(
+            "CN,8505,Permanent magnets,145",
+            "CN,8505,Permanent magnets,160",
+        ),
+    );
+    let v = wait_count(&alerts, 1);
+    assert_eq!(v[0]["rule"], "us-cn-tariff-above-157");
+    assert_eq!(v[0]["summary"], "CN 8505 tariff now 160% (threshold 157%)");
+    d.wait_log("CN 8505 tariff now 160% (threshold 157%)", T);
+    write_by_rename(&csv, &original);
+    if wait_for(T, || (read_jsonl(&alerts).len() >= 2).then_some(())).is_none() {
+        panic!("no resolve; log:\n{}", d.log());
+    }
+    let v = read_jsonl(&alerts);
+    assert_eq!(v[1]["state"], "resolved");
+
+    let statements = dir.path().join("config/demo/statements.jsonl");
+    append(
+        &statements,
+        "{\"country\": \"JP\", \"issuer\": \"METI\", \"title\": \"New export controls on rare earth magnets\"}\n",
+    );
+    let v = wait_count(&alerts, 3);
+    assert_eq!(v[2]["rule"], "allied-export-control-statement");
+    assert_eq!(
+        v[2]["summary"],
+        "METI (JP): New export controls on rare earth magnets"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_log_written_to_without_pause_is_still_read() {
+    let s = setup(NEWS_RULES, &[("news.jsonl", "")]);
+    let news = s.dir.join("data/news.jsonl");
+    let d = Daemon::start(&s.config, &[]);
+    // A line every 50 ms for 3 s: never quiet for the 150 ms debounce.
+    let started = std::time::Instant::now();
+    let mut seen_while_busy = false;
+    for i in 0..60 {
+        append(&news, &format!("{{\"title\": \"export controls {i}\"}}\n"));
+        std::thread::sleep(Duration::from_millis(50));
+        if i > 30 && !read_jsonl(&s.alerts).is_empty() {
+            seen_while_busy = true;
+        }
+    }
+    assert!(
+        seen_while_busy,
+        "alerts only after the writer paused ({:?})",
+        started.elapsed()
+    );
+    let v = wait_count(&s.alerts, 60);
+    assert_eq!(v.len(), 60);
+    d.stop();
+}

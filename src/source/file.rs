@@ -539,6 +539,8 @@ pub fn is_temp_name(path: &Path) -> bool {
 /// Quiet time after the last event before a file is read: editors and
 /// `cp` write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// The longest a burst of events may delay reading.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Metadata poll, for filesystems that send no events.
 const POLL: Duration = Duration::from_secs(5);
 
@@ -582,6 +584,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
     }
 
     let mut dirty: HashSet<PathBuf> = HashSet::new();
+    let mut watching = watcher.is_some();
     let mut poll = tokio::time::interval(POLL);
     poll.tick().await;
     loop {
@@ -589,32 +592,48 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
         tokio::pin!(debounce);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            ev = nrx.recv() => {
+            ev = nrx.recv(), if watching => {
                 match ev {
                     Some(Ok(ev)) => {
-                        for p in ev.paths {
-                            if tracker.matches(&p) {
-                                dirty.insert(p);
-                            }
+                        let ours = relevant(&tracker, ev);
+                        if ours.is_empty() {
+                            // Reads and changes of other files in the folder
+                            // (our own alert file, say) are no news.
+                            continue;
                         }
+                        dirty.extend(ours);
                     }
-                    Some(Err(e)) => tracing::warn!(source = tracker.name(), error = %e, "file watch error"),
-                    None => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(source = tracker.name(), error = %e, "file watch error");
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!(source = tracker.name(), "file watch ended; polling every {}s", POLL.as_secs());
+                        watching = false;
+                        continue;
+                    }
                 }
-                // Gather the burst of events an edit makes before reading.
+                // Gather the burst of events an edit makes before reading:
+                // read once our files have been quiet for a moment, or at the
+                // latest after MAX_WAIT, so a busy log is still read.
+                let latest = tokio::time::Instant::now() + MAX_WAIT;
                 loop {
                     tokio::select! {
                         _ = &mut debounce => break,
-                        more = nrx.recv() => {
-                            if let Some(Ok(ev)) = more {
-                                for p in ev.paths {
-                                    if tracker.matches(&p) {
-                                        dirty.insert(p);
-                                    }
+                        more = nrx.recv() => match more {
+                            Some(Ok(ev)) => {
+                                let ours = relevant(&tracker, ev);
+                                if !ours.is_empty() {
+                                    dirty.extend(ours);
+                                    debounce.as_mut().reset((tokio::time::Instant::now() + DEBOUNCE).min(latest));
                                 }
                             }
-                            debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
-                        }
+                            Some(Err(_)) => {}
+                            None => {
+                                watching = false;
+                                break;
+                            }
+                        },
                     }
                 }
             }
@@ -656,6 +675,17 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
         }
     }
     drop(watcher);
+}
+
+/// The paths of ours that an event says changed; reads say nothing.
+fn relevant(tracker: &FileTracker, ev: notify::Event) -> Vec<PathBuf> {
+    if matches!(ev.kind, notify::EventKind::Access(_)) {
+        return Vec::new();
+    }
+    ev.paths
+        .into_iter()
+        .filter(|p| tracker.matches(p))
+        .collect()
 }
 
 async fn send(tx: &mpsc::Sender<Batch>, tracker: &FileTracker, records: Vec<Record>) -> bool {
