@@ -82,7 +82,7 @@ impl Email {
                 resp.message().collect::<Vec<_>>().join(" ")
             )),
             Err(e) => {
-                let text = error_text(&e);
+                let text = super::error_chain(&e);
                 // 5xx is the server's final word; 4xx, network errors and
                 // timeouts may pass on a later try.
                 if e.is_permanent() {
@@ -93,17 +93,6 @@ impl Email {
             }
         }
     }
-}
-
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `FIRING critical` or `RESOLVED`.

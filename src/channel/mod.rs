@@ -36,6 +36,19 @@ impl DeliveryError {
     }
 }
 
+/// An error with its causes, as one line: what a server said is usually
+/// in the innermost.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 pub enum Channel {
     Email(email::Email),
     Webhook(webhook::Webhook),

@@ -115,7 +115,7 @@ impl Webhook {
             } else {
                 "request failed"
             };
-            DeliveryError::retry(format!("{what}: {}", error_chain(&e)))
+            DeliveryError::retry(format!("{what}: {}", super::error_chain(&e)))
         })?;
         let status = resp.status();
         let text: String = resp
@@ -134,17 +134,6 @@ impl Webhook {
             Err(DeliveryError::fatal(answer))
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A `whsec_`-prefixed secret is base64 (Standard Webhooks); any other

@@ -158,13 +158,7 @@ impl FileTracker {
     }
 
     fn error(&self, path: &Path, e: ParseError) -> SourceError {
-        SourceError {
-            source: self.source.to_string(),
-            file: Some(path.to_path_buf()),
-            line: e.line,
-            message: e.message,
-            retry: false,
-        }
+        parse_error(&self.source, path, e)
     }
 
     /// First look at a file. Tables: every row is new. Logs: lines already
@@ -282,13 +276,8 @@ impl FileTracker {
         };
         match self.files.get_mut(path) {
             Some(FileState::Table { rows, sig }) => {
-                let parsed = parse::rows(format, &bytes).map_err(|e| SourceError {
-                    source: source.to_string(),
-                    file: Some(path.to_path_buf()),
-                    line: e.line,
-                    message: e.message,
-                    retry: false,
-                })?;
+                let parsed =
+                    parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
                 let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
                 let mut order = Vec::with_capacity(parsed.len());
                 for (line, fields) in parsed {
@@ -348,13 +337,8 @@ impl FileTracker {
                 let mut errors = Vec::new();
                 match format {
                     Format::Json | Format::Yaml => {
-                        let parsed = parse::rows(format, &bytes).map_err(|e| SourceError {
-                            source: source.to_string(),
-                            file: Some(path.to_path_buf()),
-                            line: e.line,
-                            message: e.message,
-                            retry: false,
-                        })?;
+                        let parsed = parse::rows(format, &bytes)
+                            .map_err(|e| parse_error(&source, path, e))?;
                         if parsed.len() < *count {
                             *count = 0;
                         }
@@ -410,7 +394,7 @@ impl FileTracker {
                                             None,
                                             RecordKind::Event,
                                         )),
-                                        Err(e) => errors.push(self_err(&source, path, e)),
+                                        Err(e) => errors.push(parse_error(&source, path, e)),
                                     }
                                 }
                             }
@@ -437,7 +421,7 @@ impl FileTracker {
                                                 ));
                                             }
                                         }
-                                        Err(e) => errors.push(self_err(&source, path, e)),
+                                        Err(e) => errors.push(parse_error(&source, path, e)),
                                     }
                                 }
                             }
@@ -487,7 +471,7 @@ impl FileTracker {
     }
 }
 
-fn self_err(source: &str, path: &Path, e: ParseError) -> SourceError {
+fn parse_error(source: &str, path: &Path, e: ParseError) -> SourceError {
     SourceError {
         source: source.to_string(),
         file: Some(path.to_path_buf()),
