@@ -541,21 +541,24 @@ impl Engine {
             Some(t) => Cow::Owned(render_key(c, t, rule, rec)),
             None => Cow::Borrowed(&rec.key),
         };
+        let note = |state: AlertState, started: DateTime<Utc>| {
+            make(
+                c,
+                rule,
+                &key,
+                state,
+                &rec.source,
+                &rec.fields,
+                rec.prev.as_ref(),
+                started,
+                now,
+            )
+        };
         if event && rule.key.is_none() {
             // One-off event with its own key: it fires once and holds no
             // state, since the same line or item is never read twice.
             if holds {
-                out.push(make(
-                    c,
-                    rule,
-                    &key,
-                    AlertState::Firing,
-                    &rec.source,
-                    &rec.fields,
-                    rec.prev.as_ref(),
-                    now,
-                    now,
-                ));
+                out.push(note(AlertState::Firing, now));
             }
             return;
         }
@@ -572,20 +575,10 @@ impl Engine {
             (None, true) => {
                 let firing = rule.for_ <= Duration::zero();
                 if firing {
-                    out.push(make(
-                        c,
-                        rule,
-                        &key,
-                        AlertState::Firing,
-                        &rec.source,
-                        &rec.fields,
-                        rec.prev.as_ref(),
-                        now,
-                        now,
-                    ));
+                    out.push(note(AlertState::Firing, now));
                 }
                 states.insert(
-                    key.into_owned(),
+                    key.to_string(),
                     KeyState {
                         firing,
                         since: now,
@@ -602,33 +595,13 @@ impl Engine {
                     if now - st.since >= rule.for_ {
                         st.firing = true;
                         st.last_sent = Some(now);
-                        out.push(make(
-                            c,
-                            rule,
-                            &key,
-                            AlertState::Firing,
-                            &rec.source,
-                            &rec.fields,
-                            rec.prev.as_ref(),
-                            st.since,
-                            now,
-                        ));
+                        out.push(note(AlertState::Firing, st.since));
                     }
                 } else if let Some(rep) = rule.repeat
                     && st.last_sent.is_none_or(|t| now - t >= rep)
                 {
                     st.last_sent = Some(now);
-                    out.push(make(
-                        c,
-                        rule,
-                        &key,
-                        AlertState::Firing,
-                        &rec.source,
-                        &rec.fields,
-                        rec.prev.as_ref(),
-                        st.since,
-                        now,
-                    ));
+                    out.push(note(AlertState::Firing, st.since));
                 }
             }
             (Some(_), false) => {
@@ -639,17 +612,7 @@ impl Engine {
                     && st.firing
                     && resolve
                 {
-                    out.push(make(
-                        c,
-                        rule,
-                        &key,
-                        AlertState::Resolved,
-                        &rec.source,
-                        &rec.fields,
-                        rec.prev.as_ref(),
-                        st.since,
-                        now,
-                    ));
+                    out.push(note(AlertState::Resolved, st.since));
                 }
             }
             (None, false) => {}
