@@ -22,4 +22,5 @@ pub mod record;
 pub mod rules;
 pub mod secret;
 pub mod source;
+pub mod store;
 pub mod yaml;

@@ -253,7 +253,7 @@ fn format_ts_uncached(t: DateTime<Utc>) -> String {
 
 /// The record a pending or firing key last matched, kept for rules that
 /// notify later from `tick` (`for:` and `repeat:`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     pub source: Arc<str>,
     pub fields: Fields,

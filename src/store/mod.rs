@@ -1,0 +1,551 @@
+//! The store: SQLite (bundled) in WAL mode behind a narrow interface, so a
+//! PostgreSQL backend can be added later. It holds per-(rule, key) state,
+//! what each source has read (table rows, log cursors), the outbox of
+//! notifications not yet delivered, and the delivery history.
+//!
+//! A batch of records is committed in one transaction: the state changes it
+//! caused, the sources' new read positions and the notifications. Delivery
+//! happens after, from the outbox, so a crash delays alerts and never loses
+//! them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::engine::{KeyState, Notification, Snapshot};
+use crate::record::Fields;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {message}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Schema versions, applied in order at open.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE rule_state (
+    rule TEXT NOT NULL, key TEXT NOT NULL,
+    firing INTEGER NOT NULL, since TEXT NOT NULL, last_sent TEXT, snapshot TEXT,
+    PRIMARY KEY (rule, key));
+CREATE TABLE table_rows (
+    source TEXT NOT NULL, file TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (source, file, key));
+CREATE TABLE log_cursor (
+    source TEXT NOT NULL, file TEXT NOT NULL,
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, offset INTEGER NOT NULL,
+    line INTEGER NOT NULL, header TEXT, count INTEGER NOT NULL,
+    PRIMARY KEY (source, file));
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
+    notification TEXT NOT NULL, created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_at TEXT,
+    status TEXT NOT NULL DEFAULT 'pending', last_error TEXT);
+CREATE INDEX outbox_by_channel ON outbox (channel, status, id);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL, rule TEXT NOT NULL, key TEXT NOT NULL,
+    state TEXT NOT NULL, at TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT);
+"#];
+
+/// Where a log file was read to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    pub dev: u64,
+    pub ino: u64,
+    pub offset: u64,
+    pub line: usize,
+    pub header: Option<Vec<String>>,
+    pub count: usize,
+}
+
+/// What a source has read from one file, as stored.
+#[derive(Clone, Debug)]
+pub enum FileCheckpoint {
+    /// The whole table as last read (raw rows, by key).
+    Table(HashMap<String, Fields>),
+    Log(LogCursor),
+}
+
+/// A source's change of what it has read, committed with its batch.
+#[derive(Clone, Debug)]
+pub enum Checkpoint {
+    Table {
+        source: String,
+        file: PathBuf,
+        upsert: Vec<(String, Fields)>,
+        delete: Vec<String>,
+    },
+    Log {
+        source: String,
+        file: PathBuf,
+        cursor: LogCursor,
+    },
+}
+
+/// One (rule, key)'s state after a batch: `None` when it went inactive.
+pub type StateChange = (String, String, Option<KeyState>);
+
+/// A notification waiting in the outbox for one channel.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub id: i64,
+    pub channel: String,
+    pub notification: Notification,
+    pub attempts: u32,
+    pub next_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating it and its folder when needed) and migrates.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |m: String| StoreError {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create its folder: {e}")))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                conn.execute_batch(&format!(
+                    "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                    i + 1
+                ))?;
+            }
+            Ok(())
+        };
+        setup().map_err(|e| err(format!("cannot set up: {e}")))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Every stored (rule, key) state.
+    pub fn states(&self) -> Result<Vec<(String, String, KeyState)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule, key, firing, since, last_sent, snapshot FROM rule_state")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let snapshot: Option<String> = r.get(5)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    KeyState {
+                        firing: r.get::<_, i64>(2)? != 0,
+                        since: parse_ts(&r.get::<_, String>(3)?),
+                        last_sent: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+                        snapshot: snapshot
+                            .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
+                            .map(std::sync::Arc::new),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// What a source has read, per file.
+    pub fn checkpoints(
+        &self,
+        source: &str,
+    ) -> Result<HashMap<PathBuf, FileCheckpoint>, StoreError> {
+        let mut out: HashMap<PathBuf, FileCheckpoint> = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT file, key, row FROM table_rows WHERE source = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([source], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (file, key, json) = row.map_err(|e| self.err(e))?;
+            let fields: Fields = serde_json::from_str(&json).map_err(|e| self.err(e))?;
+            if let FileCheckpoint::Table(t) = out
+                .entry(PathBuf::from(file))
+                .or_insert_with(|| FileCheckpoint::Table(HashMap::new()))
+            {
+                t.insert(key, fields);
+            }
+        }
+        let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([source], |r| {
+                let header: Option<String> = r.get(5)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    LogCursor {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        line: r.get::<_, i64>(4)? as usize,
+                        header: header.and_then(|h| serde_json::from_str(&h).ok()),
+                        count: r.get::<_, i64>(6)? as usize,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (file, c) = row.map_err(|e| self.err(e))?;
+            out.insert(PathBuf::from(file), FileCheckpoint::Log(c));
+        }
+        Ok(out)
+    }
+
+    /// Commits one batch: state changes, source checkpoints and the new
+    /// notifications (one outbox row per channel), all or nothing.
+    pub fn commit(
+        &mut self,
+        states: &[StateChange],
+        checkpoints: &[Checkpoint],
+        notes: &[Notification],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| StoreError {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (rule, key, st) in states {
+            match st {
+                Some(s) => {
+                    let snapshot = s
+                        .snapshot
+                        .as_ref()
+                        .and_then(|s| serde_json::to_string(&**s).ok());
+                    tx.execute(
+                        "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6",
+                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot],
+                    )
+                    .map_err(err)?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM rule_state WHERE rule = ?1 AND key = ?2",
+                        params![rule, key],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        for cp in checkpoints {
+            match cp {
+                Checkpoint::Table {
+                    source,
+                    file,
+                    upsert,
+                    delete,
+                } => {
+                    let file = file.to_string_lossy();
+                    for (key, row) in upsert {
+                        let json = serde_json::to_string(row).unwrap_or_default();
+                        tx.execute(
+                            "INSERT INTO table_rows (source, file, key, row) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (source, file, key) DO UPDATE SET row = ?4",
+                            params![source, file, key, json],
+                        )
+                        .map_err(err)?;
+                    }
+                    for key in delete {
+                        tx.execute(
+                            "DELETE FROM table_rows WHERE source = ?1 AND file = ?2 AND key = ?3",
+                            params![source, file, key],
+                        )
+                        .map_err(err)?;
+                    }
+                }
+                Checkpoint::Log {
+                    source,
+                    file,
+                    cursor: c,
+                } => {
+                    let header = c
+                        .header
+                        .as_ref()
+                        .and_then(|h| serde_json::to_string(h).ok());
+                    tx.execute(
+                        "INSERT INTO log_cursor (source, file, dev, ino, offset, line, header, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, offset = ?5, line = ?6, header = ?7, count = ?8",
+                        params![source, file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        for n in notes {
+            let json = serde_json::to_string(n).unwrap_or_default();
+            for ch in n.notify.iter() {
+                tx.execute(
+                    "INSERT INTO outbox (channel, notification, created_at) VALUES (?1, ?2, ?3)",
+                    params![ch, json, ts(now)],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The oldest pending notification of a channel: channels deliver in
+    /// creation order.
+    pub fn next_pending(&self, channel: &str) -> Result<Option<Pending>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, notification, attempts, next_at, created_at FROM outbox WHERE channel = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+                [channel],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .map(|(id, json, attempts, next_at, created)| {
+                let notification: Notification = serde_json::from_str(&json).map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
+                Ok(Pending {
+                    id,
+                    channel: channel.to_string(),
+                    notification,
+                    attempts: attempts as u32,
+                    next_at: next_at.map(|s| parse_ts(&s)),
+                    created_at: parse_ts(&created),
+                })
+            })
+            .transpose()
+    }
+
+    /// Delivered: out of the outbox, into the history.
+    pub fn delivered(
+        &mut self,
+        p: &Pending,
+        answer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.finish(p, "delivered", answer, now, true)
+    }
+
+    /// Failed for good: stays in the outbox as failed, and in the history.
+    pub fn failed(
+        &mut self,
+        p: &Pending,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.finish(p, "failed", error, now, false)
+    }
+
+    fn finish(
+        &mut self,
+        p: &Pending,
+        outcome: &str,
+        detail: &str,
+        now: DateTime<Utc>,
+        remove: bool,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| StoreError {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        if remove {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])
+                .map_err(err)?;
+        } else {
+            tx.execute("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1", params![p.id, detail]).map_err(err)?;
+        }
+        let n = &p.notification;
+        tx.execute(
+            "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(now), outcome, detail],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// A failed try that may pass later: when to try again, and why not now.
+    pub fn retry_later(
+        &self,
+        p: &Pending,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1", params![p.id, ts(next_at), error])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Rows in the outbox by status.
+    pub fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+        let count = |status: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(
+                    "SELECT COUNT(*) FROM outbox WHERE status = ?1",
+                    [status],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(|e| self.err(e))
+        };
+        Ok((count("pending")?, count("failed")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::AlertState;
+    use crate::rules::Severity;
+
+    fn note(id: &str, channels: &[&str]) -> Notification {
+        Notification {
+            id: id.into(),
+            rule: "r".into(),
+            title: "t".into(),
+            severity: Severity::Critical,
+            state: AlertState::Firing,
+            key: "k".into(),
+            summary: "s".into(),
+            body: "b".into(),
+            source: "src".into(),
+            labels: Default::default(),
+            fields: serde_json::from_str(r#"{"rate_pct": "160"}"#).unwrap(),
+            prev: None,
+            link: None,
+            started_at: Utc::now(),
+            at: Utc::now(),
+            notify: channels
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_commits_whole_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let now = Utc::now();
+        {
+            let mut s = Store::open(&path).unwrap();
+            let st = KeyState {
+                firing: true,
+                since: now,
+                last_sent: Some(now),
+                snapshot: None,
+            };
+            let rows: Fields = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
+            s.commit(
+                &[("r".into(), "k".into(), Some(st))],
+                &[
+                    Checkpoint::Table {
+                        source: "t".into(),
+                        file: "/d/t.csv".into(),
+                        upsert: vec![("CN".into(), rows)],
+                        delete: vec![],
+                    },
+                    Checkpoint::Log {
+                        source: "l".into(),
+                        file: "/d/l.jsonl".into(),
+                        cursor: LogCursor {
+                            dev: 1,
+                            ino: 2,
+                            offset: 30,
+                            line: 3,
+                            header: Some(vec!["a".into()]),
+                            count: 0,
+                        },
+                    },
+                ],
+                &[note("n1", &["mail", "hook"]), note("n2", &["mail"])],
+                now,
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let states = s.states().unwrap();
+        assert_eq!(states.len(), 1);
+        assert!(states[0].2.firing);
+        let t = s.checkpoints("t").unwrap();
+        assert!(
+            matches!(&t[Path::new("/d/t.csv")], FileCheckpoint::Table(rows) if rows["CN"]["partner"] == "CN")
+        );
+        let l = s.checkpoints("l").unwrap();
+        assert!(
+            matches!(&l[Path::new("/d/l.jsonl")], FileCheckpoint::Log(c) if c.offset == 30 && c.header.as_deref() == Some(&["a".to_string()][..]))
+        );
+        assert_eq!(s.outbox_counts().unwrap(), (3, 0));
+        let p = s.next_pending("mail").unwrap().unwrap();
+        assert_eq!(p.notification.id, "n1", "in creation order");
+        s.delivered(&p, "250 OK", now).unwrap();
+        assert_eq!(
+            s.next_pending("mail").unwrap().unwrap().notification.id,
+            "n2"
+        );
+        let h = s.next_pending("hook").unwrap().unwrap();
+        s.failed(&h, "HTTP 400", now).unwrap();
+        assert!(s.next_pending("hook").unwrap().is_none());
+        assert_eq!(s.outbox_counts().unwrap(), (1, 1));
+        s.commit(&[("r".into(), "k".into(), None)], &[], &[], now)
+            .unwrap();
+        assert!(s.states().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unusable_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let e = Store::open(&dir.path().join("file/state.db"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("file/state.db"), "{e}");
+    }
+}
