@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Problems};
-use crate::engine::{Compiled, Engine, Notification};
+use crate::engine::{Compiled, Engine};
 use crate::rules::RuleSet;
 use crate::source::{self, Batch};
+use crate::store::Store;
+use tokio::sync::Notify;
 
 /// Config and rules, validated and compiled.
 pub struct Loaded {
@@ -47,47 +49,72 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
     }
 }
 
-/// How long queued notifications may take to go out once a stop is asked.
+/// How long queued notifications may take to go out once a stop is asked;
+/// what is left stays in the outbox for the next start.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long a notification may keep failing before it is marked failed.
+const RETRY_BUDGET: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Loaded {
         config, compiled, ..
     } = loaded;
+    let mut store = Store::open(&config.state)?;
 
     // Channels first: a channel that cannot be built (a missing secret) is
-    // a startup error that names it.
-    let mut senders: HashMap<String, mpsc::Sender<Arc<Notification>>> = HashMap::new();
+    // a startup error that names it. Each delivers from the outbox.
+    let drain = CancellationToken::new();
+    let mut wake: HashMap<String, Arc<Notify>> = HashMap::new();
     let mut deliveries = JoinSet::new();
     for c in &config.channels {
         let ch = Channel::build(c).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))?;
-        let (tx, rx) = mpsc::channel(4096);
-        senders.insert(c.name.clone(), tx);
-        deliveries.spawn(deliver(c.name.clone(), ch, rx));
+        let w = Arc::new(Notify::new());
+        wake.insert(c.name.clone(), w.clone());
+        let worker_store = Store::open(&config.state)?;
+        deliveries.spawn(deliver(
+            c.name.clone(),
+            ch,
+            worker_store,
+            w,
+            shutdown.clone(),
+            drain.clone(),
+        ));
+    }
+
+    let mut engine = Engine::new(compiled);
+    let gone = engine.restore(store.states()?);
+    if !gone.is_empty() {
+        let mut rules: Vec<&str> = gone.iter().map(|(r, _)| r.as_str()).collect();
+        rules.dedup();
+        tracing::info!(rules = ?rules, "dropping the state of rules that no longer exist");
+        let changes: Vec<_> = gone.into_iter().map(|(r, k)| (r, k, None)).collect();
+        store.commit(&changes, &[], &[], Utc::now())?;
     }
 
     let (btx, mut brx) = mpsc::channel::<Batch>(256);
     let source_stop = shutdown.child_token();
     let mut sources = JoinSet::new();
     for s in &config.sources {
-        source::spawn(s, btx.clone(), source_stop.clone(), &mut sources);
+        let stored = store.checkpoints(&s.name)?;
+        source::spawn(s, stored, btx.clone(), source_stop.clone(), &mut sources);
     }
     drop(btx);
     tracing::info!(
-        rules = compiled.rules.len(),
+        rules = engine.compiled().rules.len(),
         sources = config.sources.len(),
         channels = config.channels.len(),
+        state = %config.state.display(),
         "tocsin started"
     );
 
-    let mut engine = Engine::new(compiled);
     let mut out = Vec::new();
     loop {
         let wait = engine
             .next_deadline()
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
+        let mut checkpoints = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             b = brx.recv() => {
@@ -96,26 +123,47 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
                 for rec in &batch.records {
                     engine.observe(rec, now, &mut out);
                 }
+                checkpoints = batch.checkpoints;
                 tracing::debug!(source = %batch.source, records = batch.records.len(), notifications = out.len(), "batch evaluated");
             }
             _ = tokio::time::sleep(wait) => {
                 engine.tick(Utc::now(), &mut out);
             }
         }
-        route(&mut out, &senders).await;
+        // State, read positions and notifications in one transaction; only
+        // then are the channels told.
+        let changes = engine.take_changes();
+        if changes.is_empty() && checkpoints.is_empty() && out.is_empty() {
+            continue;
+        }
+        if let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
+            tracing::error!("{e}; these notifications are not sent");
+            out.clear();
+            continue;
+        }
+        for n in out.drain(..) {
+            tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
+            for ch in n.notify.iter() {
+                if let Some(w) = wake.get(ch) {
+                    w.notify_one();
+                }
+            }
+        }
     }
 
-    // Sources stop; channels drain what is queued, within the grace period.
+    // Sources stop; channels deliver what is queued within the grace
+    // period; the rest waits in the outbox for the next start.
     source_stop.cancel();
     while sources.join_next().await.is_some() {}
-    drop(senders);
+    drain.cancel();
     let drained = tokio::time::timeout(GRACE, async {
         while deliveries.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
+        deliveries.abort_all();
         tracing::warn!(
-            "stopping with notifications still queued after {}s",
+            "stopping with notifications still queued after {}s; they go out at the next start",
             GRACE.as_secs()
         );
     }
@@ -123,44 +171,96 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-async fn route(
-    out: &mut Vec<Notification>,
-    senders: &HashMap<String, mpsc::Sender<Arc<Notification>>>,
+/// One channel's delivery loop: the oldest pending notification first,
+/// retried with exponential backoff and jitter; final answers and an
+/// exhausted retry budget mark it failed.
+async fn deliver(
+    name: String,
+    ch: Channel,
+    mut store: Store,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
 ) {
-    for n in out.drain(..) {
-        tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
-        let n = Arc::new(n);
-        for ch in n.notify.iter() {
-            if let Some(tx) = senders.get(ch) {
-                let _ = tx.send(Arc::clone(&n)).await;
+    loop {
+        let next = match store.next_pending(&name) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(channel = %name, "{e}");
+                None
             }
+        };
+        let Some(p) = next else {
+            if drain.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = drain.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        };
+        if let Some(at) = p.next_at {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                if shutdown.is_cancelled() {
+                    return; // waiting out a backoff is for the next start
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+        let n = &p.notification;
+        let now = Utc::now();
+        let result = match ch.send(&name, n).await {
+            Ok(answer) => {
+                tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
+                store.delivered(&p, &answer, now)
+            }
+            Err(e)
+                if e.retryable
+                    && (now - p.created_at).to_std().unwrap_or_default() < RETRY_BUDGET =>
+            {
+                let delay = backoff(p.attempts);
+                tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
+                store.retry_later(
+                    &p,
+                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    &e.message,
+                )
+            }
+            Err(e) => {
+                tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
+                store.failed(&p, &e.message, now)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(channel = %name, "{e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-/// One channel's delivery loop: in order, with retries and backoff.
-async fn deliver(name: String, ch: Channel, mut rx: mpsc::Receiver<Arc<Notification>>) {
-    const ATTEMPTS: u32 = 6;
-    while let Some(n) = rx.recv().await {
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=ATTEMPTS {
-            match ch.send(&name, &n).await {
-                Ok(answer) => {
-                    tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
-                    break;
-                }
-                Err(e) if e.retryable && attempt < ATTEMPTS => {
-                    tracing::warn!(channel = %name, id = %n.id, attempt, "delivery failed, will retry in {delay:?}: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(60));
-                }
-                Err(e) => {
-                    tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
-                    break;
-                }
-            }
-        }
-    }
+/// 0.5 s doubling to at most 10 min, with up to 25% jitter so that
+/// channels recovering together do not retry in step.
+fn backoff(attempts: u32) -> Duration {
+    let base = Duration::from_millis(500)
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(Duration::from_secs(600));
+    let jitter = rand_fraction() * 0.25;
+    base.mul_f64(1.0 + jitter)
+}
+
+/// A cheap random fraction in [0, 1) for jitter; no need for a generator.
+fn rand_fraction() -> f64 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (n % 1000) as f64 / 1000.0
 }
 
 /// Prints diagnostics the way `tocsin check` does.

@@ -283,6 +283,8 @@ pub struct Engine {
     states: Vec<HashMap<String, KeyState>>,
     scratch: Scratch,
     pub stats: Stats,
+    /// (rule, key) pairs whose state changed since the last `take_changes`.
+    changed: Vec<(usize, String)>,
 }
 
 impl Engine {
@@ -293,6 +295,7 @@ impl Engine {
             compiled: Arc::new(compiled),
             states: vec![HashMap::new(); n],
             stats: Stats::default(),
+            changed: Vec::new(),
         }
     }
 
@@ -318,6 +321,44 @@ impl Engine {
         self.scratch = Scratch::new(&compiled);
         self.compiled = Arc::new(compiled);
         old.into_keys().map(|k| k.to_string()).collect()
+    }
+
+    /// State changes since the last call, for the store: each changed
+    /// (rule id, key) with its state now, `None` when it went inactive.
+    pub fn take_changes(&mut self) -> Vec<(String, String, Option<KeyState>)> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|(ri, key)| {
+                let st = self.states[ri].get(&key).cloned();
+                (self.compiled.rules[ri].id.to_string(), key, st)
+            })
+            .collect()
+    }
+
+    /// Puts back stored state; returns the (rule, key) pairs of rules it
+    /// knows nothing of (removed while the daemon was down): their state is
+    /// dropped.
+    pub fn restore(&mut self, stored: Vec<(String, String, KeyState)>) -> Vec<(String, String)> {
+        let compiled = Arc::clone(&self.compiled);
+        let index: HashMap<&str, usize> = compiled
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&*r.id, i))
+            .collect();
+        let mut gone = Vec::new();
+        for (rule, key, st) in stored {
+            match index.get(rule.as_str()) {
+                Some(&ri) => {
+                    self.states[ri].insert(key, st);
+                }
+                None => gone.push((rule, key)),
+            }
+        }
+        gone
     }
 
     /// Number of (rule, key) pairs pending or firing.
@@ -577,6 +618,7 @@ impl Engine {
                 if firing {
                     out.push(note(AlertState::Firing, now));
                 }
+                self.changed.push((ri, key.to_string()));
                 states.insert(
                     key.to_string(),
                     KeyState {
@@ -588,26 +630,34 @@ impl Engine {
                 );
             }
             (Some(st), true) => {
+                let mut changed = false;
                 if rule.keeps_snapshot() {
                     st.snapshot = Some(snapshot());
+                    changed = true;
                 }
                 if !st.firing {
                     if now - st.since >= rule.for_ {
                         st.firing = true;
                         st.last_sent = Some(now);
+                        changed = true;
                         out.push(note(AlertState::Firing, st.since));
                     }
                 } else if let Some(rep) = rule.repeat
                     && st.last_sent.is_none_or(|t| now - t >= rep)
                 {
                     st.last_sent = Some(now);
+                    changed = true;
                     out.push(note(AlertState::Firing, st.since));
+                }
+                if changed {
+                    self.changed.push((ri, key.to_string()));
                 }
             }
             (Some(_), false) => {
                 if event && !resolve {
                     return; // events that do not match leave a keyed alert alone
                 }
+                self.changed.push((ri, key.to_string()));
                 if let Some(st) = states.remove(key.as_ref())
                     && st.firing
                     && resolve
@@ -643,6 +693,7 @@ impl Engine {
                 };
                 st.firing = true;
                 st.last_sent = Some(now);
+                self.changed.push((ri, key.clone()));
                 out.push(make(
                     c,
                     rule,

@@ -20,6 +20,7 @@ use super::parse::{self, ParseError};
 use super::{Batch, SourceError};
 use crate::config::{FileSource, Format, Mode, SourceConfig};
 use crate::record::{Fields, Record, RecordKind};
+use crate::store::{Checkpoint, FileCheckpoint, LogCursor};
 
 /// What we know of a file without reading it; a change means re-read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,10 @@ pub struct FileTracker {
     constants: Fields,
     files: HashMap<PathBuf, FileState>,
     pattern: Option<glob::Pattern>,
+    /// What the store says was read before this run, per file.
+    stored: HashMap<PathBuf, FileCheckpoint>,
+    /// What was read since the last `take_checkpoints`, for the store.
+    pending: Vec<Checkpoint>,
 }
 
 const GLOB_OPTS: glob::MatchOptions = glob::MatchOptions {
@@ -84,6 +89,45 @@ impl FileTracker {
             constants: source.fields.clone(),
             files: HashMap::new(),
             pattern,
+            stored: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Starts from what an earlier run read: tables compare with their
+    /// stored rows, logs go on from their stored position.
+    pub fn with_checkpoints(mut self, stored: HashMap<PathBuf, FileCheckpoint>) -> FileTracker {
+        self.stored = stored;
+        self
+    }
+
+    /// What was read since the last call, to commit with the records.
+    pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn log_checkpoint(&mut self, path: &Path) {
+        if let Some(FileState::Log {
+            sig,
+            offset,
+            line,
+            header,
+            count,
+        }) = self.files.get(path)
+        {
+            let (dev, ino) = sig.map_or((0, 0), |s| (s.dev, s.ino));
+            self.pending.push(Checkpoint::Log {
+                source: self.source.to_string(),
+                file: path.to_path_buf(),
+                cursor: LogCursor {
+                    dev,
+                    ino,
+                    offset: *offset,
+                    line: *line,
+                    header: header.clone(),
+                    count: *count,
+                },
+            });
         }
     }
 
@@ -164,13 +208,38 @@ impl FileTracker {
     /// First look at a file. Tables: every row is new. Logs: lines already
     /// there are history, not news; reading starts at the end.
     pub fn start(&mut self, path: &Path, now: DateTime<Utc>) -> (Vec<Record>, Vec<SourceError>) {
-        match self.cfg.mode {
-            Mode::Table => {
+        let stored = self.stored.remove(path);
+        match (self.cfg.mode, stored) {
+            (Mode::Table, stored) => {
+                let rows = match stored {
+                    Some(FileCheckpoint::Table(rows)) => rows,
+                    _ => HashMap::new(),
+                };
+                self.files
+                    .insert(path.to_path_buf(), FileState::Table { rows, sig: None });
+                match self.refresh(path, now) {
+                    Ok(r) => r,
+                    Err(e) => (vec![], vec![e]),
+                }
+            }
+            (Mode::Log, Some(FileCheckpoint::Log(c))) => {
+                // Go on from where the last run stopped: lines written while
+                // the daemon was down are news. A different or shorter file
+                // is read from its beginning (refresh sees to that).
+                let sig = Sig {
+                    len: c.offset,
+                    mtime: None,
+                    ino: c.ino,
+                    dev: c.dev,
+                };
                 self.files.insert(
                     path.to_path_buf(),
-                    FileState::Table {
-                        rows: HashMap::new(),
-                        sig: None,
+                    FileState::Log {
+                        sig: Some(sig),
+                        offset: c.offset,
+                        line: c.line,
+                        header: c.header,
+                        count: c.count,
                     },
                 );
                 match self.refresh(path, now) {
@@ -178,12 +247,13 @@ impl FileTracker {
                     Err(e) => (vec![], vec![e]),
                 }
             }
-            Mode::Log => {
+            (Mode::Log, _) => {
                 let state = match self.log_baseline(path) {
                     Ok(s) => s,
                     Err(e) => return (vec![], vec![e]),
                 };
                 self.files.insert(path.to_path_buf(), state);
+                self.log_checkpoint(path);
                 (vec![], vec![])
             }
         }
@@ -240,6 +310,19 @@ impl FileTracker {
     /// errors for bad lines of a log (the good lines still count). A table
     /// that does not parse is refused whole and its previous rows stand.
     pub fn refresh(
+        &mut self,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+        let known = self.files.contains_key(path);
+        let out = self.read_changes(path, now)?;
+        if known && self.cfg.mode == Mode::Log {
+            self.log_checkpoint(path);
+        }
+        Ok(out)
+    }
+
+    fn read_changes(
         &mut self,
         path: &Path,
         now: DateTime<Utc>,
@@ -308,8 +391,26 @@ impl FileTracker {
                 for (k, old) in removed {
                     out.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
                 }
+                let upsert: Vec<(String, Fields)> = out
+                    .iter()
+                    .filter(|r| r.kind == RecordKind::Row)
+                    .map(|r| (r.key.clone(), next[&r.key].clone()))
+                    .collect();
+                let delete: Vec<String> = out
+                    .iter()
+                    .filter(|r| r.kind == RecordKind::Removed)
+                    .map(|r| r.key.clone())
+                    .collect();
                 *rows = next;
                 *sig = new_sig;
+                if !upsert.is_empty() || !delete.is_empty() {
+                    self.pending.push(Checkpoint::Table {
+                        source: source.to_string(),
+                        file: path.to_path_buf(),
+                        upsert,
+                        delete,
+                    });
+                }
                 Ok((out, vec![]))
             }
             Some(FileState::Log {
@@ -563,7 +664,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
             "no file matches yet; waiting for one to appear"
         );
     }
-    if !send(&tx, &tracker, first).await {
+    if !send(&tx, &mut tracker, first).await {
         return;
     }
 
@@ -654,7 +755,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                 Err(e) => report(&[e]),
             }
         }
-        if !send(&tx, &tracker, batch).await {
+        if !send(&tx, &mut tracker, batch).await {
             return;
         }
     }
@@ -672,13 +773,16 @@ fn relevant(tracker: &FileTracker, ev: notify::Event) -> Vec<PathBuf> {
         .collect()
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, tracker: &FileTracker, records: Vec<Record>) -> bool {
-    if records.is_empty() {
+/// Sends what was read, with where reading got to, as one batch.
+async fn send(tx: &mpsc::Sender<Batch>, tracker: &mut FileTracker, records: Vec<Record>) -> bool {
+    let checkpoints = tracker.take_checkpoints();
+    if records.is_empty() && checkpoints.is_empty() {
         return true;
     }
     tx.send(Batch {
         source: tracker.name().to_string(),
         records,
+        checkpoints,
     })
     .await
     .is_ok()

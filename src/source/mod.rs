@@ -17,6 +17,8 @@ use crate::record::Record;
 pub struct Batch {
     pub source: String,
     pub records: Vec<Record>,
+    /// Where reading got to, committed with the batch's outcome.
+    pub checkpoints: Vec<crate::store::Checkpoint>,
 }
 
 /// A failed read or parse: logged with where and why; the source goes on.
@@ -62,15 +64,17 @@ impl std::fmt::Display for SourceError {
 }
 
 /// Starts the task of one source.
+/// `stored` is what the store says this source read in earlier runs.
 pub fn spawn(
     cfg: &SourceConfig,
+    stored: std::collections::HashMap<PathBuf, crate::store::FileCheckpoint>,
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
     set: &mut tokio::task::JoinSet<()>,
 ) {
     match &cfg.kind {
         SourceKind::File(f) => {
-            let tracker = file::FileTracker::new(cfg, f);
+            let tracker = file::FileTracker::new(cfg, f).with_checkpoints(stored);
             set.spawn(file::run(tracker, tx, shutdown));
         }
     }

@@ -112,6 +112,13 @@ impl Daemon {
         let _ = self.child.wait();
         self.log()
     }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
 }
 
 impl Drop for Daemon {
@@ -179,12 +186,17 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub fn start() -> SmtpServer {
+        SmtpServer::start_on(0)
+    }
+
+    /// On a given port (0: any), e.g. to come back where a stopped one was.
+    pub fn start_on(port: u16) -> SmtpServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = rt.block_on(TcpListener::bind(("127.0.0.1", port))).unwrap();
         let addr = listener.local_addr().unwrap();
         let mails = Arc::new(Mutex::new(Vec::new()));
         let m = mails.clone();

@@ -1,0 +1,226 @@
+//! Restarts and outages with the store: nothing lost, nothing repeated.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn setup(channels: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        format!(
+            r#"
+state: state.db
+rules: rules.yaml
+sources:
+  - {{ name: tariffs, type: file, path: tariffs.csv, key: [partner, product] }}
+  - {{ name: news, type: file, path: news.jsonl, mode: log }}
+channels:
+  - {{ name: audit, type: file, path: alerts.jsonl }}
+{channels}
+"#
+        ),
+    )
+    .unwrap();
+    let notify = if channels.is_empty() {
+        "[audit]"
+    } else {
+        "[audit, out]"
+    };
+    std::fs::write(
+        p.join("rules.yaml"),
+        format!(
+            r#"
+rules:
+  - {{ id: cn, source: tariffs, where: {{ partner: CN }}, when: {{ field: rate_pct, above: 157 }}, notify: {notify} }}
+  - {{ id: news, source: news, when: {{ text: title, any: [export control*] }}, notify: {notify} }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,200\nCN,2,100\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("news.jsonl"),
+        "{\"title\": \"old export controls\"}\n",
+    )
+    .unwrap();
+    let cfg = p.join("tocsin.yaml");
+    (dir, cfg)
+}
+
+fn count(path: &Path) -> usize {
+    read_jsonl(path).len()
+}
+
+#[test]
+fn restarts_send_only_what_changed_while_down() {
+    let (dir, cfg) = setup("");
+    let alerts = dir.path().join("alerts.jsonl");
+    // First start: CN|1 is over the threshold; the old news line is history.
+    let d = Daemon::start(&cfg, &[]);
+    wait_for(T, || (count(&alerts) == 1).then_some(())).expect("first alert");
+    d.stop();
+
+    // Unchanged files: nothing.
+    let d = Daemon::start(&cfg, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    d.stop();
+    assert_eq!(count(&alerts), 1, "{:?}", read_jsonl(&alerts));
+
+    // Changed while down: exactly what the change implies, once.
+    std::fs::write(
+        dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,100\nCN,2,300\n",
+    )
+    .unwrap();
+    append(
+        &dir.path().join("news.jsonl"),
+        "{\"title\": \"new export controls\"}\n{\"title\": \"weather\"}\n",
+    );
+    let d = Daemon::start(&cfg, &[]);
+    let v = wait_for(T, || {
+        let v = read_jsonl(&alerts);
+        (v.len() >= 4).then_some(v)
+    })
+    .expect("the changes made while down");
+    std::thread::sleep(Duration::from_millis(500));
+    d.stop();
+    let v2 = read_jsonl(&alerts);
+    assert_eq!(v2.len(), 4, "{v2:?}");
+    let mut got: Vec<(String, String, String)> = v[1..]
+        .iter()
+        .map(|n| {
+            (
+                n["rule"].as_str().unwrap().into(),
+                n["key"].as_str().unwrap().into(),
+                n["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("cn".into(), "CN|1".into(), "resolved".into()),
+            ("cn".into(), "CN|2".into(), "firing".into()),
+            ("news".into(), "news.jsonl:2".into(), "firing".into()),
+        ]
+    );
+
+    // And once more with nothing changed: still nothing.
+    let d = Daemon::start(&cfg, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    d.stop();
+    assert_eq!(count(&alerts), 4);
+}
+
+#[test]
+fn an_alert_committed_while_smtp_is_down_survives_kill_9() {
+    // A port with nobody listening: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: email, smtp: {{ host: 127.0.0.1, port: {port}, tls: none }}, from: a@example.org, to: [b@example.org] }}"
+    ));
+    std::fs::write(
+        dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,100\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    write_by_rename(
+        &dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,200\n",
+    );
+    // Committed: the file channel has it; the mail is stuck retrying.
+    wait_for(T, || {
+        (count(&dir.path().join("alerts.jsonl")) == 1).then_some(())
+    })
+    .expect("committed");
+    d.wait_log("delivery failed, will retry", T);
+    let log = d.kill();
+    assert!(!log.contains("tocsin stopped"));
+
+    let smtp = SmtpServer::start_on(port);
+    let d = Daemon::start(&cfg, &[]);
+    let mails = smtp.wait_mails(1, T);
+    assert!(
+        mails[0]
+            .header("Subject")
+            .unwrap()
+            .starts_with("[FIRING warning]")
+    );
+    d.stop();
+    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(
+        store.outbox_counts().unwrap(),
+        (0, 0),
+        "the outbox is empty"
+    );
+    assert_eq!(
+        count(&dir.path().join("alerts.jsonl")),
+        1,
+        "no repeat after the restart"
+    );
+    assert_eq!(smtp.mails.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn webhook_retries_on_500_and_fails_at_once_on_400() {
+    let hook = Receiver::start();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: webhook, url: \"{}\" }}",
+        hook.url("/h")
+    ));
+    std::fs::write(
+        dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,100\n",
+    )
+    .unwrap();
+    hook.answers.lock().unwrap().extend([500, 503]);
+    let d = Daemon::start(&cfg, &[]);
+    write_by_rename(
+        &dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,200\n",
+    );
+    let r = hook.wait_requests(3, T);
+    let ids: Vec<_> = r
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "retries carry the same id: {ids:?}"
+    );
+    d.wait_log("delivered: HTTP 200", T);
+
+    hook.answers.lock().unwrap().push_back(400);
+    write_by_rename(
+        &dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,100\n",
+    );
+    hook.wait_requests(4, T);
+    d.wait_log("delivery failed for good: HTTP 400", T);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        hook.requests.lock().unwrap().len(),
+        4,
+        "a 400 is not retried"
+    );
+    d.stop();
+    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(store.outbox_counts().unwrap(), (0, 1));
+}
