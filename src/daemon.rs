@@ -244,26 +244,44 @@ async fn deliver(
     }
 }
 
-/// 0.5 s doubling to at most 10 min, with up to 25% jitter so that
-/// channels recovering together do not retry in step.
+/// The delay before try `attempts + 1`: backon's exponential backoff with
+/// jitter, 0.5 s doubling to at most 10 min, so that channels recovering
+/// together do not retry in step. The attempt count lives in the outbox, so
+/// the schedule goes on across restarts.
 fn backoff(attempts: u32) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempts.min(20))
-        .min(Duration::from_secs(600));
-    let jitter = rand_fraction() * 0.25;
-    base.mul_f64(1.0 + jitter)
-}
-
-/// A cheap random fraction in [0, 1) for jitter; no need for a generator.
-fn rand_fraction() -> f64 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (n % 1000) as f64 / 1000.0
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(600))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.min(64) as usize)
+        .unwrap_or(Duration::from_secs(600))
 }
 
 /// Prints diagnostics the way `tocsin check` does.
 pub fn render(diags: &[Diagnostic]) -> String {
     crate::diag::render_all(diags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        let first = backoff(0);
+        assert!(
+            first >= Duration::from_millis(500) && first < Duration::from_millis(1100),
+            "{first:?}"
+        );
+        let fifth = backoff(4);
+        assert!(fifth >= Duration::from_secs(8), "{fifth:?}");
+        assert!(
+            backoff(40) <= Duration::from_secs(1200),
+            "capped: {:?}",
+            backoff(40)
+        );
+    }
 }
