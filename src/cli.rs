@@ -38,4 +38,19 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Alerts firing now, the delivery history and failed deliveries, from the store.
+    Alerts {
+        /// Only the alerts firing now
+        #[arg(long)]
+        firing: bool,
+        /// Only the notifications that failed for good
+        #[arg(long)]
+        failed: bool,
+        /// How far back the history goes
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// One JSON document, for scripts
+        #[arg(long)]
+        json: bool,
+    },
 }

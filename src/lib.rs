@@ -10,6 +10,7 @@
 //! - `engine`: pure and synchronous; `now` is passed in.
 //! - `daemon`: wiring and shutdown; `main.rs` owns signals and exit codes.
 
+pub mod alerts;
 pub mod channel;
 pub mod cli;
 pub mod config;

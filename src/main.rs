@@ -46,6 +46,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&config_path),
+        Command::Alerts {
+            firing,
+            failed,
+            since,
+            json,
+        } => {
+            let opts = tocsin::alerts::Options {
+                firing,
+                failed,
+                since,
+                json,
+            };
+            match alerts(&config_path, &opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 
@@ -69,6 +89,20 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Result<()> {
+    let config =
+        config::Config::load(path).map_err(|p| anyhow::anyhow!("{}", daemon::render(&p.0)))?;
+    if !config.state.exists() {
+        anyhow::bail!(
+            "no store at {} yet: the daemon creates it on its first run",
+            config.state.display()
+        );
+    }
+    let store = tocsin::store::Store::open(&config.state)?;
+    let stdout = std::io::stdout();
+    tocsin::alerts::run(&store, opts, &mut stdout.lock())
 }
 
 fn init_logging() {

@@ -223,4 +223,50 @@ fn webhook_retries_on_500_and_fails_at_once_on_400() {
     d.stop();
     let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 1));
+
+    // `tocsin alerts --failed` lists it; `--json` has the whole history.
+    let alerts = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("alerts")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let failed = alerts(&["--failed"]);
+    assert!(failed.starts_with("FAILED (1)\n"), "{failed}");
+    assert!(
+        failed.contains("out  cn  CN|1  resolved: HTTP 400"),
+        "{failed}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&alerts(&["--json"])).unwrap();
+    assert_eq!(doc["firing"].as_array().unwrap().len(), 0);
+    assert_eq!(doc["failed"][0]["notification"]["state"], "resolved");
+    let outcomes: Vec<(&str, &str, &str)> = doc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["channel"] == "out")
+        .map(|h| {
+            (
+                h["state"].as_str().unwrap(),
+                h["outcome"].as_str().unwrap(),
+                h["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("firing", "delivered", "HTTP 200 ok"),
+            ("resolved", "failed", "HTTP 400 ok")
+        ]
+    );
 }

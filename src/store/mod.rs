@@ -99,6 +99,19 @@ pub struct Pending {
     pub created_at: DateTime<Utc>,
 }
 
+/// One line of the delivery history.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    pub channel: String,
+    pub rule: String,
+    pub key: String,
+    pub state: String,
+    pub outcome: String,
+    pub detail: String,
+    pub id: String,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -420,6 +433,88 @@ impl Store {
             .execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1", params![p.id, ts(next_at), error])
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Keys firing now: (rule, key, since, last sent).
+    pub fn firing(
+        &self,
+    ) -> Result<Vec<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule, key, since, last_sent FROM rule_state WHERE firing = 1 ORDER BY since, rule, key")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    parse_ts(&r.get::<_, String>(2)?),
+                    r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Deliveries (and final failures) since `since`, oldest first.
+    pub fn history(&self, since: DateTime<Utc>) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT at, channel, rule, key, state, outcome, detail, notification_id FROM history WHERE at >= ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([ts(since)], |r| {
+                Ok(HistoryEntry {
+                    at: parse_ts(&r.get::<_, String>(0)?),
+                    channel: r.get(1)?,
+                    rule: r.get(2)?,
+                    key: r.get(3)?,
+                    state: r.get(4)?,
+                    outcome: r.get(5)?,
+                    detail: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    id: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Notifications that failed for good and stay in the outbox.
+    pub fn failed_notifications(&self) -> Result<Vec<(Pending, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, channel, notification, attempts, created_at, last_error FROM outbox WHERE status = 'failed' ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, json, attempts, created, error) = row.map_err(|e| self.err(e))?;
+            let notification: Notification = serde_json::from_str(&json)
+                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
+            out.push((
+                Pending {
+                    id,
+                    channel,
+                    notification,
+                    attempts: attempts as u32,
+                    next_at: None,
+                    created_at: parse_ts(&created),
+                },
+                error,
+            ));
+        }
+        Ok(out)
     }
 
     /// Rows in the outbox by status.
