@@ -99,6 +99,9 @@ pub struct Pending {
     pub created_at: DateTime<Utc>,
 }
 
+/// A key firing now: rule, key, since when, last sent.
+pub type Firing = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// One line of the delivery history.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HistoryEntry {
@@ -436,9 +439,7 @@ impl Store {
     }
 
     /// Keys firing now: (rule, key, since, last sent).
-    pub fn firing(
-        &self,
-    ) -> Result<Vec<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)>, StoreError> {
+    pub fn firing(&self) -> Result<Vec<Firing>, StoreError> {
         let mut st = self
             .conn
             .prepare("SELECT rule, key, since, last_sent FROM rule_state WHERE firing = 1 ORDER BY since, rule, key")
