@@ -270,3 +270,58 @@ fn webhook_retries_on_500_and_fails_at_once_on_400() {
         ]
     );
 }
+
+#[test]
+fn a_burst_of_1000_alerts_survives_kill_9_midway() {
+    let hook = Receiver::start();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: webhook, url: \"{}\" }}",
+        hook.url("/h")
+    ));
+    let rules = "rules:\n  - { id: all, source: tariffs, when: { field: rate_pct, above: 157 }, notify: [out] }\n";
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    let mut csv = String::from("partner,product,rate_pct\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("P{i},1,200\n"));
+    }
+    write_by_rename(&dir.path().join("tariffs.csv"), &csv);
+    wait_for(T, || {
+        (hook.requests.lock().unwrap().len() >= 300).then_some(())
+    })
+    .expect("deliveries under way");
+    d.kill();
+    let at_kill = hook.requests.lock().unwrap().len();
+    assert!(
+        at_kill < 1000,
+        "the kill came after every delivery ({at_kill})"
+    );
+
+    let d = Daemon::start(&cfg, &[]);
+    let ids = wait_for(Duration::from_secs(60), || {
+        let ids: std::collections::HashSet<String> = hook
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap().to_string())
+            .collect();
+        (ids.len() >= 1000).then_some(ids)
+    })
+    .expect("all 1000 delivered");
+    d.stop();
+    let total = hook.requests.lock().unwrap().len();
+    let duplicates = total - ids.len();
+    println!(
+        "burst: {at_kill} delivered before kill -9, {total} requests for {} alerts, {duplicates} duplicate(s)",
+        ids.len()
+    );
+    assert_eq!(ids.len(), 1000);
+    assert!(
+        duplicates <= 1,
+        "only the one in flight may repeat: {duplicates}"
+    );
+    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(store.outbox_counts().unwrap(), (0, 0));
+}
