@@ -72,14 +72,29 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         let w = Arc::new(Notify::new());
         wake.insert(c.name.clone(), w.clone());
         let worker_store = Store::open(&config.state)?;
-        deliveries.spawn(deliver(
-            c.name.clone(),
-            ch,
-            worker_store,
-            w,
-            shutdown.clone(),
-            drain.clone(),
-        ));
+        match &c.digest {
+            Some(schedule) => {
+                let task = deliver_digest(
+                    c.name.clone(),
+                    ch,
+                    worker_store,
+                    schedule.clone(),
+                    shutdown.clone(),
+                );
+                deliveries.spawn(task);
+            }
+            None => {
+                let task = deliver(
+                    c.name.clone(),
+                    ch,
+                    worker_store,
+                    w,
+                    shutdown.clone(),
+                    drain.clone(),
+                );
+                deliveries.spawn(task);
+            }
+        }
     }
 
     let mut engine = Engine::new(compiled);
@@ -240,6 +255,61 @@ async fn deliver(
         if let Err(e) = result {
             tracing::error!(channel = %name, "{e}");
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// A digest channel: at each tick of its schedule, everything pending goes
+/// out as one message; nothing when there is nothing. What waits is in the
+/// outbox, so a restart loses none of it. A failed send is tried again at
+/// the next tick, or marked failed when the server's answer is final.
+async fn deliver_digest(
+    name: String,
+    ch: Channel,
+    mut store: Store,
+    schedule: crate::schedule::Schedule,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = schedule.next_after(Utc::now());
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let items = match store.all_pending(&name) {
+            Ok(items) if items.is_empty() => continue,
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(channel = %name, "{e}");
+                continue;
+            }
+        };
+        let now = Utc::now();
+        let digest = crate::engine::digest(&name, items.iter().map(|p| &p.notification), now);
+        let outcome = ch.send(&name, &digest).await;
+        for p in &items {
+            let r = match &outcome {
+                Ok(answer) => {
+                    store.delivered(p, &format!("in digest {}: {answer}", digest.id), now)
+                }
+                Err(e) if e.retryable => Ok(()),
+                Err(e) => store.failed(p, &format!("in digest {}: {e}", digest.id), now),
+            };
+            if let Err(e) = r {
+                tracing::error!(channel = %name, "{e}");
+            }
+        }
+        match outcome {
+            Ok(answer) => {
+                tracing::info!(channel = %name, count = items.len(), id = %digest.id, "digest delivered: {answer}")
+            }
+            Err(e) if e.retryable => {
+                tracing::warn!(channel = %name, count = items.len(), "digest failed, will try at the next tick: {e}")
+            }
+            Err(e) => {
+                tracing::error!(channel = %name, count = items.len(), "digest failed for good: {e}")
+            }
         }
     }
 }

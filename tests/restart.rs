@@ -325,3 +325,51 @@ fn a_burst_of_1000_alerts_survives_kill_9_midway() {
     let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 0));
 }
+
+#[test]
+fn a_digest_channel_sends_one_message_per_tick_and_nothing_when_empty() {
+    let smtp = SmtpServer::start();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: email, digest: {{ every: 2s }}, smtp: {{ host: 127.0.0.1, port: {}, tls: none }}, from: a@example.org, to: [b@example.org] }}",
+        smtp.addr.port()
+    ));
+    std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    write_by_rename(
+        &dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,200\nCN,2,300\n",
+    );
+    append(
+        &dir.path().join("news.jsonl"),
+        "{\"title\": \"export controls\"}\n",
+    );
+    wait_for(T, || {
+        (count(&dir.path().join("alerts.jsonl")) == 3).then_some(())
+    })
+    .expect("three alerts");
+    let mails = smtp.wait_mails(1, T);
+    // Ticks with nothing pending send nothing.
+    std::thread::sleep(Duration::from_secs(5));
+    d.stop();
+    let mails_after = smtp.mails.lock().unwrap().clone();
+    let total: usize = mails_after
+        .iter()
+        .map(|m| m.body().matches("[FIRING warning]").count())
+        .sum();
+    assert_eq!(
+        total, 3,
+        "every notification in exactly one digest: {mails_after:?}"
+    );
+    assert!(
+        mails_after.len() <= 2,
+        "one message per tick with news, none for empty ticks: {}",
+        mails_after.len()
+    );
+    assert!(
+        mails[0].header("Subject").unwrap().starts_with("[DIGEST] "),
+        "{:?}",
+        mails[0].header("Subject")
+    );
+    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(store.outbox_counts().unwrap(), (0, 0));
+}

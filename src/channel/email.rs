@@ -97,6 +97,9 @@ impl Email {
 
 /// `FIRING critical` or `RESOLVED`.
 pub fn prefix(n: &Notification) -> String {
+    if n.rule == crate::engine::DIGEST_RULE {
+        return "DIGEST".to_string();
+    }
     match n.state {
         AlertState::Firing => format!("FIRING {}", n.severity.as_str()),
         AlertState::Resolved => "RESOLVED".to_string(),

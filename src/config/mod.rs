@@ -105,6 +105,8 @@ pub enum Mode {
 pub struct ChannelConfig {
     pub name: String,
     pub kind: ChannelKind,
+    /// Gather notifications and send one message per tick.
+    pub digest: Option<crate::schedule::Schedule>,
 }
 
 #[derive(Clone, Debug)]

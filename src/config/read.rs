@@ -248,6 +248,7 @@ fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
         d,
     )
     .and_then(|t| one_of(t, "channel type", &["email", "webhook", "file", "log"], d));
+    let digest = m.get("digest").and_then(|n| digest(n, d));
     let kind = match ty {
         Some("email") => email(&mut m, d).map(ChannelKind::Email),
         Some("webhook") => webhook(&mut m, d).map(ChannelKind::Webhook),
@@ -277,6 +278,7 @@ fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
     Some(ChannelConfig {
         name: name?,
         kind: kind?,
+        digest,
     })
 }
 
@@ -487,4 +489,67 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
 
 fn body_pos(m: &MapReader) -> Pos {
     m.key_node("body").map(Node::pos).unwrap_or_default()
+}
+
+/// `digest: { schedule: "0 8 * * MON-FRI", timezone: Europe/Brussels }` or
+/// `digest: { every: 1h }`.
+fn digest(n: &Node, d: &mut Diags) -> Option<crate::schedule::Schedule> {
+    let mut m = MapReader::new(n, "digest", d)?;
+    let every = m.get("every").and_then(|e| duration(e, "every", d));
+    let tz_node = m.get("timezone");
+    let tz = match tz_node {
+        Some(t) => {
+            let name = string(t, "timezone", d).unwrap_or_default();
+            match name.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    let hint = crate::diag::did_you_mean(
+                        &name,
+                        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()),
+                    )
+                    .unwrap_or_else(|| {
+                        "write an IANA zone such as `Europe/Brussels`, `Asia/Tokyo` or `UTC`".into()
+                    });
+                    d.error(t.pos(), format!("unknown time zone `{name}`"), Some(hint));
+                    // Go on with UTC so the schedule is checked too.
+                    chrono_tz::UTC
+                }
+            }
+        }
+        None => chrono_tz::UTC,
+    };
+    let schedule = m.get("schedule");
+    m.finish(d);
+    match (schedule, every) {
+        (Some(s), None) => {
+            let expr = string(s, "schedule", d)?;
+            match crate::schedule::Schedule::cron(&expr, tz) {
+                Ok(sched) => Some(sched),
+                Err(e) => {
+                    d.error(s.pos(), format!("`{expr}` is not a 5-field cron schedule: {e}"), Some("write minute hour day-of-month month day-of-week, e.g. `0 8 * * MON-FRI`".into()));
+                    None
+                }
+            }
+        }
+        (None, Some(e)) => Some(crate::schedule::Schedule::Every(e)),
+        (Some(s), Some(_)) => {
+            d.error(
+                s.pos(),
+                "a digest has either `schedule:` or `every:`, not both",
+                None,
+            );
+            None
+        }
+        (None, None) => {
+            d.error(
+                n.pos(),
+                "a digest needs a `schedule:` (5-field cron) or `every:`",
+                Some(
+                    "write `digest: { schedule: \"0 8 * * MON-FRI\", timezone: Europe/Brussels }`"
+                        .into(),
+                ),
+            );
+            None
+        }
+    }
 }

@@ -376,6 +376,39 @@ impl Store {
             .transpose()
     }
 
+    /// Every pending notification of a channel, oldest first (a digest).
+    pub fn all_pending(&self, channel: &str) -> Result<Vec<Pending>, StoreError> {
+        let mut out = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, notification, attempts, created_at FROM outbox WHERE channel = ?1 AND status = 'pending' ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([channel], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (id, json, attempts, created) = row.map_err(|e| self.err(e))?;
+            let notification: Notification = serde_json::from_str(&json)
+                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
+            out.push(Pending {
+                id,
+                channel: channel.to_string(),
+                notification,
+                attempts: attempts as u32,
+                next_at: None,
+                created_at: parse_ts(&created),
+            });
+        }
+        Ok(out)
+    }
+
     /// Delivered: out of the outbox, into the history.
     pub fn delivered(
         &mut self,
