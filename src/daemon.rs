@@ -52,8 +52,6 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
 /// How long queued notifications may take to go out once a stop is asked;
 /// what is left stays in the outbox for the next start.
 const GRACE: Duration = Duration::from_secs(10);
-/// How long a notification may keep failing before it is marked failed.
-const RETRY_BUDGET: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -88,6 +86,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
                     c.name.clone(),
                     ch,
                     worker_store,
+                    c.retry_budget,
                     w,
                     shutdown.clone(),
                     drain.clone(),
@@ -193,6 +192,7 @@ async fn deliver(
     name: String,
     ch: Channel,
     mut store: Store,
+    budget: Duration,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     drain: CancellationToken,
@@ -235,10 +235,7 @@ async fn deliver(
                 tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
                 store.delivered(&p, &answer, now)
             }
-            Err(e)
-                if e.retryable
-                    && (now - p.created_at).to_std().unwrap_or_default() < RETRY_BUDGET =>
-            {
+            Err(e) if e.retryable && (now - p.created_at).to_std().unwrap_or_default() < budget => {
                 let delay = backoff(p.attempts);
                 tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
                 store.retry_later(

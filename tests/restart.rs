@@ -373,3 +373,63 @@ fn a_digest_channel_sends_one_message_per_tick_and_nothing_when_empty() {
     let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 0));
 }
+
+#[test]
+fn alerts_raised_while_smtp_is_down_arrive_in_creation_order() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: email, smtp: {{ host: 127.0.0.1, port: {port}, tls: none }}, from: a@example.org, to: [b@example.org] }}"
+    ));
+    std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    let mut csv = String::from("partner,product,rate_pct\n");
+    for i in 1..=4 {
+        csv.push_str(&format!("CN,{i},200\n"));
+        write_by_rename(&dir.path().join("tariffs.csv"), &csv);
+        wait_for(T, || {
+            (count(&dir.path().join("alerts.jsonl")) == i).then_some(())
+        })
+        .expect("committed");
+    }
+    d.wait_log("delivery failed, will retry", T);
+    let smtp = SmtpServer::start_on(port);
+    let mails = smtp.wait_mails(4, Duration::from_secs(40));
+    d.stop();
+    let keys: Vec<String> = mails
+        .iter()
+        .map(|m| {
+            m.body()
+                .lines()
+                .find_map(|l| l.strip_prefix("key: "))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(keys, ["CN|1", "CN|2", "CN|3", "CN|4"]);
+}
+
+#[test]
+fn past_the_retry_budget_a_notification_is_marked_failed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (dir, cfg) = setup(&format!(
+        "  - {{ name: out, type: email, retry_budget: 2s, smtp: {{ host: 127.0.0.1, port: {port}, tls: none }}, from: a@example.org, to: [b@example.org] }}"
+    ));
+    std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    write_by_rename(
+        &dir.path().join("tariffs.csv"),
+        "partner,product,rate_pct\nCN,1,200\n",
+    );
+    d.wait_log("delivery failed for good", T);
+    d.stop();
+    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(store.outbox_counts().unwrap(), (0, 1));
+}

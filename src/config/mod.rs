@@ -107,6 +107,8 @@ pub struct ChannelConfig {
     pub kind: ChannelKind,
     /// Gather notifications and send one message per tick.
     pub digest: Option<crate::schedule::Schedule>,
+    /// How long a notification may keep failing before it is marked failed.
+    pub retry_budget: Duration,
 }
 
 #[derive(Clone, Debug)]

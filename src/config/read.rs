@@ -249,6 +249,10 @@ fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
     )
     .and_then(|t| one_of(t, "channel type", &["email", "webhook", "file", "log"], d));
     let digest = m.get("digest").and_then(|n| digest(n, d));
+    let retry_budget = m
+        .get("retry_budget")
+        .and_then(|n| duration(n, "retry_budget", d))
+        .unwrap_or(Duration::from_secs(24 * 3600));
     let kind = match ty {
         Some("email") => email(&mut m, d).map(ChannelKind::Email),
         Some("webhook") => webhook(&mut m, d).map(ChannelKind::Webhook),
@@ -279,6 +283,7 @@ fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConfig> {
         name: name?,
         kind: kind?,
         digest,
+        retry_budget,
     })
 }
 
