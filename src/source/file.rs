@@ -153,12 +153,14 @@ impl FileTracker {
     /// Whether a path seen in a folder event is one of ours. Temp and
     /// backup files of editors never match: they are not our names.
     pub fn matches(&self, path: &Path) -> bool {
-        if is_temp_name(path) {
-            return false;
-        }
-        match &self.pattern {
-            Some(p) => p.matches_path_with(path, GLOB_OPTS),
-            None => path == self.cfg.path,
+        self.matcher().matches(path)
+    }
+
+    /// What `matches` needs, to hand to the watcher's own thread.
+    pub fn matcher(&self) -> PathMatcher {
+        PathMatcher {
+            path: self.cfg.path.clone(),
+            pattern: self.pattern.clone(),
         }
     }
 
@@ -629,11 +631,51 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Metadata poll, for filesystems that send no events.
 const POLL: Duration = Duration::from_secs(5);
 
+/// Whether a path is one of a source's files.
+#[derive(Clone)]
+pub struct PathMatcher {
+    path: PathBuf,
+    pattern: Option<glob::Pattern>,
+}
+
+impl PathMatcher {
+    pub fn matches(&self, path: &Path) -> bool {
+        if is_temp_name(path) {
+            return false;
+        }
+        match &self.pattern {
+            Some(p) => p.matches_path_with(path, GLOB_OPTS),
+            None => path == self.path,
+        }
+    }
+
+    /// The paths of ours that an event says changed; reads say nothing.
+    fn relevant(&self, ev: notify::Event) -> Vec<PathBuf> {
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return Vec::new();
+        }
+        ev.paths.into_iter().filter(|p| self.matches(p)).collect()
+    }
+}
+
 /// Watches and reads one file source until `shutdown`.
 pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: CancellationToken) {
-    let (ntx, mut nrx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
-    let watcher = notify::recommended_watcher(move |res| {
-        let _ = ntx.send(res);
+    let (ntx, mut nrx) = mpsc::unbounded_channel::<notify::Result<Vec<PathBuf>>>();
+    // Events are sorted on the watcher's thread: the folder may be busy with
+    // other files (the store's, say), and those need not wake this task.
+    let matcher = tracker.matcher();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let msg = match res {
+            Ok(ev) => {
+                let ours = matcher.relevant(ev);
+                if ours.is_empty() {
+                    return;
+                }
+                Ok(ours)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = ntx.send(msg);
     });
     let mut watcher = match watcher {
         Ok(w) => Some(w),
@@ -679,15 +721,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
             _ = shutdown.cancelled() => break,
             ev = nrx.recv(), if watching => {
                 match ev {
-                    Some(Ok(ev)) => {
-                        let ours = relevant(&tracker, ev);
-                        if ours.is_empty() {
-                            // Reads and changes of other files in the folder
-                            // (our own alert file, say) are no news.
-                            continue;
-                        }
-                        dirty.extend(ours);
-                    }
+                    Some(Ok(ours)) => dirty.extend(ours),
                     Some(Err(e)) => {
                         tracing::warn!(source = tracker.name(), error = %e, "file watch error");
                         continue;
@@ -706,12 +740,9 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                     tokio::select! {
                         _ = &mut debounce => break,
                         more = nrx.recv() => match more {
-                            Some(Ok(ev)) => {
-                                let ours = relevant(&tracker, ev);
-                                if !ours.is_empty() {
-                                    dirty.extend(ours);
-                                    debounce.as_mut().reset((tokio::time::Instant::now() + DEBOUNCE).min(latest));
-                                }
+                            Some(Ok(ours)) => {
+                                dirty.extend(ours);
+                                debounce.as_mut().reset((tokio::time::Instant::now() + DEBOUNCE).min(latest));
                             }
                             Some(Err(_)) => {}
                             None => {
@@ -762,16 +793,6 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
     drop(watcher);
 }
 
-/// The paths of ours that an event says changed; reads say nothing.
-fn relevant(tracker: &FileTracker, ev: notify::Event) -> Vec<PathBuf> {
-    if matches!(ev.kind, notify::EventKind::Access(_)) {
-        return Vec::new();
-    }
-    ev.paths
-        .into_iter()
-        .filter(|p| tracker.matches(p))
-        .collect()
-}
 
 /// Sends what was read, with where reading got to, as one batch.
 async fn send(tx: &mpsc::Sender<Batch>, tracker: &mut FileTracker, records: Vec<Record>) -> bool {

@@ -346,9 +346,13 @@ impl Store {
     /// The oldest pending notification of a channel: channels deliver in
     /// creation order.
     pub fn next_pending(&self, channel: &str) -> Result<Option<Pending>, StoreError> {
+        // Cached statements: this runs once per delivery.
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, notification, attempts, next_at, created_at FROM outbox WHERE channel = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+            )
+            .map_err(|e| self.err(e))?
+            .query_row(
                 [channel],
                 |r| {
                     Ok((
@@ -450,10 +454,10 @@ impl Store {
             tx.execute("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1", params![p.id, detail]).map_err(err)?;
         }
         let n = &p.notification;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(now), outcome, detail],
         )
+        .and_then(|mut st| st.execute(params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(now), outcome, detail]))
         .map_err(err)?;
         tx.commit().map_err(err)
     }
