@@ -37,7 +37,7 @@ rules:
   - { id: bench, source: tariffs, when: { field: rate_pct, above: 157 }, notify: [hook] }
 YAML
 cat > "$work/tocsin.yaml" <<YAML
-state: state.db
+state: store/state.db   # its own folder, as /var/lib/tocsin is in production
 rules: rules.yaml
 sources:
   - { name: tariffs, type: file, path: tariffs.csv, key: [partner, product] }

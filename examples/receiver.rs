@@ -11,10 +11,13 @@ async fn main() {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     let app = axum::Router::new()
-        .route("/count", axum::routing::get(move || {
-            let c = c.clone();
-            async move { c.load(Ordering::Relaxed).to_string() }
-        }))
+        .route(
+            "/count",
+            axum::routing::get(move || {
+                let c = c.clone();
+                async move { c.load(Ordering::Relaxed).to_string() }
+            }),
+        )
         .fallback(move |_body: axum::body::Bytes| {
             let count = count.clone();
             async move {
@@ -22,7 +25,9 @@ async fn main() {
                 "ok"
             }
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::fs::write(&port_file, port.to_string()).expect("port file");
     axum::serve(listener, app).await.expect("serve");

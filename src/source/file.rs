@@ -793,7 +793,6 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
     drop(watcher);
 }
 
-
 /// Sends what was read, with where reading got to, as one batch.
 async fn send(tx: &mpsc::Sender<Batch>, tracker: &mut FileTracker, records: Vec<Record>) -> bool {
     let checkpoints = tracker.take_checkpoints();
