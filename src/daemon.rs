@@ -150,10 +150,23 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         if changes.is_empty() && checkpoints.is_empty() && out.is_empty() {
             continue;
         }
-        if let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
-            tracing::error!("{e}; these notifications are not sent");
-            out.clear();
-            continue;
+        // A store that cannot be written (disk full, say) holds the loop
+        // here, trying again, rather than let a notification go unrecorded:
+        // sources wait, and nothing read is lost.
+        let mut delay = Duration::from_millis(500);
+        while let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
+            tracing::error!("{e}; trying again in {delay:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => {
+                    // Not recorded: the next start reads the same changes
+                    // again from the files and makes these notifications anew.
+                    tracing::error!("stopping with {} notifications not recorded; the next start makes them again", out.len());
+                    out.clear();
+                    break;
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
         for n in out.drain(..) {
             tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
