@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::engine::{KeyState, Notification, Snapshot};
 use crate::record::Fields;
@@ -346,71 +346,57 @@ impl Store {
     /// The oldest pending notification of a channel: channels deliver in
     /// creation order.
     pub fn next_pending(&self, channel: &str) -> Result<Option<Pending>, StoreError> {
-        // Cached statements: this runs once per delivery.
-        self.conn
-            .prepare_cached(
-                "SELECT id, notification, attempts, next_at, created_at FROM outbox WHERE channel = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
-            )
-            .map_err(|e| self.err(e))?
-            .query_row(
-                [channel],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))?
-            .map(|(id, json, attempts, next_at, created)| {
-                let notification: Notification = serde_json::from_str(&json).map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
-                Ok(Pending {
-                    id,
-                    channel: channel.to_string(),
-                    notification,
-                    attempts: attempts as u32,
-                    next_at: next_at.map(|s| parse_ts(&s)),
-                    created_at: parse_ts(&created),
-                })
+        let rows = self.outbox_rows(
+            "channel = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
+            channel,
+        )?;
+        Ok(rows.into_iter().next().map(|(p, _)| p))
+    }
+
+    /// Outbox rows matching `filter` (SQL after WHERE, with `?1` = `param`),
+    /// each with its last error. Statements are cached: this runs once per
+    /// delivery.
+    fn outbox_rows(&self, filter: &str, param: &str) -> Result<Vec<(Pending, String)>, StoreError> {
+        let sql = format!(
+            "SELECT id, channel, notification, attempts, next_at, created_at, last_error FROM outbox WHERE {filter}"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([param], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
             })
-            .transpose()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, json, attempts, next_at, created, error) =
+                row.map_err(|e| self.err(e))?;
+            let notification: Notification = serde_json::from_str(&json)
+                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
+            let pending = Pending {
+                id,
+                channel,
+                notification,
+                attempts: attempts as u32,
+                next_at: next_at.map(|s| parse_ts(&s)),
+                created_at: parse_ts(&created),
+            };
+            out.push((pending, error.unwrap_or_default()));
+        }
+        Ok(out)
     }
 
     /// Every pending notification of a channel, oldest first (a digest).
     pub fn all_pending(&self, channel: &str) -> Result<Vec<Pending>, StoreError> {
-        let mut out = Vec::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT id, notification, attempts, created_at FROM outbox WHERE channel = ?1 AND status = 'pending' ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([channel], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (id, json, attempts, created) = row.map_err(|e| self.err(e))?;
-            let notification: Notification = serde_json::from_str(&json)
-                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
-            out.push(Pending {
-                id,
-                channel: channel.to_string(),
-                notification,
-                attempts: attempts as u32,
-                next_at: None,
-                created_at: parse_ts(&created),
-            });
-        }
-        Ok(out)
+        let rows = self.outbox_rows("channel = ?1 AND status = 'pending' ORDER BY id", channel)?;
+        Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Delivered: out of the outbox, into the history.
@@ -519,40 +505,7 @@ impl Store {
 
     /// Notifications that failed for good and stay in the outbox.
     pub fn failed_notifications(&self) -> Result<Vec<(Pending, String)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, channel, notification, attempts, created_at, last_error FROM outbox WHERE status = 'failed' ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, channel, json, attempts, created, error) = row.map_err(|e| self.err(e))?;
-            let notification: Notification = serde_json::from_str(&json)
-                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
-            out.push((
-                Pending {
-                    id,
-                    channel,
-                    notification,
-                    attempts: attempts as u32,
-                    next_at: None,
-                    created_at: parse_ts(&created),
-                },
-                error,
-            ));
-        }
-        Ok(out)
+        self.outbox_rows("status = ?1 ORDER BY id", "failed")
     }
 
     /// Rows in the outbox by status.
