@@ -58,10 +58,12 @@ pub fn append(path: &Path, content: &str) {
     f.write_all(content.as_bytes()).unwrap();
 }
 
-/// The JSON lines of a file channel's output so far.
+/// The complete JSON lines of a file channel's output so far (a line
+/// being written as we read is left for the next look).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
