@@ -313,3 +313,29 @@ fn a_log_written_to_without_pause_is_still_read() {
     assert_eq!(v.len(), 60);
     d.stop();
 }
+
+#[test]
+fn an_emptied_table_file_is_taken_as_being_written() {
+    let s = setup(TARIFF_RULES, &[("tariffs.csv", &table(160))]);
+    let csv = s.dir.join("data/tariffs.csv");
+    let d = Daemon::start(&s.config, &[]);
+    let v = wait_count(&s.alerts, 1);
+    assert_eq!(v[0]["state"], "firing");
+    // Truncated (the first half of an in-place write), then written back.
+    write_in_place(&csv, "");
+    std::thread::sleep(Duration::from_millis(800));
+    write_in_place(&csv, &format!("{}ZZ,1,1\n", table(160)));
+    let v = wait_count(&s.alerts, 2);
+    assert_eq!(
+        v[1]["rule"], "sentinel",
+        "no resolve and re-fire around the empty file: {v:?}"
+    );
+    // A header alone is a table with no rows: that resolves.
+    write_in_place(&csv, "partner,product,rate_pct\n");
+    let v = wait_count(&s.alerts, 3);
+    assert_eq!(
+        (v[2]["rule"].as_str(), v[2]["state"].as_str()),
+        (Some("cn-above-157"), Some("resolved"))
+    );
+    d.stop();
+}

@@ -361,6 +361,18 @@ impl FileTracker {
         };
         match self.files.get_mut(path) {
             Some(FileState::Table { rows, sig }) => {
+                // An in-place write truncates first: an empty file is one
+                // being written, not a table with no rows (that keeps its
+                // header). Read it again at its next change.
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Err(SourceError {
+                        source: source.to_string(),
+                        file: Some(path.to_path_buf()),
+                        line: 0,
+                        message: "the file is empty, as while it is being written; its previous rows stand".into(),
+                        retry: true,
+                    });
+                }
                 let parsed =
                     parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
                 let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
