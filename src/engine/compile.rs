@@ -246,11 +246,6 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
         text_slots: interner.tslots,
         phrases: phrases.build(),
         env,
-        source_events: config
-            .sources
-            .iter()
-            .map(|s| (s.name.clone(), s.is_event_source()))
-            .collect(),
     })
 }
 

@@ -102,7 +102,6 @@ pub struct Compiled {
     pub text_slots: Vec<usize>,
     pub phrases: PhraseSet,
     pub env: minijinja::Environment<'static>,
-    pub source_events: HashMap<String, bool>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -364,18 +363,6 @@ impl Engine {
     /// Number of (rule, key) pairs pending or firing.
     pub fn active(&self) -> usize {
         self.states.iter().map(HashMap::len).sum()
-    }
-
-    pub fn firing(&self) -> impl Iterator<Item = (&str, &str, &KeyState)> {
-        self.compiled
-            .rules
-            .iter()
-            .zip(&self.states)
-            .flat_map(|(r, s)| {
-                s.iter()
-                    .filter(|(_, st)| st.firing)
-                    .map(move |(k, st)| (&*r.id, k.as_str(), st))
-            })
     }
 
     /// Evaluates one record against the rules of its source.

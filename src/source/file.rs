@@ -287,15 +287,6 @@ impl FileTracker {
         })
     }
 
-    /// Forget a file that is gone.
-    pub fn forget(&mut self, path: &Path) {
-        self.files.remove(path);
-    }
-
-    pub fn is_known(&self, path: &Path) -> bool {
-        self.files.contains_key(path)
-    }
-
     /// Whether the file's metadata differ from what was last read.
     pub fn changed_on_disk(&self, path: &Path) -> bool {
         let Ok(meta) = std::fs::metadata(path) else {
