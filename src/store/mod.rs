@@ -120,6 +120,14 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Turns any error into a [`StoreError`] naming the store's path.
+fn sql_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> StoreError + Copy + '_ {
+    move |e| StoreError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
@@ -163,10 +171,7 @@ impl Store {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        sql_err(&self.path)(e)
     }
 
     /// Every stored (rule, key) state.
@@ -257,11 +262,9 @@ impl Store {
         notes: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| StoreError {
-            path: path.clone(),
-            message: e.to_string(),
-        };
+        // The transaction borrows the connection, so errors are made from
+        // the path alone.
+        let err = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(err)?;
         for (rule, key, st) in states {
             match st {
@@ -427,11 +430,9 @@ impl Store {
         now: DateTime<Utc>,
         remove: bool,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |e: rusqlite::Error| StoreError {
-            path: path.clone(),
-            message: e.to_string(),
-        };
+        // The transaction borrows the connection, so errors are made from
+        // the path alone.
+        let err = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(err)?;
         if remove {
             tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])
