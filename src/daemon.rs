@@ -97,7 +97,16 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     let mut engine = Engine::new(compiled);
-    let gone = engine.restore(store.states()?);
+    // The internal source-health alert keeps its state beside the rules'.
+    let (health_state, rule_state): (Vec<_>, Vec<_>) = store
+        .states()?
+        .into_iter()
+        .partition(|(r, _, _)| r == source::health::RULE);
+    let mut health = source::health::HealthTracker::new(
+        &config,
+        health_state.into_iter().map(|(_, k, st)| (k, st)).collect(),
+    );
+    let gone = engine.restore(rule_state);
     if !gone.is_empty() {
         let mut rules: Vec<&str> = gone.iter().map(|(r, _)| r.as_str()).collect();
         rules.dedup();
@@ -110,8 +119,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     let source_stop = shutdown.child_token();
     let mut sources = JoinSet::new();
     for s in &config.sources {
-        let stored = store.checkpoints(&s.name)?;
-        source::spawn(s, stored, btx.clone(), source_stop.clone(), &mut sources);
+        source::spawn(s, &store, btx.clone(), source_stop.clone(), &mut sources)?;
     }
     drop(btx);
     tracing::info!(
@@ -129,6 +137,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         let mut checkpoints = Vec::new();
+        let mut health_change = None;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             b = brx.recv() => {
@@ -138,6 +147,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
                     engine.observe(rec, now, &mut out);
                 }
                 checkpoints = batch.checkpoints;
+                if let Some(h) = &batch.health {
+                    health_change = health.observe(&batch.source, h, now, &mut out);
+                }
                 tracing::debug!(source = %batch.source, records = batch.records.len(), notifications = out.len(), "batch evaluated");
             }
             _ = tokio::time::sleep(wait) => {
@@ -146,7 +158,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         }
         // State, read positions and notifications in one transaction; only
         // then are the channels told.
-        let changes = engine.take_changes();
+        let mut changes = engine.take_changes();
+        changes.extend(health_change);
         if changes.is_empty() && checkpoints.is_empty() && out.is_empty() {
             continue;
         }

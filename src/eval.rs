@@ -36,8 +36,6 @@ pub fn run(
     let now = Utc::now();
     let mut notes = Vec::new();
     let mut errors = 0;
-    let SourceKind::File(fcfg) = &cfg.kind;
-    let tracker = FileTracker::new(&cfg, fcfg);
     let mut emit =
         |engine: &mut Engine, rec: &Record, out: &mut dyn Write| -> std::io::Result<()> {
             engine.observe(rec, now, &mut notes);
@@ -48,6 +46,28 @@ pub fn run(
             }
             Ok(())
         };
+    let fcfg = match &cfg.kind {
+        SourceKind::File(f) => f,
+        SourceKind::Feed(_) | SourceKind::Http(_) => {
+            // The FILE is the fetched document, parsed as the source would.
+            for path in files {
+                match polled_records(&cfg, path, now) {
+                    Ok(records) => {
+                        for rec in &records {
+                            emit(&mut engine, rec, out)?;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", path.display());
+                        errors += 1;
+                    }
+                }
+            }
+            out.flush()?;
+            return Ok(errors);
+        }
+    };
+    let tracker = FileTracker::new(&cfg, fcfg);
     for path in files {
         let format = fcfg.format.or_else(|| Format::from_path(path));
         if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) {
@@ -68,6 +88,37 @@ pub fn run(
     }
     out.flush()?;
     Ok(errors)
+}
+
+/// The records of a feed or http document read from a file, all new.
+fn polled_records(
+    cfg: &crate::config::SourceConfig,
+    path: &Path,
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<Record>, String> {
+    use crate::source::poll::{FeedTracker, HttpTracker};
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    match &cfg.kind {
+        SourceKind::Feed(f) => {
+            let items = crate::source::feed::parse(&bytes, None, &f.poll.url.base())?;
+            let stored = crate::store::PollState {
+                url: f.poll.url.to_string(),
+                ..Default::default()
+            };
+            let mut t = FeedTracker::new(cfg, f, Some(&stored));
+            Ok(t.items(items, now).0)
+        }
+        SourceKind::Http(h) => {
+            let mut t = HttpTracker::new(cfg, h, Default::default());
+            let ct = match Format::from_path(path) {
+                Some(Format::Csv) => Some("text/csv"),
+                Some(Format::Tsv) => Some("text/tab-separated-values"),
+                _ => None,
+            };
+            Ok(t.document(&bytes, ct, now)?.0)
+        }
+        SourceKind::File(_) => Ok(Vec::new()),
+    }
 }
 
 /// Streams a JSONL log: each line is parsed for the fields the rules read

@@ -21,6 +21,13 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub sources: Vec<SourceConfig>,
     pub channels: Vec<ChannelConfig>,
+    pub health: HealthConfig,
+}
+
+/// `health: { notify: [...] }`: where `source-unhealthy` alerts go.
+#[derive(Clone, Debug, Default)]
+pub struct HealthConfig {
+    pub notify: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -34,11 +41,15 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Constant fields added to every record of this source.
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Consecutive failures after which the source counts as unhealthy.
+    pub fail_after: u32,
 }
 
 #[derive(Clone, Debug)]
 pub enum SourceKind {
     File(FileSource),
+    Feed(FeedSource),
+    Http(HttpSource),
 }
 
 impl SourceConfig {
@@ -47,14 +58,100 @@ impl SourceConfig {
     pub fn is_event_source(&self) -> bool {
         match &self.kind {
             SourceKind::File(f) => f.mode == Mode::Log,
+            SourceKind::Feed(_) => true,
+            SourceKind::Http(_) => false,
         }
     }
 
     pub fn key_fields(&self) -> &[String] {
         match &self.kind {
             SourceKind::File(f) => &f.key,
+            SourceKind::Feed(_) => &[],
+            SourceKind::Http(h) => &h.key,
         }
     }
+
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            SourceKind::File(_) => "file",
+            SourceKind::Feed(_) => "feed",
+            SourceKind::Http(_) => "http",
+        }
+    }
+
+    /// How a polled source fetches, if it is one.
+    pub fn poll(&self) -> Option<&Poll> {
+        match &self.kind {
+            SourceKind::File(_) => None,
+            SourceKind::Feed(f) => Some(&f.poll),
+            SourceKind::Http(h) => Some(&h.poll),
+        }
+    }
+}
+
+/// Where a polled source fetches from, and when and how.
+#[derive(Clone, Debug)]
+pub struct Poll {
+    pub url: Location,
+    pub schedule: crate::schedule::Schedule,
+    /// Each poll is delayed by a random part of this, to spread load.
+    pub jitter: Duration,
+    pub connect_timeout: Duration,
+    /// For the whole request, body included.
+    pub timeout: Duration,
+    /// Bodies longer than this are cut off and the poll fails.
+    pub max_body: u64,
+}
+
+/// An `http(s)://` URL, or a file given as `file:///abs/path` or
+/// `file:relative/path` (against the config's folder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Http(url::Url),
+    File(PathBuf),
+}
+
+impl Location {
+    /// The URL relative links in a document resolve against.
+    pub fn base(&self) -> String {
+        match self {
+            Location::Http(u) => u.to_string(),
+            Location::File(p) => url::Url::from_file_path(p)
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Http(u) => write!(f, "{u}"),
+            Location::File(p) => write!(f, "file://{}", p.display()),
+        }
+    }
+}
+
+/// `type: feed`: RSS, Atom or JSON Feed; each new item is one record.
+#[derive(Clone, Debug)]
+pub struct FeedSource {
+    pub poll: Poll,
+    /// On the first poll, alert on items published within this window
+    /// (otherwise the first poll only records what is there).
+    pub backfill: Option<Duration>,
+    /// How long the id of an item gone from the feed is remembered.
+    pub retention: Duration,
+}
+
+/// `type: http`: a JSON or CSV document polled and read as a table.
+#[derive(Clone, Debug)]
+pub struct HttpSource {
+    pub poll: Poll,
+    /// `None`: from the answer's Content-Type, else the URL's extension.
+    pub format: Option<Format>,
+    pub key: Vec<String>,
+    /// JSON Pointer to the array of rows.
+    pub items: Option<String>,
 }
 
 #[derive(Clone, Debug)]

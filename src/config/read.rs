@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::*;
 use crate::diag::{Diags, Pos, did_you_mean};
 use crate::secret::SecretRef;
-use crate::yaml::read::{describe, duration, entries, required, string, string_map, strings};
+use crate::yaml::read::{
+    describe, duration, entries, number, required, string, string_map, strings,
+};
 use crate::yaml::{Kind, MapReader, Node};
 
 pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
@@ -70,6 +72,10 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
             }
         }
     }
+    let health = m
+        .get("health")
+        .and_then(|n| health(n, &channels, d))
+        .unwrap_or_default();
     m.finish(d);
     Some(Config {
         path: path.to_path_buf(),
@@ -79,6 +85,7 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         http,
         sources,
         channels,
+        health,
     })
 }
 
@@ -119,6 +126,30 @@ fn http(n: &Node, d: &mut Diags) -> Option<HttpConfig> {
     }
 }
 
+/// `health: { notify: [channel, ...] }`.
+fn health(n: &Node, channels: &[ChannelConfig], d: &mut Diags) -> Option<HealthConfig> {
+    let mut m = MapReader::new(n, "health", d)?;
+    let notify = required(
+        &mut m,
+        "notify",
+        "write `notify: [channel, ...]`: where `source-unhealthy` alerts go",
+        d,
+    )
+    .map(|n| strings(n, "a channel name", d))
+    .unwrap_or_default();
+    m.finish(d);
+    for (c, pos) in &notify {
+        if !channels.iter().any(|ch| &ch.name == c) {
+            let hint = did_you_mean(c, channels.iter().map(|ch| ch.name.as_str()))
+                .unwrap_or_else(|| "name a channel defined under `channels:`".into());
+            d.error(*pos, format!("unknown channel `{c}`"), Some(hint));
+        }
+    }
+    Some(HealthConfig {
+        notify: notify.into_iter().map(|(c, _)| c).collect(),
+    })
+}
+
 fn name(m: &mut MapReader, what: &str, d: &mut Diags) -> Option<String> {
     let n = required(
         m,
@@ -148,11 +179,28 @@ fn one_of<'a>(n: &Node, what: &str, choices: &[&'a str], d: &mut Diags) -> Optio
     None
 }
 
+const SOURCE_TYPES: [&str; 3] = ["file", "feed", "http"];
+const FILE_KEYS: [&str; 4] = ["path", "format", "mode", "key"];
+const POLL_KEYS: [&str; 7] = [
+    "url",
+    "every",
+    "schedule",
+    "timezone",
+    "jitter",
+    "connect_timeout",
+    "timeout",
+];
+
 fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
     let mut m = MapReader::new(n, "source", d)?;
     let name = name(&mut m, "source", d);
-    let ty = required(&mut m, "type", "write `type: file`", d)
-        .and_then(|t| one_of(t, "source type", &["file"], d));
+    let ty = required(
+        &mut m,
+        "type",
+        "write `type:` with one of: file, feed, http",
+        d,
+    )
+    .and_then(|t| one_of(t, "source type", &SOURCE_TYPES, d));
     let mut fields = serde_json::Map::new();
     if let Some(f) = m.get("fields") {
         for (k, v) in entries(f, "fields", d) {
@@ -161,10 +209,29 @@ fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
             }
         }
     }
+    let fail_after = match m.get("fail_after") {
+        Some(n) => match number(n, "fail_after", d) {
+            Some(v) if v >= 1.0 && v.fract() == 0.0 => v as u32,
+            Some(_) => {
+                d.error(
+                    n.pos(),
+                    "`fail_after` must be a whole number of at least 1",
+                    Some("write e.g. `fail_after: 3`".into()),
+                );
+                DEFAULT_FAIL_AFTER
+            }
+            None => DEFAULT_FAIL_AFTER,
+        },
+        None => DEFAULT_FAIL_AFTER,
+    };
     let kind = match ty {
         Some("file") => file_source(&mut m, dir, d).map(SourceKind::File),
+        Some("feed") => feed_source(&mut m, dir, d).map(SourceKind::Feed),
+        Some("http") => http_source(&mut m, dir, d).map(SourceKind::Http),
         _ => {
-            m.allow(&["path", "format", "mode", "key"]);
+            m.allow(&FILE_KEYS);
+            m.allow(&POLL_KEYS);
+            m.allow(&["max_body", "backfill", "retention", "items"]);
             None
         }
     };
@@ -173,7 +240,237 @@ fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
         name: name?,
         kind: kind?,
         fields,
+        fail_after,
     })
+}
+
+/// Failures in a row before a source is reported unhealthy.
+pub const DEFAULT_FAIL_AFTER: u32 = 3;
+
+fn feed_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FeedSource> {
+    let poll = poll(m, dir, "https://www.meti.go.jp/english/press/rss.xml", d);
+    let backfill = m.get("backfill").and_then(|n| duration(n, "backfill", d));
+    let retention = m
+        .get("retention")
+        .and_then(|n| duration(n, "retention", d))
+        .unwrap_or(Duration::from_secs(90 * 86400));
+    Some(FeedSource {
+        poll: poll?,
+        backfill,
+        retention,
+    })
+}
+
+fn http_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<HttpSource> {
+    let poll = poll(m, dir, "https://example.org/rates.json", d);
+    let format = m
+        .get("format")
+        .and_then(|n| one_of(n, "format", &["json", "csv", "tsv"], d))
+        .and_then(Format::from_name);
+    let key_node = m.get("key");
+    let key: Vec<String> = key_node
+        .map(|n| strings(n, "key", d).into_iter().map(|(s, _)| s).collect())
+        .unwrap_or_default();
+    if key.is_empty() {
+        let pos = key_node
+            .map(Node::pos)
+            .unwrap_or(Pos::new(m.node.line, m.node.col, 1));
+        d.error(
+            pos,
+            "an `http` source is read as a table and needs a `key`: the fields that identify a row",
+            Some("add e.g. `key: [partner]`".into()),
+        );
+    }
+    let items = m.get("items").and_then(|n| {
+        let p = string(n, "items", d)?;
+        if !p.is_empty() && !p.starts_with('/') {
+            d.error(
+                n.pos(),
+                format!("`{p}` is not a JSON Pointer"),
+                Some(format!("a JSON Pointer starts with `/`: write `/{p}`")),
+            );
+        }
+        Some(p)
+    });
+    Some(HttpSource {
+        poll: poll?,
+        format,
+        key,
+        items,
+    })
+}
+
+/// The keys every polled source shares: where, when, and limits.
+fn poll(m: &mut MapReader, dir: &Path, example: &str, d: &mut Diags) -> Option<Poll> {
+    let url = required(
+        m,
+        "url",
+        &format!("write the address to poll, e.g. `url: {example}` (or `file:///path`)"),
+        d,
+    )
+    .and_then(|n| location(n, dir, d));
+    let at = Pos::new(m.node.line, m.node.col, 1);
+    let schedule = schedule(m, at, "a polled source", "every: 10m", d);
+    let jitter = m
+        .get("jitter")
+        .and_then(|n| duration(n, "jitter", d))
+        .unwrap_or_default();
+    let connect_timeout = m
+        .get("connect_timeout")
+        .and_then(|n| duration(n, "connect_timeout", d))
+        .unwrap_or(Duration::from_secs(10));
+    let timeout = timeout(m, Duration::from_secs(30), d);
+    let max_body = m
+        .get("max_body")
+        .and_then(|n| size(n, "max_body", d))
+        .unwrap_or(10 << 20);
+    Some(Poll {
+        url: url?,
+        schedule: schedule?,
+        jitter,
+        connect_timeout,
+        timeout,
+        max_body,
+    })
+}
+
+fn location(n: &Node, dir: &Path, d: &mut Diags) -> Option<Location> {
+    let text = string(n, "url", d)?;
+    let bad = |d: &mut Diags, why: String| {
+        d.error(
+            n.pos(),
+            why,
+            Some("write an `http://` or `https://` URL, or `file:///absolute/path` (`file:relative/path` resolves against the config's folder)".into()),
+        );
+        None
+    };
+    if let Some(rest) = text.strip_prefix("file:") {
+        let path = match rest.strip_prefix("//") {
+            Some(abs) if abs.starts_with('/') => PathBuf::from(abs),
+            Some(_) => {
+                return bad(
+                    d,
+                    format!("`{text}` names a host; a file URL is `file:///absolute/path`"),
+                );
+            }
+            None => dir.join(rest),
+        };
+        return Some(Location::File(path));
+    }
+    match url::Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Some(Location::Http(u))
+        }
+        Ok(u) => bad(
+            d,
+            format!("`{text}`: the `{}` scheme is not supported", u.scheme()),
+        ),
+        Err(e) => bad(d, format!("`{text}` is not a URL: {e}")),
+    }
+}
+
+/// `10MiB`, `512KiB`, `1MB`, or a number of bytes.
+fn size(n: &Node, what: &str, d: &mut Diags) -> Option<u64> {
+    let text = n.scalar_text().unwrap_or_default();
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => 0,
+    };
+    match num.parse::<f64>() {
+        Ok(v) if mult > 0 && v > 0.0 => Some((v * mult as f64) as u64),
+        _ => {
+            d.error(
+                n.pos(),
+                format!("{what} is not a size: {}", describe(n)),
+                Some("write a number of bytes or a size such as `10MiB` or `512KiB`".into()),
+            );
+            None
+        }
+    }
+}
+
+/// `every: DURATION`, or `schedule:` (5-field cron) with an optional
+/// `timezone:` (default UTC). `at` is where to report a missing schedule.
+fn schedule(
+    m: &mut MapReader,
+    at: Pos,
+    what: &str,
+    example: &str,
+    d: &mut Diags,
+) -> Option<crate::schedule::Schedule> {
+    let every_node = m.get("every");
+    let every = every_node.and_then(|e| duration(e, "every", d));
+    if let (Some(e), Some(n)) = (every, every_node)
+        && e.is_zero()
+    {
+        d.error(
+            n.pos(),
+            "`every` must be longer than zero",
+            Some("write e.g. `every: 10m`".into()),
+        );
+    }
+    let tz = match m.get("timezone") {
+        Some(t) => {
+            let name = string(t, "timezone", d).unwrap_or_default();
+            match name.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    let hint = crate::diag::did_you_mean(
+                        &name,
+                        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()),
+                    )
+                    .unwrap_or_else(|| {
+                        "write an IANA zone such as `Europe/Brussels`, `Asia/Tokyo` or `UTC`".into()
+                    });
+                    d.error(t.pos(), format!("unknown time zone `{name}`"), Some(hint));
+                    // Go on with UTC so the schedule is checked too.
+                    chrono_tz::UTC
+                }
+            }
+        }
+        None => chrono_tz::UTC,
+    };
+    let schedule = m.get("schedule");
+    match (schedule, every) {
+        (Some(s), None) => {
+            let expr = string(s, "schedule", d)?;
+            match crate::schedule::Schedule::cron(&expr, tz) {
+                Ok(sched) => Some(sched),
+                Err(e) => {
+                    d.error(s.pos(), format!("`{expr}` is not a 5-field cron schedule: {e}"), Some("write minute hour day-of-month month day-of-week, e.g. `0 8 * * MON-FRI`".into()));
+                    None
+                }
+            }
+        }
+        (None, Some(e)) => Some(crate::schedule::Schedule::Every(e)),
+        (Some(s), Some(_)) => {
+            d.error(
+                s.pos(),
+                format!("{what} has either `schedule:` or `every:`, not both"),
+                None,
+            );
+            None
+        }
+        (None, None) => {
+            d.error(
+                at,
+                format!("{what} needs a `schedule:` (5-field cron) or `every:`"),
+                Some(format!("write `{example}`, or e.g. `schedule: \"0 8 * * MON-FRI\"` with `timezone: Europe/Brussels`")),
+            );
+            None
+        }
+    }
 }
 
 fn file_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FileSource> {
@@ -500,61 +797,7 @@ fn body_pos(m: &MapReader) -> Pos {
 /// `digest: { every: 1h }`.
 fn digest(n: &Node, d: &mut Diags) -> Option<crate::schedule::Schedule> {
     let mut m = MapReader::new(n, "digest", d)?;
-    let every = m.get("every").and_then(|e| duration(e, "every", d));
-    let tz_node = m.get("timezone");
-    let tz = match tz_node {
-        Some(t) => {
-            let name = string(t, "timezone", d).unwrap_or_default();
-            match name.parse::<chrono_tz::Tz>() {
-                Ok(tz) => tz,
-                Err(_) => {
-                    let hint = crate::diag::did_you_mean(
-                        &name,
-                        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()),
-                    )
-                    .unwrap_or_else(|| {
-                        "write an IANA zone such as `Europe/Brussels`, `Asia/Tokyo` or `UTC`".into()
-                    });
-                    d.error(t.pos(), format!("unknown time zone `{name}`"), Some(hint));
-                    // Go on with UTC so the schedule is checked too.
-                    chrono_tz::UTC
-                }
-            }
-        }
-        None => chrono_tz::UTC,
-    };
-    let schedule = m.get("schedule");
+    let s = schedule(&mut m, n.pos(), "a digest", "digest: { every: 1h }", d);
     m.finish(d);
-    match (schedule, every) {
-        (Some(s), None) => {
-            let expr = string(s, "schedule", d)?;
-            match crate::schedule::Schedule::cron(&expr, tz) {
-                Ok(sched) => Some(sched),
-                Err(e) => {
-                    d.error(s.pos(), format!("`{expr}` is not a 5-field cron schedule: {e}"), Some("write minute hour day-of-month month day-of-week, e.g. `0 8 * * MON-FRI`".into()));
-                    None
-                }
-            }
-        }
-        (None, Some(e)) => Some(crate::schedule::Schedule::Every(e)),
-        (Some(s), Some(_)) => {
-            d.error(
-                s.pos(),
-                "a digest has either `schedule:` or `every:`, not both",
-                None,
-            );
-            None
-        }
-        (None, None) => {
-            d.error(
-                n.pos(),
-                "a digest needs a `schedule:` (5-field cron) or `every:`",
-                Some(
-                    "write `digest: { schedule: \"0 8 * * MON-FRI\", timezone: Europe/Brussels }`"
-                        .into(),
-                ),
-            );
-            None
-        }
-    }
+    s
 }

@@ -266,6 +266,8 @@ pub struct KeyState {
     pub since: DateTime<Utc>,
     pub last_sent: Option<DateTime<Utc>>,
     pub snapshot: Option<Arc<Snapshot>>,
+    /// `absent` rules: when the key last had a record.
+    pub seen: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -613,6 +615,7 @@ impl Engine {
                         since: now,
                         last_sent: firing.then_some(now),
                         snapshot: rule.keeps_snapshot().then(snapshot),
+                        seen: None,
                     },
                 );
             }
@@ -1153,7 +1156,7 @@ pub fn digest<'a>(
 
 /// Stable for one notification (an idempotency key): derived from what
 /// makes it unique, so retries and replays carry the same id.
-fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) -> String {
+pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) -> String {
     let mut h = Sha256::new();
     h.update(rule.as_bytes());
     h.update([0]);

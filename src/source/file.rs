@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::parse::{self, ParseError};
-use super::{Batch, SourceError};
+use super::{Batch, Health, SourceError};
 use crate::config::{FileSource, Format, Mode, SourceConfig};
 use crate::record::{Fields, Record, RecordKind};
 use crate::store::{Checkpoint, FileCheckpoint, LogCursor};
@@ -366,47 +366,19 @@ impl FileTracker {
                 }
                 let parsed =
                     parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
-                let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
-                let mut order = Vec::with_capacity(parsed.len());
-                for (line, fields) in parsed {
-                    let k = parse::row_key(&fields, &key).map_err(|m| SourceError {
+                let super::TableDiff {
+                    records: out,
+                    upsert,
+                    delete,
+                } = super::diff_table(rows, parsed, &key, mk).map_err(|(line, message)| {
+                    SourceError {
                         source: source.to_string(),
                         file: Some(path.to_path_buf()),
                         line,
-                        message: m,
+                        message,
                         retry: false,
-                    })?;
-                    if next.insert(k.clone(), fields).is_none() {
-                        order.push(k);
                     }
-                }
-                let mut out = Vec::new();
-                for k in &order {
-                    let new = &next[k];
-                    match rows.get(k) {
-                        Some(old) if old == new => {}
-                        old => out.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
-                    }
-                }
-                let mut removed: Vec<(&String, &Fields)> = rows
-                    .iter()
-                    .filter(|(k, _)| !next.contains_key(*k))
-                    .collect();
-                removed.sort_by(|a, b| a.0.cmp(b.0));
-                for (k, old) in removed {
-                    out.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
-                }
-                let upsert: Vec<(String, Fields)> = out
-                    .iter()
-                    .filter(|r| r.kind == RecordKind::Row)
-                    .map(|r| (r.key.clone(), next[&r.key].clone()))
-                    .collect();
-                let delete: Vec<String> = out
-                    .iter()
-                    .filter(|r| r.kind == RecordKind::Removed)
-                    .map(|r| r.key.clone())
-                    .collect();
-                *rows = next;
+                })?;
                 *sig = new_sig;
                 if !upsert.is_empty() || !delete.is_empty() {
                     self.pending.push(Checkpoint::Table {
@@ -709,7 +681,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
             "no file matches yet; waiting for one to appear"
         );
     }
-    if !send(&tx, &mut tracker, first).await {
+    if !send(&tx, &mut tracker, first, None).await {
         return;
     }
 
@@ -771,6 +743,9 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
         paths.sort();
         let now = Utc::now();
         let mut batch = Vec::new();
+        // A file refused whole is a failure of the source; a read that
+        // went through is a success (bad lines of a log are not counted).
+        let mut health = None;
         for p in paths {
             if !p.exists() {
                 // Gone (or mid-rename). Its rows stand until it returns: a
@@ -781,15 +756,19 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                 Ok((records, errors)) => {
                     report(&errors);
                     batch.extend(records);
+                    health.get_or_insert(Health::Ok);
                 }
                 Err(e) if e.retry => {
                     tracing::debug!(source = tracker.name(), file = %p.display(), "{}", e.message);
                     dirty.insert(p);
                 }
-                Err(e) => report(&[e]),
+                Err(e) => {
+                    health = Some(Health::Failed(e.to_string()));
+                    report(&[e]);
+                }
             }
         }
-        if !send(&tx, &mut tracker, batch).await {
+        if !send(&tx, &mut tracker, batch, health).await {
             return;
         }
     }
@@ -797,15 +776,21 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
 }
 
 /// Sends what was read, with where reading got to, as one batch.
-async fn send(tx: &mpsc::Sender<Batch>, tracker: &mut FileTracker, records: Vec<Record>) -> bool {
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    tracker: &mut FileTracker,
+    records: Vec<Record>,
+    health: Option<Health>,
+) -> bool {
     let checkpoints = tracker.take_checkpoints();
-    if records.is_empty() && checkpoints.is_empty() {
+    if records.is_empty() && checkpoints.is_empty() && health.is_none() {
         return true;
     }
     tx.send(Batch {
         source: tracker.name().to_string(),
         records,
         checkpoints,
+        health,
     })
     .await
     .is_ok()

@@ -1,16 +1,21 @@
 //! Sources turn the outside world into records; they know nothing of rules.
 //! Each source runs as its own task and sends batches to the engine.
 
+pub mod feed;
+pub mod fetch;
 pub mod file;
+pub mod health;
 pub mod parse;
+pub mod poll;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::record::Record;
+use crate::record::{Fields, Record, RecordKind};
 
 /// Records of one source that arrived together.
 #[derive(Debug)]
@@ -19,6 +24,29 @@ pub struct Batch {
     pub records: Vec<Record>,
     /// Where reading got to, committed with the batch's outcome.
     pub checkpoints: Vec<crate::store::Checkpoint>,
+    /// How the read went, for the source's health: `None` when the batch
+    /// says nothing of it.
+    pub health: Option<Health>,
+}
+
+impl Batch {
+    /// A batch that only reports health.
+    pub fn health(source: &str, health: Health) -> Batch {
+        Batch {
+            source: source.to_string(),
+            records: Vec::new(),
+            checkpoints: Vec::new(),
+            health: Some(health),
+        }
+    }
+}
+
+/// The outcome of one read or poll of a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// A fetch error, a non-2xx answer, a document that does not parse.
+    Failed(String),
 }
 
 /// A failed read or parse: logged with where and why; the source goes on.
@@ -63,19 +91,89 @@ impl std::fmt::Display for SourceError {
     }
 }
 
-/// Starts the task of one source.
-/// `stored` is what the store says this source read in earlier runs.
+/// What a new version of a table means: a record per row added or
+/// changed, one per row removed, and the store's update.
+pub(crate) struct TableDiff {
+    pub records: Vec<Record>,
+    pub upsert: Vec<(String, Fields)>,
+    pub delete: Vec<String>,
+}
+
+/// Compares `parsed` (rows with their line numbers) with `rows`, which
+/// becomes the new table. A row without its key refuses the whole table:
+/// the error is (line, message) and `rows` stays as it was.
+pub(crate) fn diff_table(
+    rows: &mut HashMap<String, Fields>,
+    parsed: Vec<(usize, Fields)>,
+    key: &[String],
+    mk: impl Fn(Fields, String, Option<Fields>, RecordKind) -> Record,
+) -> Result<TableDiff, (usize, String)> {
+    let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
+    let mut order = Vec::with_capacity(parsed.len());
+    for (line, fields) in parsed {
+        let k = parse::row_key(&fields, key).map_err(|m| (line, m))?;
+        if next.insert(k.clone(), fields).is_none() {
+            order.push(k);
+        }
+    }
+    let mut records = Vec::new();
+    for k in &order {
+        let new = &next[k];
+        match rows.get(k) {
+            Some(old) if old == new => {}
+            old => records.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
+        }
+    }
+    let mut removed: Vec<(&String, &Fields)> = rows
+        .iter()
+        .filter(|(k, _)| !next.contains_key(*k))
+        .collect();
+    removed.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, old) in removed {
+        records.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
+    }
+    let upsert = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Row)
+        .map(|r| (r.key.clone(), next[&r.key].clone()))
+        .collect();
+    let delete = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Removed)
+        .map(|r| r.key.clone())
+        .collect();
+    *rows = next;
+    Ok(TableDiff {
+        records,
+        upsert,
+        delete,
+    })
+}
+
+/// Starts the task of one source, from what the store says it read in
+/// earlier runs.
 pub fn spawn(
     cfg: &SourceConfig,
-    stored: std::collections::HashMap<PathBuf, crate::store::FileCheckpoint>,
+    store: &crate::store::Store,
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
     set: &mut tokio::task::JoinSet<()>,
-) {
+) -> Result<(), crate::store::StoreError> {
+    let mut stored = store.checkpoints(&cfg.name)?;
     match &cfg.kind {
         SourceKind::File(f) => {
             let tracker = file::FileTracker::new(cfg, f).with_checkpoints(stored);
             set.spawn(file::run(tracker, tx, shutdown));
         }
+        SourceKind::Feed(_) | SourceKind::Http(_) => {
+            let poll = store.poll_state(&cfg.name)?;
+            let url = cfg.poll().map(|p| p.url.to_string()).unwrap_or_default();
+            let table = match stored.remove(std::path::Path::new(&url)) {
+                Some(crate::store::FileCheckpoint::Table(rows)) => rows,
+                _ => HashMap::new(),
+            };
+            set.spawn(poll::run(cfg.clone(), poll, table, tx, shutdown));
+        }
     }
+    Ok(())
 }

@@ -97,7 +97,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// An array of objects, or an object holding one (the first array found).
-fn array_rows(v: Value) -> Result<Vec<(usize, Fields)>, ParseError> {
+pub fn array_rows(v: Value) -> Result<Vec<(usize, Fields)>, ParseError> {
     let arr = match v {
         Value::Array(a) => a,
         Value::Object(m) => match m.into_iter().find_map(|(_, v)| match v {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::engine::{KeyState, Notification, Snapshot};
 use crate::record::Fields;
@@ -25,7 +25,8 @@ pub struct StoreError {
 }
 
 /// Schema versions, applied in order at open.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE rule_state (
     rule TEXT NOT NULL, key TEXT NOT NULL,
     firing INTEGER NOT NULL, since TEXT NOT NULL, last_sent TEXT, snapshot TEXT,
@@ -48,7 +49,16 @@ CREATE TABLE history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,
     channel TEXT NOT NULL, rule TEXT NOT NULL, key TEXT NOT NULL,
     state TEXT NOT NULL, at TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT);
-"#];
+"#,
+    r#"
+CREATE TABLE poll_state (
+    source TEXT PRIMARY KEY, url TEXT NOT NULL, etag TEXT, last_modified TEXT);
+CREATE TABLE feed_seen (
+    source TEXT NOT NULL, id TEXT NOT NULL, last_seen TEXT NOT NULL,
+    PRIMARY KEY (source, id));
+ALTER TABLE rule_state ADD COLUMN seen TEXT;
+"#,
+];
 
 /// Where a log file was read to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +93,30 @@ pub enum Checkpoint {
         file: PathBuf,
         cursor: LogCursor,
     },
+    /// A successful poll: the URL and the validators of what it got.
+    Poll {
+        source: String,
+        url: String,
+        validators: crate::source::fetch::Validators,
+    },
+    /// Feed items seen (new, or still there) at `at`; ids not seen since
+    /// `forget_before` are dropped.
+    Seen {
+        source: String,
+        ids: Vec<String>,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    },
+}
+
+/// What a polled source knew at its last successful poll.
+#[derive(Clone, Debug, Default)]
+pub struct PollState {
+    /// The URL polled then: a different one now starts afresh.
+    pub url: String,
+    pub validators: crate::source::fetch::Validators,
+    /// Feed item ids, with when each was last in the feed.
+    pub seen: HashMap<String, DateTime<Utc>>,
 }
 
 /// One (rule, key)'s state after a batch: `None` when it went inactive.
@@ -178,7 +212,7 @@ impl Store {
     pub fn states(&self) -> Result<Vec<(String, String, KeyState)>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT rule, key, firing, since, last_sent, snapshot FROM rule_state")
+            .prepare("SELECT rule, key, firing, since, last_sent, snapshot, seen FROM rule_state")
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
@@ -193,6 +227,7 @@ impl Store {
                         snapshot: snapshot
                             .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
                             .map(std::sync::Arc::new),
+                        seen: r.get::<_, Option<String>>(6)?.map(|s| parse_ts(&s)),
                     },
                 ))
             })
@@ -253,6 +288,48 @@ impl Store {
         Ok(out)
     }
 
+    /// What a polled source knew at its last successful poll; `None` for a
+    /// source never polled.
+    pub fn poll_state(&self, source: &str) -> Result<Option<PollState>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT url, etag, last_modified FROM poll_state WHERE source = ?1",
+                [source],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((url, etag, last_modified)) = row else {
+            return Ok(None);
+        };
+        let mut st = self
+            .conn
+            .prepare("SELECT id, last_seen FROM feed_seen WHERE source = ?1")
+            .map_err(|e| self.err(e))?;
+        let seen = st
+            .query_map([source], |r| {
+                Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(Some(PollState {
+            url,
+            validators: crate::source::fetch::Validators {
+                etag,
+                last_modified,
+            },
+            seen,
+        }))
+    }
+
     /// Commits one batch: state changes, source checkpoints and the new
     /// notifications (one outbox row per channel), all or nothing.
     pub fn commit(
@@ -274,9 +351,9 @@ impl Store {
                         .as_ref()
                         .and_then(|s| serde_json::to_string(&**s).ok());
                     tx.execute(
-                        "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6",
-                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot],
+                        "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7",
+                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, s.seen.map(ts)],
                     )
                     .map_err(err)?;
                 }
@@ -328,6 +405,39 @@ impl Store {
                         "INSERT INTO log_cursor (source, file, dev, ino, offset, line, header, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, offset = ?5, line = ?6, header = ?7, count = ?8",
                         params![source, file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64],
+                    )
+                    .map_err(err)?;
+                }
+                Checkpoint::Poll {
+                    source,
+                    url,
+                    validators: v,
+                } => {
+                    tx.execute(
+                        "INSERT INTO poll_state (source, url, etag, last_modified) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (source) DO UPDATE SET url = ?2, etag = ?3, last_modified = ?4",
+                        params![source, url, v.etag, v.last_modified],
+                    )
+                    .map_err(err)?;
+                }
+                Checkpoint::Seen {
+                    source,
+                    ids,
+                    at,
+                    forget_before,
+                } => {
+                    let at = ts(*at);
+                    for id in ids {
+                        tx.execute(
+                            "INSERT INTO feed_seen (source, id, last_seen) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (source, id) DO UPDATE SET last_seen = ?3",
+                            params![source, id, at],
+                        )
+                        .map_err(err)?;
+                    }
+                    tx.execute(
+                        "DELETE FROM feed_seen WHERE source = ?1 AND last_seen < ?2",
+                        params![source, ts(*forget_before)],
                     )
                     .map_err(err)?;
                 }
@@ -568,6 +678,7 @@ mod tests {
                 since: now,
                 last_sent: Some(now),
                 snapshot: None,
+                seen: Some(now),
             };
             let rows: Fields = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
             s.commit(

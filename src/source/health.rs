@@ -1,0 +1,195 @@
+//! Source health: consecutive failures per source. After `fail_after` in a
+//! row, an internal `source-unhealthy` alert fires for that source to the
+//! channels under `health: {notify}`; it resolves when the source recovers.
+//! Its state lives in the store with the rules' state, so a restart
+//! neither repeats nor forgets it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::Health;
+use crate::config::Config;
+use crate::engine::{AlertState, KeyState, Notification, notification_id};
+use crate::rules::Severity;
+use crate::store::StateChange;
+
+/// The rule id of the internal alert; its key is the source's name.
+pub const RULE: &str = "source-unhealthy";
+
+pub struct HealthTracker {
+    notify: Arc<[String]>,
+    fail_after: HashMap<String, u32>,
+    failures: HashMap<String, u32>,
+    last_error: HashMap<String, String>,
+    /// Unhealthy sources, since when.
+    firing: HashMap<String, DateTime<Utc>>,
+}
+
+impl HealthTracker {
+    /// `stored` is this alert's state from the store (key = source).
+    pub fn new(cfg: &Config, stored: Vec<(String, KeyState)>) -> HealthTracker {
+        HealthTracker {
+            notify: Arc::from(cfg.health.notify.clone()),
+            fail_after: cfg
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.fail_after))
+                .collect(),
+            failures: HashMap::new(),
+            last_error: HashMap::new(),
+            firing: stored
+                .into_iter()
+                .filter(|(_, st)| st.firing)
+                .map(|(k, st)| (k, st.since))
+                .collect(),
+        }
+    }
+
+    /// Sources reported unhealthy now, with their last error.
+    pub fn unhealthy(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .firing
+            .keys()
+            .map(|s| {
+                (
+                    s.clone(),
+                    self.last_error.get(s).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Counts one outcome; returns the state change to store when the
+    /// source turns unhealthy or recovers, with its notification in `out`.
+    pub fn observe(
+        &mut self,
+        source: &str,
+        outcome: &Health,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) -> Option<StateChange> {
+        match outcome {
+            Health::Ok => {
+                self.failures.remove(source);
+                let since = self.firing.remove(source)?;
+                tracing::info!(source, "source recovered");
+                let error = self.last_error.remove(source).unwrap_or_default();
+                out.push(self.note(source, AlertState::Resolved, since, 0, &error, now));
+                Some((RULE.to_string(), source.to_string(), None))
+            }
+            Health::Failed(e) => {
+                let n = self.failures.entry(source.to_string()).or_default();
+                *n += 1;
+                let n = *n;
+                self.last_error.insert(source.to_string(), e.clone());
+                let limit = self.fail_after.get(source).copied().unwrap_or(3);
+                if n < limit || self.firing.contains_key(source) {
+                    return None;
+                }
+                tracing::warn!(source, failures = n, "source unhealthy: {e}");
+                self.firing.insert(source.to_string(), now);
+                out.push(self.note(source, AlertState::Firing, now, n, e, now));
+                Some((
+                    RULE.to_string(),
+                    source.to_string(),
+                    Some(KeyState {
+                        firing: true,
+                        since: now,
+                        last_sent: Some(now),
+                        snapshot: None,
+                        seen: None,
+                    }),
+                ))
+            }
+        }
+    }
+
+    fn note(
+        &self,
+        source: &str,
+        state: AlertState,
+        since: DateTime<Utc>,
+        failures: u32,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Notification {
+        let (summary, body) = match state {
+            AlertState::Firing => (
+                format!("source {source} is failing: {failures} failures in a row"),
+                format!("Source {source} failed {failures} times in a row.\nLast error: {error}\n"),
+            ),
+            AlertState::Resolved => (
+                format!("source {source} recovered"),
+                format!("Source {source} reads again.\nLast error before recovery: {error}\n"),
+            ),
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("source".into(), json!(source));
+        fields.insert("failures".into(), json!(failures));
+        fields.insert("error".into(), json!(error));
+        let started = match state {
+            AlertState::Firing => now,
+            AlertState::Resolved => since,
+        };
+        Notification {
+            id: notification_id(RULE, source, state, now),
+            rule: RULE.into(),
+            title: "Source unhealthy".into(),
+            severity: Severity::Warning,
+            state,
+            key: source.into(),
+            summary,
+            body,
+            source: source.into(),
+            labels: BTreeMap::new(),
+            fields,
+            prev: None,
+            link: None,
+            started_at: started,
+            at: now,
+            notify: self.notify.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = "rules: r.yaml\nsources:\n  - {name: news, type: feed, url: 'http://127.0.0.1:1/f', every: 1m}\nchannels:\n  - {name: ops, type: log}\nhealth: {notify: [ops]}\n";
+        Config::parse(std::path::Path::new("/tmp/t.yaml"), text).unwrap()
+    }
+
+    #[test]
+    fn fires_once_after_fail_after_and_resolves_on_recovery() {
+        let mut h = HealthTracker::new(&config(), vec![]);
+        let now = Utc::now();
+        let mut out = Vec::new();
+        let fail = Health::Failed("the server answered 500".into());
+        assert!(h.observe("news", &fail, now, &mut out).is_none());
+        assert!(h.observe("news", &fail, now, &mut out).is_none());
+        assert!(h.observe("news", &fail, now, &mut out).is_some());
+        assert!(h.observe("news", &fail, now, &mut out).is_none(), "once");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].state, AlertState::Firing);
+        assert_eq!(&*out[0].notify, &["ops".to_string()]);
+        assert!(out[0].summary.contains("3 failures"), "{}", out[0].summary);
+        assert_eq!(h.unhealthy().len(), 1);
+        let (_, _, st) = h.observe("news", &Health::Ok, now, &mut out).unwrap();
+        assert!(st.is_none());
+        assert_eq!(out[1].state, AlertState::Resolved);
+        assert!(h.observe("news", &Health::Ok, now, &mut out).is_none());
+        // A failure then a success never reaches the limit.
+        h.observe("news", &fail, now, &mut out);
+        h.observe("news", &Health::Ok, now, &mut out);
+        h.observe("news", &fail, now, &mut out);
+        h.observe("news", &fail, now, &mut out);
+        assert_eq!(out.len(), 2);
+    }
+}
