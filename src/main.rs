@@ -108,8 +108,11 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colours for a terminal only: a log file or a pipe gets plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Under systemd the journal stamps each line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {

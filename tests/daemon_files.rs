@@ -255,6 +255,14 @@ fn the_shipped_demo_fires_and_resolves() {
     let original = std::fs::read_to_string(&csv).unwrap();
     assert!(original.contains("CN,8505,Permanent magnets,145\n"));
     let d = Daemon::start(&config, &[]);
+    // The demo feed's first poll backfills: its one export-control item.
+    let v = wait_count(&alerts, 1);
+    assert_eq!(v[0]["rule"], "allied-export-control-statement");
+    assert_eq!(v[0]["key"], "meti-2026-0409-001");
+    assert_eq!(
+        v[0]["summary"],
+        "METI (JP): Review of export controls on rare earth magnets"
+    );
 
     write_in_place(
         &csv,
@@ -263,26 +271,26 @@ fn the_shipped_demo_fires_and_resolves() {
             "CN,8505,Permanent magnets,160",
         ),
     );
-    let v = wait_count(&alerts, 1);
-    assert_eq!(v[0]["rule"], "us-cn-tariff-above-157");
-    assert_eq!(v[0]["summary"], "CN 8505 tariff now 160% (threshold 157%)");
+    let v = wait_count(&alerts, 2);
+    assert_eq!(v[1]["rule"], "us-cn-tariff-above-157");
+    assert_eq!(v[1]["summary"], "CN 8505 tariff now 160% (threshold 157%)");
     d.wait_log("CN 8505 tariff now 160% (threshold 157%)", T);
     write_by_rename(&csv, &original);
-    if wait_for(T, || (read_jsonl(&alerts).len() >= 2).then_some(())).is_none() {
+    if wait_for(T, || (read_jsonl(&alerts).len() >= 3).then_some(())).is_none() {
         panic!("no resolve; log:\n{}", d.log());
     }
     let v = read_jsonl(&alerts);
-    assert_eq!(v[1]["state"], "resolved");
+    assert_eq!(v[2]["state"], "resolved");
 
     let statements = dir.path().join("config/demo/statements.jsonl");
     append(
         &statements,
         "{\"country\": \"JP\", \"issuer\": \"METI\", \"title\": \"New export controls on rare earth magnets\"}\n",
     );
-    let v = wait_count(&alerts, 3);
-    assert_eq!(v[2]["rule"], "allied-export-control-statement");
+    let v = wait_count(&alerts, 4);
+    assert_eq!(v[3]["rule"], "allied-export-control-statement");
     assert_eq!(
-        v[2]["summary"],
+        v[3]["summary"],
         "METI (JP): New export controls on rare earth magnets"
     );
     d.stop();

@@ -82,7 +82,7 @@ impl FeedTracker {
             }
         }
         if !self.known && !self.seen.is_empty() {
-            tracing::info!(source = %self.source, items = self.seen.len(), alerts = new.len(), "first poll of this feed: its items are recorded as seen");
+            tracing::info!(source = %self.source, items = self.seen.len(), backfilled = new.len(), "first poll of this feed: its items are recorded as seen (those within `backfill` go to the rules)");
         }
         self.known = true;
         // Oldest first; undated items keep their place after dated ones.

@@ -392,3 +392,114 @@ pub fn write_bytes_in_place(path: &Path, content: &[u8]) {
         .unwrap();
     f.write_all(content).unwrap();
 }
+
+// ---------------------------------------------------------------- feeds
+
+/// What the feed server serves at `/feed`, and what it saw.
+#[derive(Default)]
+pub struct Served {
+    pub body: Vec<u8>,
+    pub content_type: String,
+    /// Sent as ETag; a request with a matching If-None-Match gets 304.
+    pub etag: Option<String>,
+    /// Statuses to answer before serving the body again.
+    pub fail: std::collections::VecDeque<u16>,
+    /// Requests to `/feed`: their If-None-Match.
+    pub hits: Vec<Option<String>>,
+    pub not_modified: usize,
+}
+
+impl Served {
+    /// Serves a new version of the document, with a new ETag.
+    pub fn set(&mut self, body: &str) {
+        self.body = body.as_bytes().to_vec();
+        self.etag = Some(format!("\"v{}\"", self.hits.len() + 1000 * self.body.len()));
+    }
+}
+
+/// An HTTP server on 127.0.0.1:0 for polled sources: `/feed` serves
+/// [`Served`] with ETags and 304s; `/big` streams 3 MiB without a length;
+/// `/hang` never answers; `/loop` redirects to itself.
+pub struct FeedServer {
+    pub addr: SocketAddr,
+    pub served: Arc<Mutex<Served>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FeedServer {
+    pub fn start() -> FeedServer {
+        use axum::http::{HeaderMap, StatusCode, header};
+        use axum::response::{IntoResponse, Response};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served: Arc<Mutex<Served>> = Arc::default();
+        let s = served.clone();
+        let feed = move |headers: HeaderMap| {
+            let s = s.clone();
+            async move {
+                let mut st = s.lock().unwrap();
+                let inm = headers
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                st.hits.push(inm.clone());
+                if let Some(code) = st.fail.pop_front() {
+                    return StatusCode::from_u16(code).unwrap().into_response();
+                }
+                if inm.is_some() && inm == st.etag {
+                    st.not_modified += 1;
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                let mut r: Response = st.body.clone().into_response();
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, st.content_type.parse().unwrap());
+                if let Some(e) = &st.etag {
+                    h.insert(header::ETAG, e.parse().unwrap());
+                }
+                r
+            }
+        };
+        let big = || async {
+            let chunks = (0..48).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+        };
+        let hang = || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        };
+        let redirect = || async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) };
+        let app = axum::Router::new()
+            .route("/feed", axum::routing::get(feed))
+            .route("/big", axum::routing::get(big))
+            .route("/hang", axum::routing::get(hang))
+            .route("/loop", axum::routing::get(redirect));
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FeedServer {
+            addr,
+            served,
+            _rt: rt,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.served.lock().unwrap().hits.len()
+    }
+
+    /// Waits until the server has seen `n` more requests to `/feed`.
+    pub fn wait_hits(&self, n: usize, timeout: Duration) {
+        let target = self.hits() + n;
+        wait_for(timeout, || (self.hits() >= target).then_some(()))
+            .unwrap_or_else(|| panic!("the feed was not polled {n} more times"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Polled sources against a real HTTP server on loopback: new feed items
+//! fire once; the same feed polled again, a restart, or an item whose text
+//! changes under the same id send nothing; 304s are not parsed; a failing
+//! feed raises one `source-unhealthy` alert and resolves it; size limits,
+//! timeouts and redirect loops end a poll with a clear log line.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, FeedServer, read_jsonl, wait_for};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(20);
+
+fn rss(items: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Trade news</title><link>https://news.example.org/</link><description>d</description>",
+    );
+    for (guid, title) in items {
+        s.push_str(&format!(
+            "<item><guid>{guid}</guid><title>{title}</title><link>/n/{guid}</link></item>"
+        ));
+    }
+    s + "</channel></rss>"
+}
+
+fn setup(dir: &Path, sources: &str, rules: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+    let cfg = dir.join("tocsin.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state: state.db\nrules: rules.yaml\nsources:\n{sources}\nchannels:\n  - {{ name: audit, type: file, path: alerts.jsonl }}\nhealth: {{ notify: [audit] }}\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+const EXPORT_RULE: &str = r#"
+rules:
+  - id: export-controls
+    title: Statement on export controls
+    source: news
+    when: { text: [title, summary], any: ["export control*"] }
+    notify: [audit]
+"#;
+
+fn alerts(dir: &Path, rule: &str) -> Vec<Value> {
+    read_jsonl(&dir.join("alerts.jsonl"))
+        .into_iter()
+        .filter(|a| a["rule"] == rule)
+        .collect()
+}
+
+#[test]
+fn new_items_fire_once_across_polls_edits_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    {
+        let mut s = server.served.lock().unwrap();
+        s.content_type = "application/rss+xml".into();
+        s.set(&rss(&[("a", "Export controls on gallium")]));
+    }
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: news, type: feed, url: \"{}\", every: 1s, fields: {{ country: JP }} }}",
+            server.url("/feed")
+        ),
+        EXPORT_RULE,
+    );
+    let env = [("RUST_LOG", "info,tocsin=debug")];
+    let d = Daemon::start(&cfg, &env);
+    // The first poll records what is there and alerts on none.
+    d.wait_log("first poll of this feed", T);
+    server.wait_hits(2, T);
+    assert!(alerts(dir.path(), "export-controls").is_empty());
+
+    // A new matching item and a new other one: one alert.
+    server.served.lock().unwrap().set(&rss(&[
+        ("c", "Trade fair calendar"),
+        ("b", "New export controls on rare earths"),
+        ("a", "Export controls on gallium"),
+    ]));
+    let got = wait_for(T, || {
+        let a = alerts(dir.path(), "export-controls");
+        (!a.is_empty()).then_some(a)
+    })
+    .expect("an alert for the new item");
+    assert_eq!(got[0]["key"], "b");
+    assert_eq!(got[0]["fields"]["country"], "JP");
+    // Relative links resolve against the feed's URL; the payload's `link`
+    // is the item's.
+    assert_eq!(got[0]["link"], server.url("/n/b"));
+
+    // Unchanged: answered 304, counted and not parsed.
+    server.wait_hits(3, T);
+    let nm = server.served.lock().unwrap().not_modified;
+    assert!(nm >= 2, "304s answered: {nm}");
+    d.wait_log("not modified; nothing to parse", T);
+    // Same ids with new text: nothing.
+    server.served.lock().unwrap().set(&rss(&[
+        ("c", "Trade fair calendar"),
+        ("b", "New export controls on rare earths (corrected)"),
+        ("a", "Export controls on gallium, updated"),
+    ]));
+    server.wait_hits(3, T);
+    let log = d.stop();
+    assert_eq!(alerts(dir.path(), "export-controls").len(), 1, "{log}");
+
+    // After a restart, old items send nothing; a new one fires.
+    let d = Daemon::start(&cfg, &env);
+    server.wait_hits(3, T);
+    assert_eq!(alerts(dir.path(), "export-controls").len(), 1);
+    server.served.lock().unwrap().set(&rss(&[
+        ("d", "Export controls review"),
+        ("c", "Trade fair calendar"),
+        ("b", "New export controls on rare earths (corrected)"),
+        ("a", "Export controls on gallium, updated"),
+    ]));
+    wait_for(T, || {
+        (alerts(dir.path(), "export-controls").len() == 2).then_some(())
+    })
+    .expect("the item after the restart");
+    server.wait_hits(2, T);
+    let log = d.stop();
+    let keys: Vec<Value> = alerts(dir.path(), "export-controls")
+        .iter()
+        .map(|a| a["key"].clone())
+        .collect();
+    assert_eq!(keys, ["b", "d"], "{log}");
+    assert!(!log.contains("first poll of this feed"), "{log}");
+}
+
+#[test]
+fn backfill_alerts_on_recent_items_of_the_first_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    let now = chrono::Utc::now();
+    let old = (now - chrono::Duration::days(30)).to_rfc2822();
+    let recent = (now - chrono::Duration::hours(2)).to_rfc2822();
+    server.served.lock().unwrap().set(&format!(
+        "<rss version=\"2.0\"><channel><title>t</title>\
+         <item><guid>old</guid><title>Export controls, last month</title><pubDate>{old}</pubDate></item>\
+         <item><guid>new</guid><title>Export controls, today</title><pubDate>{recent}</pubDate></item>\
+         </channel></rss>"
+    ));
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: news, type: feed, url: \"{}\", every: 1h, backfill: 1d }}",
+            server.url("/feed")
+        ),
+        EXPORT_RULE,
+    );
+    let d = Daemon::start(&cfg, &[]);
+    let got = wait_for(T, || {
+        let a = alerts(dir.path(), "export-controls");
+        (!a.is_empty()).then_some(a)
+    })
+    .expect("the recent item");
+    std::thread::sleep(Duration::from_millis(500));
+    d.stop();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["key"], "new");
+}
+
+#[test]
+fn a_failing_feed_raises_one_unhealthy_alert_and_resolves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    {
+        let mut s = server.served.lock().unwrap();
+        s.set(&rss(&[("a", "Trade fair")]));
+        s.fail.extend([500, 500, 500, 500]);
+    }
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: news, type: feed, url: \"{}\", every: 1s }}",
+            server.url("/feed")
+        ),
+        EXPORT_RULE,
+    );
+    let d = Daemon::start(&cfg, &[]);
+    let got = wait_for(T, || {
+        let a = alerts(dir.path(), "source-unhealthy");
+        (a.len() >= 2).then_some(a)
+    })
+    .expect("firing, then resolved");
+    server.wait_hits(2, T);
+    let log = d.stop();
+    let got_now = alerts(dir.path(), "source-unhealthy");
+    assert_eq!(got_now.len(), 2, "{log}");
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["key"], "news");
+    assert!(
+        got[0]["summary"].as_str().unwrap().contains("3 failures"),
+        "{}",
+        got[0]
+    );
+    assert!(got[0]["fields"]["error"].as_str().unwrap().contains("500"));
+    assert_eq!(got[1]["state"], "resolved");
+    assert!(log.contains("the server answered 500"), "{log}");
+    assert!(log.contains("source recovered"), "{log}");
+}
+
+#[test]
+fn size_limits_timeouts_and_redirect_loops_end_a_poll_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: big, type: feed, url: \"{}\", every: 1h, max_body: 1MiB }}\n  - {{ name: slow, type: feed, url: \"{}\", every: 1h, timeout: 1s }}\n  - {{ name: loop, type: feed, url: \"{}\", every: 1h }}",
+            server.url("/big"),
+            server.url("/hang"),
+            server.url("/loop")
+        ),
+        "rules: []\n",
+    );
+    let d = Daemon::start(&cfg, &[]);
+    d.wait_log("larger than the limit of 1048576 bytes and was cut off", T);
+    d.wait_log("(timeout)", T);
+    d.wait_log("stopped following redirects", T);
+    let log = d.stop();
+    for name in ["big", "slow", "loop"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ERROR") && l.contains(&format!("source={name}"))),
+            "{name}: {log}"
+        );
+    }
+}
+
+#[test]
+fn an_http_json_table_fires_and_resolves_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    let doc = |cn: u32| {
+        format!(
+            r#"{{"data": {{"rates": [{{"partner": "CN", "rate_pct": {cn}}}, {{"partner": "JP", "rate_pct": 10}}]}}}}"#
+        )
+    };
+    {
+        let mut s = server.served.lock().unwrap();
+        s.content_type = "application/json".into();
+        s.set(&doc(150));
+    }
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: rates, type: http, url: \"{}\", every: 1s, key: [partner], items: /data/rates }}",
+            server.url("/feed")
+        ),
+        "rules:\n  - { id: cn-high, title: CN rate high, source: rates, where: { partner: CN }, when: { field: rate_pct, above: 157 }, notify: [audit] }\n",
+    );
+    let d = Daemon::start(&cfg, &[]);
+    server.wait_hits(2, T);
+    server.served.lock().unwrap().set(&doc(160));
+    wait_for(T, || {
+        (alerts(dir.path(), "cn-high").len() == 1).then_some(())
+    })
+    .expect("firing");
+    server.served.lock().unwrap().set(&doc(150));
+    wait_for(T, || {
+        (alerts(dir.path(), "cn-high").len() == 2).then_some(())
+    })
+    .expect("resolved");
+    d.stop();
+    let got = alerts(dir.path(), "cn-high");
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["key"], "CN");
+    assert_eq!(got[0]["prev"]["rate_pct"], 150);
+    assert_eq!(got[1]["state"], "resolved");
+}
