@@ -107,6 +107,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         health_state.into_iter().map(|(_, k, st)| (k, st)).collect(),
     );
     let gone = engine.restore(rule_state);
+    // `absent` rules count silence from now when they have no state yet.
+    engine.arm(Utc::now());
     if !gone.is_empty() {
         let mut rules: Vec<&str> = gone.iter().map(|(r, _)| r.as_str()).collect();
         rules.dedup();

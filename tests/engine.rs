@@ -692,3 +692,103 @@ fn the_fast_json_line_is_what_serde_writes() {
         );
     }
 }
+
+#[test]
+fn absent_fires_after_silence_resolves_on_a_record_and_counts_from_start() {
+    let mut e = engine(
+        "rules:\n  - { id: quiet, title: News quiet, source: news, when: { absent: 48h }, repeat: 24h, notify: [out] }\n",
+    );
+    e.arm(t0());
+    assert_eq!(e.next_deadline(), Some(t0() + Duration::hours(48)));
+    assert!(tick(&mut e, t0() + Duration::hours(47)).is_empty());
+    let out = tick(&mut e, t0() + Duration::hours(48));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, AlertState::Firing);
+    assert_eq!(out[0].key, "news");
+    assert_eq!(out[0].started_at, t0() + Duration::hours(48));
+    // Still silent: nothing until the reminder.
+    assert!(tick(&mut e, t0() + Duration::hours(60)).is_empty());
+    assert_eq!(tick(&mut e, t0() + Duration::hours(72)).len(), 1);
+    // A record ends the silence: resolved, and the clock starts again.
+    let at = t0() + Duration::hours(80);
+    let mut out = Vec::new();
+    e.observe(&event(json!({"title": "x"}), 1), at, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, AlertState::Resolved);
+    assert_eq!(e.next_deadline(), Some(at + Duration::hours(48)));
+    assert!(tick(&mut e, at + Duration::hours(47)).is_empty());
+    assert_eq!(tick(&mut e, at + Duration::hours(48)).len(), 1);
+}
+
+#[test]
+fn absent_with_filters_and_keys() {
+    // Only records passing the rest of `all` count; `key:` gives each key
+    // its own clock, started by its first record.
+    let mut e = engine(
+        "rules:\n  - id: partner-quiet\n    title: Partner quiet\n    source: news\n    key: \"{{ country }}\"\n    when:\n      all:\n        - { field: kind, equals: statement }\n        - { absent: 1h }\n    notify: [out]\n",
+    );
+    e.arm(t0());
+    assert_eq!(e.next_deadline(), None, "no key seen yet");
+    let mut out = Vec::new();
+    e.observe(
+        &event(json!({"country": "JP", "kind": "statement"}), 1),
+        t0(),
+        &mut out,
+    );
+    e.observe(
+        &event(json!({"country": "EU", "kind": "statement"}), 1),
+        t0() + Duration::minutes(30),
+        &mut out,
+    );
+    // A record that does not pass the filter does not reset JP's clock.
+    e.observe(
+        &event(json!({"country": "JP", "kind": "webinar"}), 1),
+        t0() + Duration::minutes(50),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    let out = tick(&mut e, t0() + Duration::minutes(60));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].key, "JP");
+    let out = tick(&mut e, t0() + Duration::minutes(90));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].key, "EU");
+    assert_eq!(out[0].fields["country"], "EU", "the last record's fields");
+}
+
+#[test]
+fn absent_clock_survives_a_restart_and_a_clock_jump() {
+    let rules = "rules:\n  - { id: quiet, title: Quiet, source: news, when: { absent: 2h }, notify: [out] }\n";
+    let mut e = engine(rules);
+    e.arm(t0());
+    let stored: Vec<_> = e
+        .take_changes()
+        .into_iter()
+        .filter_map(|(r, k, s)| Some((r, k, s?)))
+        .collect();
+    // Restarted an hour later: the clock keeps its start.
+    let mut e = engine(rules);
+    assert!(e.restore(stored).is_empty());
+    e.arm(t0() + Duration::hours(1));
+    assert_eq!(e.next_deadline(), Some(t0() + Duration::hours(2)));
+    // The wall clock jumps a day ahead: one alert, not one per missed hour.
+    assert_eq!(tick(&mut e, t0() + Duration::hours(26)).len(), 1);
+    assert!(tick(&mut e, t0() + Duration::hours(27)).is_empty());
+    // And back: nothing fires or resolves by itself.
+    assert!(tick(&mut e, t0()).is_empty());
+}
+
+#[test]
+fn absent_under_any_is_refused() {
+    let config = Config::parse(Path::new("/cfg/tocsin.yaml"), CONFIG).unwrap();
+    let (_, diags) = RuleSet::parse([(
+        Path::new("/cfg/rules.yaml"),
+        "rules:\n  - id: q\n    source: news\n    when:\n      any:\n        - { absent: 1h }\n        - { field: x, equals: y }\n",
+    )]);
+    let text = tocsin::diag::render_all(&diags);
+    assert!(
+        text.contains("rules.yaml:6:21: error: `absent` applies to the whole rule"),
+        "{text}"
+    );
+    let _ = config;
+}

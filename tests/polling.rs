@@ -277,3 +277,43 @@ fn an_http_json_table_fires_and_resolves_per_row() {
     assert_eq!(got[0]["prev"]["rate_pct"], 150);
     assert_eq!(got[1]["state"], "resolved");
 }
+
+#[test]
+fn a_quiet_feed_fires_absent_and_a_new_item_resolves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&rss(&[("a", "Trade fair")]));
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: news, type: feed, url: \"{}\", every: 1s }}",
+            server.url("/feed")
+        ),
+        "rules:\n  - { id: news-quiet, title: No news, source: news, when: { absent: 2s }, notify: [audit] }\n",
+    );
+    let d = Daemon::start(&cfg, &[]);
+    let got = wait_for(T, || {
+        let a = alerts(dir.path(), "news-quiet");
+        (!a.is_empty()).then_some(a)
+    })
+    .expect("firing after 2s without items");
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["key"], "news");
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&rss(&[("b", "Export news"), ("a", "Trade fair")]));
+    let got = wait_for(T, || {
+        let a = alerts(dir.path(), "news-quiet");
+        (a.len() >= 2).then_some(a)
+    })
+    .expect("resolved by the new item");
+    d.stop();
+    assert_eq!(got[1]["state"], "resolved");
+    assert_eq!(got[1]["fields"]["id"], "b");
+}

@@ -148,11 +148,27 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             summary,
             body,
             key,
-            condition: def
-                .when
-                .as_ref()
-                .map(describe)
-                .unwrap_or_else(|| "every record".into()),
+            condition: match (def.absent, &def.when) {
+                (Some(a), None) => format!("no record for {}", humantime::format_duration(a)),
+                (Some(a), Some(w)) => format!(
+                    "no record where {} for {}",
+                    describe(w),
+                    humantime::format_duration(a)
+                ),
+                (None, w) => w
+                    .as_ref()
+                    .map(describe)
+                    .unwrap_or_else(|| "every record".into()),
+            },
+            absent: def
+                .absent
+                .map(|a| chrono::Duration::from_std(a).unwrap_or(chrono::Duration::MAX)),
+            absent_key: def
+                .sources
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             shown_fields: shown,
         });
         out.append(&mut d.out);
@@ -324,6 +340,8 @@ fn collect_slots(e: &Expr, interner: &Interner, out: &mut HashSet<usize>) {
 
 fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) -> Expr {
     match c {
+        // Taken out of the condition by the reader; holds if it were left.
+        Cond::Absent { .. } => Expr::All(Vec::new()),
         Cond::Cmp { field, op, value } => {
             let slot = it.slot(field);
             let x = match value {
@@ -512,5 +530,6 @@ pub fn describe(c: &Cond) -> String {
             v.iter().map(describe).collect::<Vec<_>>().join(" or ")
         ),
         Cond::Not(c) => format!("not ({})", describe(c)),
+        Cond::Absent { dur, .. } => format!("no record for {}", humantime::format_duration(*dur)),
     }
 }

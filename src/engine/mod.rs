@@ -84,11 +84,15 @@ pub struct Rule {
     pub condition: String,
     /// Fields compared as numbers, shown in the default summary.
     pub shown_fields: Vec<String>,
+    /// `absent: D`: fires when no record passing `expr` came for D.
+    pub absent: Option<Duration>,
+    /// The one key of an `absent` rule without `key:` (its sources).
+    pub absent_key: String,
 }
 
 impl Rule {
     fn keeps_snapshot(&self) -> bool {
-        self.for_ > Duration::zero() || self.repeat.is_some()
+        self.for_ > Duration::zero() || self.repeat.is_some() || self.absent.is_some()
     }
 }
 
@@ -543,6 +547,14 @@ impl Engine {
                         }
                     }
                 };
+            if rule.absent.is_some() {
+                // A record that counts resets the silence; others do nothing.
+                if holds {
+                    let r = rec.get();
+                    self.absent_seen(c, ri, r, now, out);
+                }
+                continue;
+            }
             // Not holding, with no state to end: nothing can happen.
             if !holds && (self.states[ri].is_empty() || (event && rule.key.is_none())) {
                 continue;
@@ -659,12 +671,135 @@ impl Engine {
         }
     }
 
+    /// A record for an `absent` rule: the silence of its key ends; a key
+    /// that was firing resolves.
+    fn absent_seen(
+        &mut self,
+        c: &Compiled,
+        ri: usize,
+        rec: &Record,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
+        let rule = &c.rules[ri];
+        let key = match &rule.key {
+            Some(t) => render_key(c, t, rule, rec),
+            None => rule.absent_key.clone(),
+        };
+        let st = self.states[ri].entry(key.clone()).or_insert(KeyState {
+            firing: false,
+            since: now,
+            last_sent: None,
+            snapshot: None,
+            seen: None,
+        });
+        if st.firing {
+            st.firing = false;
+            if rule.resolve != Some(false) {
+                out.push(make(
+                    c,
+                    rule,
+                    &key,
+                    AlertState::Resolved,
+                    &rec.source,
+                    &rec.fields,
+                    rec.prev.as_ref(),
+                    st.since,
+                    now,
+                ));
+            }
+        }
+        st.seen = Some(now);
+        st.since = now;
+        st.snapshot = Some(Arc::new(Snapshot {
+            source: rec.source.clone(),
+            fields: rec.fields.clone(),
+            prev: rec.prev.clone(),
+        }));
+        self.changed.push((ri, key));
+    }
+
+    /// Starts the clock of `absent` rules without `key:` that have no
+    /// state yet (new rules, a first start): silence counts from `now`.
+    pub fn arm(&mut self, now: DateTime<Utc>) {
+        let compiled = Arc::clone(&self.compiled);
+        for (ri, rule) in compiled.rules.iter().enumerate() {
+            if rule.absent.is_none() || rule.key.is_some() {
+                continue;
+            }
+            if !self.states[ri].contains_key(&rule.absent_key) {
+                self.states[ri].insert(
+                    rule.absent_key.clone(),
+                    KeyState {
+                        firing: false,
+                        since: now,
+                        last_sent: None,
+                        snapshot: None,
+                        seen: Some(now),
+                    },
+                );
+                self.changed.push((ri, rule.absent_key.clone()));
+            }
+        }
+    }
+
+    /// `absent` rules at `now`: keys silent for their duration fire (once,
+    /// then at each `repeat`).
+    fn tick_absent(
+        &mut self,
+        c: &Compiled,
+        ri: usize,
+        absent: Duration,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
+        let rule = &c.rules[ri];
+        let empty = Fields::new();
+        for (key, st) in self.states[ri].iter_mut() {
+            let seen = st.seen.unwrap_or(st.since);
+            let due = if !st.firing {
+                now - seen >= absent
+            } else {
+                rule.repeat
+                    .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
+            };
+            if !due {
+                continue;
+            }
+            if !st.firing {
+                st.firing = true;
+                st.since = seen + absent;
+            }
+            st.last_sent = Some(now);
+            self.changed.push((ri, key.clone()));
+            let (source, fields, prev) = match &st.snapshot {
+                Some(s) => (&*s.source, &s.fields, s.prev.as_ref()),
+                None => (rule.absent_key.as_str(), &empty, None),
+            };
+            out.push(make(
+                c,
+                rule,
+                key,
+                AlertState::Firing,
+                source,
+                fields,
+                prev,
+                st.since,
+                now,
+            ));
+        }
+    }
+
     /// Time passing: pending keys whose `for:` has elapsed fire, firing keys
-    /// due a `repeat:` remind.
+    /// due a `repeat:` remind, silent keys of `absent` rules fire.
     pub fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Notification>) {
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
         for (ri, rule) in c.rules.iter().enumerate() {
+            if let Some(a) = rule.absent {
+                self.tick_absent(c, ri, a, now, out);
+                continue;
+            }
             if !rule.keeps_snapshot() {
                 continue;
             }
@@ -707,7 +842,14 @@ impl Engine {
                 continue;
             }
             for st in self.states[ri].values() {
-                let t = if !st.firing {
+                let t = if let Some(a) = rule.absent {
+                    if st.firing {
+                        rule.repeat
+                            .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
+                    } else {
+                        Some(st.seen.unwrap_or(st.since) + a)
+                    }
+                } else if !st.firing {
                     Some(st.since + rule.for_)
                 } else {
                     rule.repeat

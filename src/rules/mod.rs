@@ -57,6 +57,8 @@ pub struct RuleDef {
     pub sources: Vec<(String, Pos)>,
     /// `where:` and `when:` together; `None` matches every record.
     pub when: Option<Cond>,
+    /// `absent: D`: fires when no record (passing `when`) came for D.
+    pub absent: Option<Duration>,
     pub for_: Duration,
     pub for_pos: Option<Pos>,
     pub repeat: Option<Duration>,
@@ -134,6 +136,11 @@ pub enum Cond {
         up: bool,
         amount: f64,
         percent: bool,
+    },
+    /// Only while reading: [`RuleDef::absent`] holds it after.
+    Absent {
+        dur: Duration,
+        pos: Pos,
     },
     All(Vec<Cond>),
     Any(Vec<Cond>),

@@ -142,6 +142,7 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         1 => conds.pop(),
         _ => Some(Cond::All(conds)),
     };
+    let (when, absent) = split_absent(when, d);
     let for_node = m.get("for");
     let for_ = for_node
         .and_then(|f| duration(f, "for", d))
@@ -178,6 +179,7 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         labels,
         sources,
         when,
+        absent,
         for_,
         for_pos: for_node.map(Node::pos),
         repeat,
@@ -261,7 +263,7 @@ const FIELD_OPS: [&str; 12] = [
     "increased_by",
     "decreased_by",
 ];
-const LATER: [&str; 4] = ["count", "absent", "expr", "within"];
+const LATER: [&str; 3] = ["count", "expr", "within"];
 
 pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     let mut m = MapReader::new(n, "condition", d)?;
@@ -274,7 +276,18 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
         );
         return None;
     }
-    let out = if m.has("text") {
+    let out = if let Some(a) = m.get("absent") {
+        duration(a, "absent", d).map(|dur| {
+            if dur.is_zero() {
+                d.error(
+                    a.pos(),
+                    "`absent: 0s` would always hold",
+                    Some("give how long a silence is worth an alert, e.g. `absent: 48h`".into()),
+                );
+            }
+            Cond::Absent { dur, pos: a.pos() }
+        })
+    } else if m.has("text") {
         text_cond(&mut m, d)
     } else if m.has("field") {
         field_cond(&mut m, d)
@@ -315,6 +328,54 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     };
     m.finish(d);
     out
+}
+
+/// `absent` is a property of the whole rule: the condition itself, or a
+/// member of its top-level `all` (the other members then say which records
+/// count). Anywhere else (under `any` or `not`) it is reported.
+fn split_absent(when: Option<Cond>, d: &mut Diags) -> (Option<Cond>, Option<Duration>) {
+    fn take(c: Cond, found: &mut Vec<(Duration, Pos)>) -> Option<Cond> {
+        match c {
+            Cond::Absent { dur, pos } => {
+                found.push((dur, pos));
+                None
+            }
+            Cond::All(parts) => {
+                let rest: Vec<Cond> = parts.into_iter().filter_map(|p| take(p, found)).collect();
+                match rest.len() {
+                    0 => None,
+                    _ => Some(Cond::All(rest)),
+                }
+            }
+            other => Some(other),
+        }
+    }
+    fn misplaced(c: &Cond, d: &mut Diags) {
+        match c {
+            Cond::Absent { pos, .. } => d.error(
+                *pos,
+                "`absent` applies to the whole rule: it cannot sit under `any` or `not`",
+                Some("make `absent` the rule's condition, or a member of its top-level `all` beside filters".into()),
+            ),
+            Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| misplaced(c, d)),
+            Cond::Not(c) => misplaced(c, d),
+            _ => {}
+        }
+    }
+    let Some(c) = when else { return (None, None) };
+    let mut found = Vec::new();
+    let rest = take(c, &mut found);
+    if let Some(r) = &rest {
+        misplaced(r, d);
+    }
+    if found.len() > 1 {
+        d.error(
+            found[1].1,
+            "a rule has one `absent`",
+            Some("keep one".into()),
+        );
+    }
+    (rest, found.first().map(|(dur, _)| *dur))
 }
 
 fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
