@@ -6,9 +6,7 @@
 //! the last word a prefix (`control*` matches "controls"). HTML is stripped
 //! and runs of white space count as one space before matching.
 
-use aho_corasick::{
-    AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind,
-};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -23,6 +21,8 @@ pub struct PhraseRef {
 pub struct PhraseSetBuilder {
     ids: HashMap<String, u32>,
     patterns: Vec<String>,
+    /// Per pattern: some rule uses it as a prefix (`control*`).
+    prefix: Vec<bool>,
 }
 
 impl PhraseSetBuilder {
@@ -35,8 +35,10 @@ impl PhraseSetBuilder {
         let next = self.patterns.len() as u32;
         let pid = *self.ids.entry(norm.clone()).or_insert_with(|| {
             self.patterns.push(norm);
+            self.prefix.push(false);
             next
         });
+        self.prefix[pid as usize] |= prefix;
         PhraseRef { pid, prefix }
     }
 
@@ -44,17 +46,10 @@ impl PhraseSetBuilder {
         const OK: &str = "phrases are plain strings and always build";
         let matcher = if self.patterns.is_empty() {
             None
-        } else if let Some(gate) = Gate::of(&self.patterns) {
-            let dfa = aho_corasick::dfa::DFA::builder()
-                .match_kind(MatchKind::Standard)
-                .start_kind(StartKind::Anchored)
-                .build(&self.patterns)
-                .expect(OK);
-            let lens = self.patterns.iter().map(String::len).collect();
+        } else if let Some(trie) = WordTrie::of(&self.patterns, &self.prefix) {
             Some(Matcher::Gated {
-                dfa: Box::new(dfa),
-                gate,
-                lens,
+                gate: Gate::of(&self.patterns),
+                trie: Box::new(trie),
             })
         } else {
             Some(Matcher::Full(
@@ -76,11 +71,11 @@ impl PhraseSetBuilder {
 enum Matcher {
     /// One unanchored pass over every byte of the text.
     Full(AhoCorasick),
-    /// Anchored walks from the word starts that open like some phrase.
+    /// From word starts (those that open like some phrase, when few
+    /// phrases make that test worth it), a walk word by word.
     Gated {
-        dfa: Box<aho_corasick::dfa::DFA>,
-        gate: Gate,
-        lens: Vec<usize>,
+        gate: Option<Gate>,
+        trie: Box<WordTrie>,
     },
 }
 
@@ -101,9 +96,9 @@ struct Gate {
 }
 
 impl Gate {
-    /// Past this many distinct openings, false passes grow common and one
-    /// unanchored pass over the text is cheaper.
-    const MAX_OPENINGS: usize = 4096;
+    /// Past this many distinct openings the gate lets most words through
+    /// and costs more than it saves: every word start is walked instead.
+    const MAX_OPENINGS: usize = 1024;
 
     fn of(patterns: &[String]) -> Option<Gate> {
         let mut threes = Vec::new();
@@ -197,12 +192,12 @@ impl PhraseSet {
     /// `buf` is scratch space, reused across calls to spare an allocation.
     pub fn scan(&self, text: &str, scratch: &mut ScanBuf, mut hit: impl FnMut(u32, bool)) {
         let Some(matcher) = &self.matcher else { return };
-        if let Matcher::Gated { dfa, gate, lens } = matcher {
+        if let Matcher::Gated { gate, trie } = matcher {
             // Fast path: plain ASCII text needing no normalisation is walked
             // as it is, lowercased on the fly; one classifying pass finds
             // both its word starts and whether it needs normalising.
             if word_masks(text.as_bytes(), &mut scratch.masks, true) {
-                gated_scan(dfa, gate, lens, text.as_bytes(), &scratch.masks, &mut hit);
+                gated_scan(trie, gate, text.as_bytes(), &scratch.masks, &mut hit);
                 return;
             }
         }
@@ -221,9 +216,9 @@ impl PhraseSet {
         let bytes = hay.as_bytes();
         let ac = match matcher {
             Matcher::Full(ac) => ac,
-            Matcher::Gated { dfa, gate, lens } => {
+            Matcher::Gated { gate, trie } => {
                 word_masks(bytes, &mut scratch.masks, false);
-                gated_scan(dfa, gate, lens, bytes, &scratch.masks, &mut hit);
+                gated_scan(trie, gate, bytes, &scratch.masks, &mut hit);
                 return;
             }
         };
@@ -363,21 +358,15 @@ mod avx2 {
     }
 }
 
-/// Walks the anchored automaton from each word start that the gate lets
-/// through, reporting phrases that start exactly there.
+/// From each word start that the gate lets through, walks the phrases
+/// word by word, reporting phrases that start exactly there.
 fn gated_scan(
-    dfa: &aho_corasick::dfa::DFA,
-    gate: &Gate,
-    lens: &[usize],
+    trie: &WordTrie,
+    gate: &Option<Gate>,
     bytes: &[u8],
     masks: &[u64],
     hit: &mut impl FnMut(u32, bool),
 ) {
-    use aho_corasick::automaton::Automaton;
-    let Ok(start) = dfa.start_state(Anchored::Yes) else {
-        return;
-    };
-    let n = bytes.len();
     // Word starts: word bytes whose left neighbour is not one.
     let mut carry = 0u64;
     for (c, &mask) in masks.iter().enumerate() {
@@ -386,40 +375,279 @@ fn gated_scan(
         while starts != 0 {
             let i = c * 64 + starts.trailing_zeros() as usize;
             starts &= starts - 1;
-            if i + 1 < n && gate.opens(bytes, i) {
-                walk(dfa, start, lens, bytes, i, hit);
+            if gate.as_ref().is_none_or(|g| g.opens(bytes, i)) {
+                trie.walk(bytes, masks, i, hit);
             }
         }
     }
 }
 
-/// Runs the anchored automaton from `i`, reporting phrases that start there.
-fn walk(
-    dfa: &aho_corasick::dfa::DFA,
-    start: aho_corasick::automaton::StateID,
-    lens: &[usize],
-    bytes: &[u8],
-    i: usize,
-    hit: &mut impl FnMut(u32, bool),
-) {
-    use aho_corasick::automaton::Automaton;
-    let n = bytes.len();
-    let mut sid = start;
-    for (j, &b) in bytes[i..].iter().enumerate() {
-        sid = dfa.next_state(Anchored::Yes, sid, LOWER[b as usize]);
-        if dfa.is_dead(sid) {
-            return;
+/// The first position at or after `i` whose mask bit is `set`, else `n`.
+fn next_bit(masks: &[u64], i: usize, n: usize, set: bool) -> usize {
+    let mut w = i / 64;
+    if w >= masks.len() {
+        return n;
+    }
+    let flip = if set { 0 } else { !0u64 };
+    let mut m = (masks[w] ^ flip) & (!0u64 << (i % 64));
+    loop {
+        if m != 0 {
+            return (w * 64 + m.trailing_zeros() as usize).min(n);
         }
-        if dfa.is_match(sid) {
-            let end = i + j + 1;
-            for k in 0..dfa.match_len(sid) {
-                let pid = dfa.match_pattern(sid, k).as_usize();
-                // Match sets include suffixes of the path; only phrases that
-                // start at `i` count here.
-                if lens[pid] == end - i {
-                    hit(pid as u32, end == n || !WORD[bytes[end] as usize]);
+        w += 1;
+        if w >= masks.len() {
+            return n;
+        }
+        m = masks[w] ^ flip;
+    }
+}
+
+/// A hash of a chunk that ignores ASCII case, eight bytes at a step.
+/// Bytes are folded with `| 0x20`, which maps more than case together;
+/// the few extra collisions this allows are settled by [`WordTrie::confirm`].
+fn chunk_hash(bytes: &[u8]) -> u64 {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut blocks = bytes.chunks_exact(8);
+    for c in &mut blocks {
+        let v = u64::from_le_bytes(c.try_into().expect("8 bytes")) | FOLD;
+        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h ^ (u64::from_le_bytes(buf) | FOLD))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    h ^ (h >> 31)
+}
+
+/// [`chunk_hash`] of `bytes[start..end]`, reading the last partial block
+/// as one load when the text goes on far enough (the usual case), masked
+/// to the chunk: same value, no copy.
+#[inline]
+fn chunk_hash_at(bytes: &[u8], start: usize, end: usize) -> u64 {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let len = end - start;
+    let full = len / 8 * 8;
+    let rest = len - full;
+    if rest == 0 || start + full + 8 > bytes.len() {
+        return chunk_hash(&bytes[start..end]);
+    }
+    let mut h = (len as u64).wrapping_mul(K);
+    for k in (start..start + full).step_by(8) {
+        let v = u64::from_le_bytes(bytes[k..k + 8].try_into().expect("8 bytes")) | FOLD;
+        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    }
+    let k = start + full;
+    let raw = u64::from_le_bytes(bytes[k..k + 8].try_into().expect("8 bytes"));
+    let keep = (1u64 << (8 * rest)) - 1;
+    // The copied block of `chunk_hash` is zero past the chunk, then folded.
+    let v = (raw & keep) | FOLD;
+    h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    h ^ (h >> 31)
+}
+
+/// Phrases as chains of chunks: the first word, then each separator with
+/// the word after it (`anti-dumping duty` is `anti`, `-dumping`, ` duty`).
+/// A chain is known by its path hash, each chunk's hash folded into the
+/// one before, so a walk from a word start hashes the words it passes and
+/// asks a Bloom filter, small enough to stay in cache, whether any phrase
+/// goes on that way; tables are read only for phrases found. Most words
+/// that begin some phrase are followed by none of its next words, and cost
+/// two hashes and two bit tests: ten thousand phrases cost little more
+/// than a hundred.
+struct WordTrie {
+    /// Keys: `more` (some phrase goes on past this path), `end` (a phrase
+    /// ends here), `has_prefix` (a prefix phrase's last chunk leaves here),
+    /// and each prefix chunk; two bits each.
+    bloom: Vec<u64>,
+    shift: u32,
+    /// Path hash → phrases that end there.
+    ends: rustc_hash::FxHashMap<u64, Vec<u32>>,
+    /// Prefix key → prefix phrases whose last chunk it is.
+    prefixes: rustc_hash::FxHashMap<u64, Vec<u32>>,
+    /// Lengths of prefix chunks that are a phrase's first (and only) word,
+    /// and of those further in, ascending.
+    root_lens: Vec<u32>,
+    deep_lens: Vec<u32>,
+    /// The phrases, to confirm a find byte for byte (hashes may collide).
+    patterns: Vec<Box<[u8]>>,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    (a.rotate_left(23) ^ b).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The path after one more chunk.
+fn path_step(path: u64, chunk: u64) -> u64 {
+    mix(path ^ 0x5851_F42D_4C95_7F2D, chunk)
+}
+
+const MORE: u64 = 0x1;
+const END: u64 = 0x2;
+const HAS_PREFIX: u64 = 0x3;
+/// Any of the three: some phrase passes this path.
+const ANY: u64 = 0x5;
+
+fn key(path: u64, kind: u64) -> u64 {
+    mix(path, kind)
+}
+
+fn prefix_key(path: u64, len: u32, h: u64) -> u64 {
+    mix(mix(path, 0x4 + ((len as u64) << 8)), h)
+}
+
+impl WordTrie {
+    /// `None` when some phrase does not start and end with a word byte: the
+    /// word-by-word walk cannot place it.
+    fn of(patterns: &[String], prefix: &[bool]) -> Option<WordTrie> {
+        let mut t = WordTrie {
+            bloom: Vec::new(),
+            shift: 0,
+            ends: Default::default(),
+            prefixes: Default::default(),
+            root_lens: Vec::new(),
+            deep_lens: Vec::new(),
+            patterns: patterns.iter().map(|p| p.as_bytes().into()).collect(),
+        };
+        let mut keys = Vec::new();
+        for (pid, p) in patterns.iter().enumerate() {
+            let b = p.as_bytes();
+            if !b.first().is_some_and(|&x| is_word_byte(x)) || !is_word_byte(b[b.len() - 1]) {
+                return None;
+            }
+            // Chunk ends: the end of each run of word bytes.
+            let ends: Vec<usize> = (1..=b.len())
+                .filter(|&k| is_word_byte(b[k - 1]) && (k == b.len() || !is_word_byte(b[k])))
+                .collect();
+            let mut path = 0u64;
+            let mut start = 0;
+            for (ci, &end) in ends.iter().enumerate() {
+                let chunk = &b[start..end];
+                if ci > 0 {
+                    keys.push(key(path, MORE));
+                    keys.push(key(path, ANY));
+                }
+                if ci + 1 == ends.len() && prefix[pid] {
+                    let len = chunk.len() as u32;
+                    let k = prefix_key(path, len, chunk_hash(chunk));
+                    t.prefixes.entry(k).or_default().push(pid as u32);
+                    keys.push(k);
+                    let lens = if ci == 0 {
+                        &mut t.root_lens
+                    } else {
+                        keys.push(key(path, HAS_PREFIX));
+                        keys.push(key(path, ANY));
+                        &mut t.deep_lens
+                    };
+                    if let Err(at) = lens.binary_search(&len) {
+                        lens.insert(at, len);
+                    }
+                    break;
+                }
+                path = path_step(path, chunk_hash(chunk));
+                if ci + 1 == ends.len() {
+                    t.ends.entry(path).or_default().push(pid as u32);
+                    keys.push(key(path, END));
+                    keys.push(key(path, ANY));
+                }
+                start = end;
+            }
+        }
+        // About 12 bits per key: under 2% of tests pass by chance.
+        keys.sort_unstable();
+        keys.dedup();
+        let bits = (keys.len() * 12).next_power_of_two().max(4096);
+        t.bloom = vec![0; bits / 64];
+        t.shift = 64 - bits.trailing_zeros();
+        for k in keys {
+            let (a, b) = t.bits(k);
+            t.bloom[a / 64] |= 1 << (a % 64);
+            t.bloom[b / 64] |= 1 << (b % 64);
+        }
+        Some(t)
+    }
+
+    fn bits(&self, key: u64) -> (usize, usize) {
+        let a = (key >> self.shift) as usize;
+        let b = (key.rotate_left(32) >> self.shift) as usize;
+        (a, b)
+    }
+
+    fn may(&self, key: u64) -> bool {
+        let (a, b) = self.bits(key);
+        (self.bloom[a / 64] >> (a % 64)) & (self.bloom[b / 64] >> (b % 64)) & 1 != 0
+    }
+
+    /// Whether phrase `pid` is spelt at `i` (bytes lowercased as compared).
+    fn confirm(&self, pid: u32, bytes: &[u8], i: usize) -> bool {
+        let p = &self.patterns[pid as usize];
+        bytes.get(i..i + p.len()).is_some_and(|t| {
+            t.iter()
+                .zip(p.iter())
+                .all(|(&a, &b)| LOWER[a as usize] == b)
+        })
+    }
+
+    /// Reports the phrases that start at word start `i`.
+    fn walk(&self, bytes: &[u8], masks: &[u64], i: usize, hit: &mut impl FnMut(u32, bool)) {
+        let n = bytes.len();
+        let mut path = 0u64;
+        let mut start = i;
+        let mut end = next_bit(masks, i, n, false);
+        let mut lens: &[u32] = &self.root_lens;
+        loop {
+            // Prefix phrases: the chunk's first `len` bytes, for each length
+            // some prefix phrase has here.
+            for &len in lens {
+                let stop = start + len as usize;
+                if stop > end {
+                    break;
+                }
+                let pk = prefix_key(path, len, chunk_hash_at(bytes, start, stop));
+                if self.may(pk)
+                    && let Some(pids) = self.prefixes.get(&pk)
+                {
+                    for &pid in pids {
+                        if self.confirm(pid, bytes, i) {
+                            hit(pid, stop == end);
+                        }
+                    }
                 }
             }
+            path = path_step(path, chunk_hash_at(bytes, start, end));
+            // One test turns away the paths no phrase takes: most words.
+            if !self.may(key(path, ANY)) {
+                return;
+            }
+            if self.may(key(path, END))
+                && let Some(pids) = self.ends.get(&path)
+            {
+                for &pid in pids {
+                    if self.confirm(pid, bytes, i) {
+                        hit(pid, true);
+                    }
+                }
+            }
+            if !self.may(key(path, MORE)) {
+                return;
+            }
+            let next = next_bit(masks, end, n, true);
+            if next >= n {
+                return;
+            }
+            start = end;
+            end = next_bit(masks, next, n, false);
+            lens = if self.may(key(path, HAS_PREFIX)) {
+                &self.deep_lens
+            } else {
+                &[]
+            };
         }
     }
 }
@@ -618,53 +846,118 @@ mod tests {
         assert!(r[1].1);
     }
 
+    /// Hits as the engine reads them: whole words, or prefixes of a
+    /// phrase some rule uses as a prefix.
+    fn meaningful(set: &PhraseSet, prefix: &[bool], text: &str) -> Vec<(u32, bool)> {
+        let mut found = Vec::new();
+        set.scan(text, &mut ScanBuf::default(), |pid, whole| {
+            if whole || prefix[pid as usize] {
+                found.push((pid, whole))
+            }
+        });
+        found.sort();
+        found.dedup();
+        found
+    }
+
     #[test]
     fn gated_and_full_scans_agree() {
-        // A few openings keep the gate; thousands lose it.
-        let few: Vec<String> = [
+        let mut phrases: Vec<String> = [
             "export control*",
             "rare earth",
             "earth",
             "ex",
             "x-ray",
             "control",
+            "control*",
+            "anti-dumping duty",
+            "u.s. tariff*",
+            "section 301",
+            "rare earth magnet*",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let many: Vec<String> = few
-            .iter()
-            .cloned()
-            .chain((0..5000).map(|i| {
-                format!(
-                    "{}{}{}zzz",
-                    (b'a' + (i % 26) as u8) as char,
-                    (b'a' + (i / 26 % 26) as u8) as char,
-                    (b'a' + (i / 676) as u8) as char
-                )
-            }))
-            .collect();
-        let text = "Ex-port: export controls, x-ray; rare earths-earth control_x EXPORT CONTROL ex";
-        let run = |phrases: &[String]| {
-            let mut b = PhraseSetBuilder::default();
-            for p in phrases {
-                b.add(p);
-            }
-            let set = b.build();
-            let gated = matches!(set.matcher, Some(Matcher::Gated { .. }));
-            let mut found = Vec::new();
-            set.scan(text, &mut ScanBuf::default(), |pid, whole| {
-                found.push((pid, whole))
-            });
-            found.retain(|(pid, _)| (*pid as usize) < few.len());
-            found.sort();
-            (gated, found)
+        // Thousands more, sharing words with the text.
+        let words = [
+            "export", "control", "rare", "earth", "duty", "ex", "ray", "tariff",
+        ];
+        for i in 0..3000 {
+            phrases.push(format!(
+                "{} {}{}",
+                words[i % words.len()],
+                words[i / words.len() % words.len()],
+                if i % 3 == 0 { "*" } else { "" }
+            ));
+            phrases.push(format!("w{i}x"));
+        }
+        let texts = [
+            "Ex-port: export controls, x-ray; rare earths-earth control_x EXPORT CONTROL ex",
+            "New anti-dumping duty on U.S. tariffs; section 301 and section 3011",
+            "rare earth magnets, rare earth magnet; rare  earth; Rare Earth",
+            "export export control control controlled exports earth earth duty",
+            "<p>rare <b>earth</b></p> &amp; export&nbsp;control",
+            "ex ray ex-ray x-ray xray w12x w12 w12xx tariff tariffs",
+        ];
+        let mut b = PhraseSetBuilder::default();
+        let mut full = PhraseSetBuilder::default();
+        for p in &phrases {
+            b.add(p);
+            full.add(p);
+        }
+        let prefix = b.prefix.clone();
+        let gated = b.build();
+        assert!(matches!(gated.matcher, Some(Matcher::Gated { .. })));
+        let full = PhraseSet {
+            matcher: Some(Matcher::Full(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .build(&full.patterns)
+                    .unwrap(),
+            )),
+            count: full.patterns.len(),
         };
-        let (g1, a) = run(&few);
-        let (g2, b) = run(&many);
-        assert!(g1 && !g2);
-        assert_eq!(a, b);
-        assert!(!a.is_empty());
+        let mut seen = 0;
+        for t in texts {
+            let (a, f) = (
+                meaningful(&gated, &prefix, t),
+                meaningful(&full, &prefix, t),
+            );
+            assert_eq!(a, f, "{t}");
+            seen += a.len();
+        }
+        assert!(seen > 20, "{seen}");
+        // Random texts over the same words and separators.
+        let seps = [" ", "-", ", ", ". ", "_", "s ", "ed "];
+        let mut x: u64 = 42;
+        let mut next = |m: usize| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize % m
+        };
+        for _ in 0..500 {
+            let mut t = String::new();
+            for _ in 0..next(12) + 1 {
+                let w = words[next(words.len())];
+                t.push_str(&if next(4) == 0 {
+                    w.to_uppercase()
+                } else {
+                    w.to_string()
+                });
+                t.push_str(seps[next(seps.len())]);
+            }
+            assert_eq!(
+                meaningful(&gated, &prefix, &t),
+                meaningful(&full, &prefix, &t),
+                "{t}"
+            );
+        }
+        // A phrase that opens with punctuation takes the full scan.
+        let mut b = PhraseSetBuilder::default();
+        b.add("-x");
+        b.add("rare earth");
+        assert!(matches!(b.build().matcher, Some(Matcher::Full(_))));
     }
 
     #[test]
