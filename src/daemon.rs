@@ -102,10 +102,13 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .states()?
         .into_iter()
         .partition(|(r, _, _)| r == source::health::RULE);
-    let mut health = source::health::HealthTracker::new(
+    let (mut health, health_gone) = source::health::HealthTracker::new(
         &config,
         health_state.into_iter().map(|(_, k, st)| (k, st)).collect(),
     );
+    if !health_gone.is_empty() {
+        store.commit(&health_gone, &[], &[], Utc::now())?;
+    }
     let gone = engine.restore(rule_state);
     // `absent` rules count silence from now when they have no state yet.
     engine.arm(Utc::now());

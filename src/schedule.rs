@@ -72,4 +72,36 @@ mod tests {
             "no seconds field"
         );
     }
+
+    #[test]
+    fn a_missing_and_a_repeated_local_hour() {
+        let s = Schedule::cron("30 2 * * *", chrono_tz::Europe::Brussels).unwrap();
+        // 29 March 2026: clocks go from 02:00 to 03:00; 02:30 does not
+        // exist that day. The poll is not lost: it runs once, and the next
+        // day's is at 02:30 CEST again.
+        let before = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap();
+        let first = s.next_after(before);
+        assert!(
+            first > before && first <= Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).unwrap(),
+            "{first}"
+        );
+        let second = s.next_after(first);
+        assert_eq!(second, Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap());
+        // 25 October 2026: 02:30 happens twice (CEST, then CET); one tick.
+        let before = Utc.with_ymd_and_hms(2026, 10, 24, 22, 0, 0).unwrap();
+        let first = s.next_after(before);
+        let second = s.next_after(first);
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap());
+        assert_eq!(
+            second,
+            Utc.with_ymd_and_hms(2026, 10, 26, 1, 30, 0).unwrap()
+        );
+        // Every 10 minutes in Tokyo (no DST) is every 10 minutes in UTC.
+        let s = Schedule::cron("*/10 * * * *", chrono_tz::Asia::Tokyo).unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 1, 0).unwrap();
+        assert_eq!(
+            s.next_after(t),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 10, 0).unwrap()
+        );
+    }
 }

@@ -119,3 +119,31 @@ fn an_unknown_source_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_feed_source_parses_the_file_as_a_feed_document() {
+    // The shipped demo: its feed through the allied export-control rule.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .arg("eval")
+        .arg("-c")
+        .arg(root.join("config/tocsin.yaml"))
+        .args(["--source", "meti-news"])
+        .arg(root.join("config/demo/meti-news.xml"))
+        .arg(root.join("tests/feeds/broken.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The export-control item fires; the webinar (`none`) and the trade
+    // statistics do not.
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["key"], "meti-2026-0409-001");
+    assert_eq!(lines[0]["fields"]["issuer"], "METI");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.xml: not a valid feed"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}

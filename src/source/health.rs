@@ -29,9 +29,18 @@ pub struct HealthTracker {
 }
 
 impl HealthTracker {
-    /// `stored` is this alert's state from the store (key = source).
-    pub fn new(cfg: &Config, stored: Vec<(String, KeyState)>) -> HealthTracker {
-        HealthTracker {
+    /// `stored` is this alert's state from the store (key = source). The
+    /// state of sources no longer in the config is dropped: their changes
+    /// to store come back with the tracker.
+    pub fn new(cfg: &Config, stored: Vec<(String, KeyState)>) -> (HealthTracker, Vec<StateChange>) {
+        let (stored, gone): (Vec<_>, Vec<_>) = stored
+            .into_iter()
+            .partition(|(k, _)| cfg.source(k).is_some());
+        let gone = gone
+            .into_iter()
+            .map(|(k, _)| (RULE.to_string(), k, None))
+            .collect();
+        let tracker = HealthTracker {
             notify: Arc::from(cfg.health.notify.clone()),
             fail_after: cfg
                 .sources
@@ -45,7 +54,8 @@ impl HealthTracker {
                 .filter(|(_, st)| st.firing)
                 .map(|(k, st)| (k, st.since))
                 .collect(),
-        }
+        };
+        (tracker, gone)
     }
 
     /// Sources reported unhealthy now, with their last error.
@@ -168,7 +178,7 @@ mod tests {
 
     #[test]
     fn fires_once_after_fail_after_and_resolves_on_recovery() {
-        let mut h = HealthTracker::new(&config(), vec![]);
+        let (mut h, _) = HealthTracker::new(&config(), vec![]);
         let now = Utc::now();
         let mut out = Vec::new();
         let fail = Health::Failed("the server answered 500".into());
@@ -191,5 +201,24 @@ mod tests {
         h.observe("news", &fail, now, &mut out);
         h.observe("news", &fail, now, &mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn state_of_removed_sources_is_dropped() {
+        let st = |firing| KeyState {
+            firing,
+            since: Utc::now(),
+            last_sent: None,
+            snapshot: None,
+            seen: None,
+        };
+        let (h, gone) = HealthTracker::new(
+            &config(),
+            vec![("news".into(), st(true)), ("old-feed".into(), st(true))],
+        );
+        assert_eq!(h.unhealthy().len(), 1);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].1, "old-feed");
+        assert!(gone[0].2.is_none());
     }
 }
