@@ -296,6 +296,19 @@ async fn smtp_session(
 
 // ---------------------------------------------------------------- HTTP
 
+/// A one-thread runtime for an in-process server, and its listener on
+/// 127.0.0.1:0.
+fn loopback() -> (tokio::runtime::Runtime, TcpListener, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (rt, listener, addr)
+}
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub path: String,
@@ -329,13 +342,7 @@ impl Receiver {
     pub fn start() -> Receiver {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode, Uri};
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (rt, listener, addr) = loopback();
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
         let (reqs, ans) = (requests.clone(), answers.clone());
@@ -430,13 +437,7 @@ impl FeedServer {
     pub fn start() -> FeedServer {
         use axum::http::{HeaderMap, StatusCode, header};
         use axum::response::{IntoResponse, Response};
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (rt, listener, addr) = loopback();
         let served: Arc<Mutex<Served>> = Arc::default();
         let s = served.clone();
         let feed = move |headers: HeaderMap| {
