@@ -787,8 +787,93 @@ fn absent_under_any_is_refused() {
     )]);
     let text = tocsin::diag::render_all(&diags);
     assert!(
-        text.contains("rules.yaml:6:21: error: `absent` applies to the whole rule"),
+        text.contains("rules.yaml:6:21: error: `absent` and `count` apply to the whole rule"),
         "{text}"
     );
     let _ = config;
+}
+
+#[test]
+fn count_fires_at_n_within_the_window_and_resolves_as_records_age() {
+    let mut e = engine(
+        "rules:\n  - id: burst\n    title: Burst of statements\n    source: news\n    key: \"{{ country }}\"\n    when:\n      all:\n        - { text: [title], any: [\"export control*\"] }\n        - { count: 3, within: 1h }\n    notify: [out]\n",
+    );
+    let jp = |title: &str| event(json!({"country": "JP", "title": title}), 1);
+    let m = Duration::minutes;
+    assert!(observe(&mut e, &jp("export controls"), t0()).is_empty());
+    // A record that does not match does not count.
+    assert!(observe(&mut e, &jp("trade fair"), t0() + m(5)).is_empty());
+    assert!(observe(&mut e, &jp("export controls"), t0() + m(10)).is_empty());
+    // Another key has its own window.
+    let eu = event(json!({"country": "EU", "title": "export controls"}), 2);
+    assert!(observe(&mut e, &eu, t0() + m(15)).is_empty());
+    let out = observe(&mut e, &jp("export controls"), t0() + m(20));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, AlertState::Firing);
+    assert_eq!(out[0].key, "JP");
+    // Still at 3 or more: no second notification.
+    assert!(observe(&mut e, &jp("export controls"), t0() + m(30)).is_empty());
+    // The window keeps the last three (t0+10, +20, +30): it falls under
+    // three when t0+10 is an hour old.
+    assert_eq!(e.next_deadline(), Some(t0() + m(70)));
+    assert!(tick(&mut e, t0() + m(69)).is_empty());
+    let out = tick(&mut e, t0() + m(70));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, AlertState::Resolved);
+    assert_eq!(out[0].key, "JP");
+    // A record exactly at the window's edge is out of it.
+    let mut e = engine(
+        "rules:\n  - { id: two, title: Two, source: news, when: { count: 2, within: 1h }, notify: [out] }\n",
+    );
+    assert!(observe(&mut e, &jp("a"), t0()).is_empty());
+    assert!(observe(&mut e, &jp("b"), t0() + m(60)).is_empty());
+    let out = observe(&mut e, &jp("c"), t0() + m(61));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].key, "news", "one key per rule without key:");
+}
+
+#[test]
+fn count_windows_are_instants_across_dst_and_survive_restarts_and_clock_jumps() {
+    let rules = "rules:\n  - { id: two, title: Two, source: news, when: { count: 2, within: 90m }, notify: [out] }\n";
+    // 29 March 2026 in Brussels: 01:30 CET and 03:30 CEST are an hour apart.
+    let a = Utc.with_ymd_and_hms(2026, 3, 29, 0, 30, 0).unwrap();
+    let b = Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).unwrap();
+    let mut e = engine(rules);
+    assert!(observe(&mut e, &event(json!({"t": 1}), 1), a).is_empty());
+    // Restart between the two records: the window comes back from the store.
+    let stored: Vec<_> = e
+        .take_changes()
+        .into_iter()
+        .filter_map(|(r, k, s)| Some((r, k, s?)))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    let mut e = engine(rules);
+    assert!(e.restore(stored).is_empty());
+    let out = observe(&mut e, &event(json!({"t": 2}), 2), b);
+    assert_eq!(out.len(), 1, "two records 60 minutes apart");
+    // The wall clock jumps a day ahead: one resolve, then nothing.
+    let out = tick(&mut e, b + Duration::days(1));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, AlertState::Resolved);
+    assert!(tick(&mut e, b + Duration::days(1) + Duration::hours(1)).is_empty());
+    assert_eq!(e.active(), 0, "an empty window is forgotten");
+}
+
+#[test]
+fn count_with_for_is_refused() {
+    let (_, diags) = RuleSet::parse([(
+        Path::new("/cfg/rules.yaml"),
+        "rules:\n  - id: q\n    source: news\n    for: 5m\n    when: { count: 2, within: 1h }\n",
+    )]);
+    let text = tocsin::diag::render_all(&diags);
+    assert!(
+        text.contains("rules.yaml:4:5: error: `for:` has no meaning with `count`"),
+        "{text}"
+    );
+    let (_, diags) = RuleSet::parse([(
+        Path::new("/cfg/rules.yaml"),
+        "rules:\n  - id: q\n    source: news\n    when: { count: 2 }\n",
+    )]);
+    let text = tocsin::diag::render_all(&diags);
+    assert!(text.contains("`count` and `within` go together"), "{text}");
 }

@@ -12,7 +12,7 @@ use super::{Compiled, Guard, Rule, SourcePlan};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diags, Problems, closest};
 use crate::record::parse_number;
-use crate::rules::{CmpOp, Cond, Items, RuleSet};
+use crate::rules::{CmpOp, Cond, Items, RuleSet, Window};
 use rustc_hash::FxHashMap;
 
 #[derive(Default)]
@@ -148,21 +148,36 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             summary,
             body,
             key,
-            condition: match (def.absent, &def.when) {
-                (Some(a), None) => format!("no record for {}", humantime::format_duration(a)),
-                (Some(a), Some(w)) => format!(
-                    "no record where {} for {}",
-                    describe(w),
-                    humantime::format_duration(a)
-                ),
-                (None, w) => w
-                    .as_ref()
-                    .map(describe)
-                    .unwrap_or_else(|| "every record".into()),
+            condition: {
+                let when = def.when.as_ref().map(describe);
+                match (def.window, when) {
+                    (Some(Window::Absent(a)), None) => {
+                        format!("no record for {}", humantime::format_duration(a))
+                    }
+                    (Some(Window::Absent(a)), Some(w)) => {
+                        format!("no record where {w} for {}", humantime::format_duration(a))
+                    }
+                    (Some(Window::Count { n, within }), w) => format!(
+                        "at least {n} records{} within {}",
+                        w.map(|w| format!(" where {w}")).unwrap_or_default(),
+                        humantime::format_duration(within)
+                    ),
+                    (None, w) => w.unwrap_or_else(|| "every record".into()),
+                }
             },
-            absent: def
-                .absent
-                .map(|a| chrono::Duration::from_std(a).unwrap_or(chrono::Duration::MAX)),
+            absent: match def.window {
+                Some(Window::Absent(a)) => {
+                    Some(chrono::Duration::from_std(a).unwrap_or(chrono::Duration::MAX))
+                }
+                _ => None,
+            },
+            count: match def.window {
+                Some(Window::Count { n, within }) => Some((
+                    n,
+                    chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX),
+                )),
+                _ => None,
+            },
             absent_key: def
                 .sources
                 .iter()
@@ -341,7 +356,7 @@ fn collect_slots(e: &Expr, interner: &Interner, out: &mut HashSet<usize>) {
 fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) -> Expr {
     match c {
         // Taken out of the condition by the reader; holds if it were left.
-        Cond::Absent { .. } => Expr::All(Vec::new()),
+        Cond::Absent { .. } | Cond::Count { .. } => Expr::All(Vec::new()),
         Cond::Cmp { field, op, value } => {
             let slot = it.slot(field);
             let x = match value {
@@ -531,5 +546,9 @@ pub fn describe(c: &Cond) -> String {
         ),
         Cond::Not(c) => format!("not ({})", describe(c)),
         Cond::Absent { dur, .. } => format!("no record for {}", humantime::format_duration(*dur)),
+        Cond::Count { n, within, .. } => format!(
+            "at least {n} records within {}",
+            humantime::format_duration(*within)
+        ),
     }
 }

@@ -86,13 +86,19 @@ pub struct Rule {
     pub shown_fields: Vec<String>,
     /// `absent: D`: fires when no record passing `expr` came for D.
     pub absent: Option<Duration>,
+    /// `count: N, within: D`: fires while N records passing `expr` came
+    /// within D.
+    pub count: Option<(u32, Duration)>,
     /// The one key of an `absent` rule without `key:` (its sources).
     pub absent_key: String,
 }
 
 impl Rule {
     fn keeps_snapshot(&self) -> bool {
-        self.for_ > Duration::zero() || self.repeat.is_some() || self.absent.is_some()
+        self.for_ > Duration::zero()
+            || self.repeat.is_some()
+            || self.absent.is_some()
+            || self.count.is_some()
     }
 }
 
@@ -272,6 +278,9 @@ pub struct KeyState {
     pub snapshot: Option<Arc<Snapshot>>,
     /// `absent` rules: when the key last had a record.
     pub seen: Option<DateTime<Utc>>,
+    /// `count` rules: the times of the key's latest records, oldest first;
+    /// at most N are kept, since N within the window is all that matters.
+    pub window: Vec<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -555,6 +564,13 @@ impl Engine {
                 }
                 continue;
             }
+            if rule.count.is_some() {
+                if holds {
+                    let r = rec.get();
+                    self.count_seen(c, ri, r, now, out);
+                }
+                continue;
+            }
             // Not holding, with no state to end: nothing can happen.
             if !holds && (self.states[ri].is_empty() || (event && rule.key.is_none())) {
                 continue;
@@ -628,6 +644,7 @@ impl Engine {
                         last_sent: firing.then_some(now),
                         snapshot: rule.keeps_snapshot().then(snapshot),
                         seen: None,
+                        window: Vec::new(),
                     },
                 );
             }
@@ -692,6 +709,7 @@ impl Engine {
             last_sent: None,
             snapshot: None,
             seen: None,
+            window: Vec::new(),
         });
         if st.firing {
             st.firing = false;
@@ -719,6 +737,137 @@ impl Engine {
         self.changed.push((ri, key));
     }
 
+    /// A record for a `count` rule: it joins its key's window; reaching N
+    /// fires the key (or reminds, at `repeat`).
+    fn count_seen(
+        &mut self,
+        c: &Compiled,
+        ri: usize,
+        rec: &Record,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
+        let rule = &c.rules[ri];
+        let Some((n, within)) = rule.count else {
+            return;
+        };
+        let key = match &rule.key {
+            Some(t) => render_key(c, t, rule, rec),
+            None => rule.absent_key.clone(),
+        };
+        let st = self.states[ri].entry(key.clone()).or_insert(KeyState {
+            firing: false,
+            since: now,
+            last_sent: None,
+            snapshot: None,
+            seen: None,
+            window: Vec::new(),
+        });
+        st.window.retain(|t| now - *t < within);
+        if st.window.len() >= n as usize {
+            st.window.remove(0);
+        }
+        st.window.push(now);
+        st.snapshot = Some(Arc::new(Snapshot {
+            source: rec.source.clone(),
+            fields: rec.fields.clone(),
+            prev: rec.prev.clone(),
+        }));
+        let note = |state, started| {
+            make(
+                c,
+                rule,
+                &key,
+                state,
+                &rec.source,
+                &rec.fields,
+                rec.prev.as_ref(),
+                started,
+                now,
+            )
+        };
+        if st.window.len() >= n as usize {
+            if !st.firing {
+                st.firing = true;
+                st.since = now;
+                st.last_sent = Some(now);
+                out.push(note(AlertState::Firing, now));
+            } else if let Some(rep) = rule.repeat
+                && st.last_sent.is_none_or(|t| now - t >= rep)
+            {
+                st.last_sent = Some(now);
+                out.push(note(AlertState::Firing, st.since));
+            }
+        }
+        self.changed.push((ri, key));
+    }
+
+    /// `count` rules at `now`: records leave the windows; a firing key
+    /// under N resolves, an empty window is forgotten.
+    fn tick_count(
+        &mut self,
+        c: &Compiled,
+        ri: usize,
+        n: u32,
+        within: Duration,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
+        let rule = &c.rules[ri];
+        let empty = Fields::new();
+        let mut drop = Vec::new();
+        for (key, st) in self.states[ri].iter_mut() {
+            let before = st.window.len();
+            st.window.retain(|t| now - *t < within);
+            let changed = st.window.len() != before;
+            let (source, fields, prev) = match &st.snapshot {
+                Some(s) => (&*s.source, &s.fields, s.prev.as_ref()),
+                None => (rule.absent_key.as_str(), &empty, None),
+            };
+            if st.firing && st.window.len() < n as usize {
+                st.firing = false;
+                if rule.resolve != Some(false) {
+                    out.push(make(
+                        c,
+                        rule,
+                        key,
+                        AlertState::Resolved,
+                        source,
+                        fields,
+                        prev,
+                        st.since,
+                        now,
+                    ));
+                }
+            } else if st.firing
+                && let Some(rep) = rule.repeat
+                && st.last_sent.is_none_or(|t| now - t >= rep)
+            {
+                st.last_sent = Some(now);
+                out.push(make(
+                    c,
+                    rule,
+                    key,
+                    AlertState::Firing,
+                    source,
+                    fields,
+                    prev,
+                    st.since,
+                    now,
+                ));
+            } else if !changed {
+                continue;
+            }
+            self.changed.push((ri, key.clone()));
+            if st.window.is_empty() && !st.firing {
+                drop.push(key.clone());
+            }
+        }
+        for k in drop {
+            self.states[ri].remove(&k);
+        }
+    }
+
     /// Starts the clock of `absent` rules without `key:` that have no
     /// state yet (new rules, a first start): silence counts from `now`.
     pub fn arm(&mut self, now: DateTime<Utc>) {
@@ -736,6 +885,7 @@ impl Engine {
                         last_sent: None,
                         snapshot: None,
                         seen: Some(now),
+                        window: Vec::new(),
                     },
                 );
                 self.changed.push((ri, rule.absent_key.clone()));
@@ -800,6 +950,10 @@ impl Engine {
                 self.tick_absent(c, ri, a, now, out);
                 continue;
             }
+            if let Some((n, within)) = rule.count {
+                self.tick_count(c, ri, n, within, now, out);
+                continue;
+            }
             if !rule.keeps_snapshot() {
                 continue;
             }
@@ -842,7 +996,29 @@ impl Engine {
                 continue;
             }
             for st in self.states[ri].values() {
-                let t = if let Some(a) = rule.absent {
+                let t = if let Some((n, within)) = rule.count {
+                    // When the window next loses a record: the key falls
+                    // under N (firing) or is forgotten (not firing).
+                    let leaving = if st.firing {
+                        st.window
+                            .len()
+                            .checked_sub(n as usize)
+                            .map(|i| st.window[i])
+                    } else {
+                        st.window.first().copied()
+                    };
+                    let drop = leaving.map(|t| t + within);
+                    let remind = if st.firing {
+                        rule.repeat
+                            .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
+                    } else {
+                        None
+                    };
+                    match (drop, remind) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                } else if let Some(a) = rule.absent {
                     if st.firing {
                         rule.repeat
                             .map(|rep| st.last_sent.unwrap_or(st.since) + rep)

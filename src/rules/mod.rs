@@ -57,8 +57,9 @@ pub struct RuleDef {
     pub sources: Vec<(String, Pos)>,
     /// `where:` and `when:` together; `None` matches every record.
     pub when: Option<Cond>,
-    /// `absent: D`: fires when no record (passing `when`) came for D.
-    pub absent: Option<Duration>,
+    /// `absent` or `count`, taken out of `when` (which then says which
+    /// records count).
+    pub window: Option<Window>,
     pub for_: Duration,
     pub for_pos: Option<Pos>,
     pub repeat: Option<Duration>,
@@ -67,6 +68,15 @@ pub struct RuleDef {
     pub summary: Option<(String, Pos)>,
     pub body: Option<(String, Pos)>,
     pub key: Option<(String, Pos)>,
+}
+
+/// Rule-wide conditions over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// No record for this long.
+    Absent(Duration),
+    /// At least `n` records within this long.
+    Count { n: u32, within: Duration },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,9 +147,14 @@ pub enum Cond {
         amount: f64,
         percent: bool,
     },
-    /// Only while reading: [`RuleDef::absent`] holds it after.
+    /// Only while reading: [`RuleDef::window`] holds these after.
     Absent {
         dur: Duration,
+        pos: Pos,
+    },
+    Count {
+        n: u32,
+        within: Duration,
         pos: Pos,
     },
     All(Vec<Cond>),

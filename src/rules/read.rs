@@ -142,7 +142,16 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         1 => conds.pop(),
         _ => Some(Cond::All(conds)),
     };
-    let (when, absent) = split_absent(when, d);
+    let (when, window) = split_absent(when, d);
+    if let (Some(Window::Count { .. }), Some(f)) = (window, m.key_node("for"))
+        && !matches!(f.kind, Kind::Int(0))
+    {
+        d.error(
+            f.pos(),
+            "`for:` has no meaning with `count`: the window is the wait",
+            Some("remove `for:`; raise `count` or widen `within` instead".into()),
+        );
+    }
     let for_node = m.get("for");
     let for_ = for_node
         .and_then(|f| duration(f, "for", d))
@@ -179,7 +188,7 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         labels,
         sources,
         when,
-        absent,
+        window,
         for_,
         for_pos: for_node.map(Node::pos),
         repeat,
@@ -263,7 +272,7 @@ const FIELD_OPS: [&str; 12] = [
     "increased_by",
     "decreased_by",
 ];
-const LATER: [&str; 3] = ["count", "expr", "within"];
+const LATER: [&str; 1] = ["expr"];
 
 pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     let mut m = MapReader::new(n, "condition", d)?;
@@ -276,7 +285,9 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
         );
         return None;
     }
-    let out = if let Some(a) = m.get("absent") {
+    let out = if m.has("count") || m.has("within") {
+        count_cond(&mut m, n, d)
+    } else if let Some(a) = m.get("absent") {
         duration(a, "absent", d).map(|dur| {
             if dur.is_zero() {
                 d.error(
@@ -330,14 +341,58 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     out
 }
 
-/// `absent` is a property of the whole rule: the condition itself, or a
+/// `{count: N, within: D}`.
+fn count_cond(m: &mut MapReader, n: &Node, d: &mut Diags) -> Option<Cond> {
+    let count = m.get("count");
+    let within = m.get("within");
+    let (Some(c), Some(w)) = (count, within) else {
+        d.error(
+            n.pos(),
+            "`count` and `within` go together",
+            Some(
+                "write e.g. `{ count: 5, within: 1h }`: at least 5 matching records within an hour"
+                    .into(),
+            ),
+        );
+        return None;
+    };
+    let n_val = number(c, "count", d)?;
+    if n_val < 1.0 || n_val.fract() != 0.0 || n_val > u32::MAX as f64 {
+        d.error(
+            c.pos(),
+            "`count` must be a whole number of at least 1",
+            Some("write e.g. `count: 5`".into()),
+        );
+        return None;
+    }
+    let within_dur = duration(w, "within", d)?;
+    if within_dur.is_zero() {
+        d.error(
+            w.pos(),
+            "`within: 0s` holds no record",
+            Some("give the window, e.g. `within: 1h`".into()),
+        );
+        return None;
+    }
+    Some(Cond::Count {
+        n: n_val as u32,
+        within: within_dur,
+        pos: c.pos(),
+    })
+}
+
+/// `absent` and `count` are properties of the whole rule: the condition itself, or a
 /// member of its top-level `all` (the other members then say which records
 /// count). Anywhere else (under `any` or `not`) it is reported.
-fn split_absent(when: Option<Cond>, d: &mut Diags) -> (Option<Cond>, Option<Duration>) {
-    fn take(c: Cond, found: &mut Vec<(Duration, Pos)>) -> Option<Cond> {
+fn split_absent(when: Option<Cond>, d: &mut Diags) -> (Option<Cond>, Option<Window>) {
+    fn take(c: Cond, found: &mut Vec<(Window, Pos)>) -> Option<Cond> {
         match c {
             Cond::Absent { dur, pos } => {
-                found.push((dur, pos));
+                found.push((Window::Absent(dur), pos));
+                None
+            }
+            Cond::Count { n, within, pos } => {
+                found.push((Window::Count { n, within }, pos));
                 None
             }
             Cond::All(parts) => {
@@ -352,10 +407,10 @@ fn split_absent(when: Option<Cond>, d: &mut Diags) -> (Option<Cond>, Option<Dura
     }
     fn misplaced(c: &Cond, d: &mut Diags) {
         match c {
-            Cond::Absent { pos, .. } => d.error(
+            Cond::Absent { pos, .. } | Cond::Count { pos, .. } => d.error(
                 *pos,
-                "`absent` applies to the whole rule: it cannot sit under `any` or `not`",
-                Some("make `absent` the rule's condition, or a member of its top-level `all` beside filters".into()),
+                "`absent` and `count` apply to the whole rule: they cannot sit under `any` or `not`",
+                Some("make it the rule's condition, or a member of its top-level `all` beside the conditions that say which records count".into()),
             ),
             Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| misplaced(c, d)),
             Cond::Not(c) => misplaced(c, d),
@@ -371,11 +426,11 @@ fn split_absent(when: Option<Cond>, d: &mut Diags) -> (Option<Cond>, Option<Dura
     if found.len() > 1 {
         d.error(
             found[1].1,
-            "a rule has one `absent`",
-            Some("keep one".into()),
+            "a rule has one `absent` or `count`",
+            Some("keep one; write another rule for the other".into()),
         );
     }
-    (rest, found.first().map(|(dur, _)| *dur))
+    (rest, found.first().map(|(w, _)| *w))
 }
 
 fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {

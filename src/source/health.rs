@@ -113,6 +113,7 @@ impl HealthTracker {
                         last_sent: Some(now),
                         snapshot: None,
                         seen: None,
+                        window: Vec::new(),
                     }),
                 ))
             }
@@ -211,6 +212,7 @@ mod tests {
             last_sent: None,
             snapshot: None,
             seen: None,
+            window: Vec::new(),
         };
         let (h, gone) = HealthTracker::new(
             &config(),

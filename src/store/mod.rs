@@ -58,6 +58,9 @@ CREATE TABLE feed_seen (
     PRIMARY KEY (source, id));
 ALTER TABLE rule_state ADD COLUMN seen TEXT;
 "#,
+    r#"
+ALTER TABLE rule_state ADD COLUMN recent TEXT;
+"#,
 ];
 
 /// Where a log file was read to.
@@ -212,7 +215,7 @@ impl Store {
     pub fn states(&self) -> Result<Vec<(String, String, KeyState)>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT rule, key, firing, since, last_sent, snapshot, seen FROM rule_state")
+            .prepare("SELECT rule, key, firing, since, last_sent, snapshot, seen, recent FROM rule_state")
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
@@ -228,6 +231,13 @@ impl Store {
                             .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
                             .map(std::sync::Arc::new),
                         seen: r.get::<_, Option<String>>(6)?.map(|s| parse_ts(&s)),
+                        window: r
+                            .get::<_, Option<String>>(7)?
+                            .and_then(|w| serde_json::from_str::<Vec<i64>>(&w).ok())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(DateTime::from_timestamp_millis)
+                            .collect(),
                     },
                 ))
             })
@@ -346,14 +356,18 @@ impl Store {
         for (rule, key, st) in states {
             match st {
                 Some(s) => {
+                    let recent = (!s.window.is_empty()).then(|| {
+                        let ms: Vec<i64> = s.window.iter().map(|t| t.timestamp_millis()).collect();
+                        serde_json::to_string(&ms).unwrap_or_default()
+                    });
                     let snapshot = s
                         .snapshot
                         .as_ref()
                         .and_then(|s| serde_json::to_string(&**s).ok());
                     tx.execute(
-                        "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7",
-                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, s.seen.map(ts)],
+                        "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7, recent = ?8",
+                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, s.seen.map(ts), recent],
                     )
                     .map_err(err)?;
                 }
@@ -679,6 +693,7 @@ mod tests {
                 last_sent: Some(now),
                 snapshot: None,
                 seen: Some(now),
+                window: vec![now],
             };
             let rows: Fields = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
             s.commit(
