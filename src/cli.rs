@@ -38,6 +38,13 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Rule unit tests with a simulated clock; exit 0 all pass, 1 a
+    /// failure, 2 an unusable file.
+    Test {
+        /// Test files (see "Rule tests" in the README)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Alerts firing now, the delivery history and failed deliveries, from the store.
     Alerts {
         /// Only the alerts firing now

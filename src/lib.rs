@@ -21,6 +21,7 @@ pub mod eval;
 pub mod json;
 pub mod record;
 pub mod rules;
+pub mod ruletest;
 pub mod schedule;
 pub mod secret;
 pub mod source;

@@ -46,6 +46,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&config_path),
+        Command::Test { files } => {
+            let mut out = String::new();
+            let code = tocsin::ruletest::run(&files, &mut out);
+            print!("{out}");
+            ExitCode::from(code as u8)
+        }
         Command::Alerts {
             firing,
             failed,
