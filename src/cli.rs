@@ -34,6 +34,10 @@ pub enum Command {
         /// The source whose parsing and rules apply
         #[arg(long, value_name = "NAME")]
         source: String,
+        /// For each record, each rule and each condition: whether it held,
+        /// and with which values (instead of the JSON lines)
+        #[arg(long)]
+        explain: bool,
         /// Data files
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -18,6 +18,7 @@ pub fn run(
     loaded: crate::daemon::Loaded,
     source: &str,
     files: &[PathBuf],
+    explain: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<usize> {
     let cfg = loaded.config.source(source).cloned().ok_or_else(|| {
@@ -32,6 +33,7 @@ pub fn run(
             names.join(", ")
         )
     })?;
+    let rules = loaded.rules;
     let mut engine = Engine::new(loaded.compiled);
     let now = Utc::now();
     let mut notes = Vec::new();
@@ -39,6 +41,12 @@ pub fn run(
     let mut emit =
         |engine: &mut Engine, rec: &Record, out: &mut dyn Write| -> std::io::Result<()> {
             engine.observe(rec, now, &mut notes);
+            if explain {
+                let mut text = String::new();
+                crate::explain::record(&rules, rec, &notes, &mut text);
+                notes.clear();
+                return out.write_all(text.as_bytes());
+            }
             for n in notes.drain(..) {
                 let mut line = Vec::with_capacity(1024);
                 n.write_json_line(&mut line);
@@ -70,7 +78,7 @@ pub fn run(
     let tracker = FileTracker::new(&cfg, fcfg);
     for path in files {
         let format = fcfg.format.or_else(|| Format::from_path(path));
-        if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) {
+        if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) && !explain {
             errors += stream_jsonl(path, &cfg.name, &cfg.fields, &mut engine, now, out)?;
             continue;
         }

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod eval;
+pub mod explain;
 pub mod json;
 pub mod record;
 pub mod rules;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Eval {
             rules,
             source,
+            explain,
             files,
         } => {
             let loaded = match daemon::load(&config_path, rules.as_deref()) {
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            match tocsin::eval::run(loaded, &source, &files, &mut out) {
+            match tocsin::eval::run(loaded, &source, &files, explain, &mut out) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(1),
                 Err(e) => {

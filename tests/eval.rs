@@ -147,3 +147,61 @@ fn a_feed_source_parses_the_file_as_a_feed_document() {
     assert!(stderr.contains("broken.xml: not a valid feed"), "{stderr}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn explain_shows_each_condition_with_its_values() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tariffs.csv");
+    std::fs::write(
+        &csv,
+        "partner,product,description,rate_pct\nCN,8505,Magnets,160\nJP,8505,Magnets,12\n",
+    )
+    .unwrap();
+    let statements = dir.path().join("statements.jsonl");
+    std::fs::write(
+        &statements,
+        "{\"country\": \"US\", \"title\": \"A webinar on export controls\"}\n",
+    )
+    .unwrap();
+    let run = |source: &str, file: &std::path::Path| {
+        let out = Command::new(BIN)
+            .arg("eval")
+            .arg("-c")
+            .arg(root.join("config/tocsin.yaml"))
+            .args(["--explain", "--source", source])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run("us-tariffs", &csv);
+    assert!(
+        out.contains(
+            "── us-tariffs row CN|8505\n   ✓ us-cn-tariff-above-157  → notifies: firing CN|8505\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("✓ partner = \"CN\", equals \"CN\""), "{out}");
+    assert!(out.contains("✓ rate_pct = 160 > 157"), "{out}");
+    assert!(out.contains("✗ rate_pct = 12 > 157"), "{out}");
+    assert!(
+        out.contains("✗ rate_pct: no previous row to compare with"),
+        "{out}"
+    );
+    let out = run("statements", &statements);
+    assert!(out.contains("✗ country = \"US\", in $allies"), "{out}");
+    assert!(
+        out.contains("✓ text: matched \"export control*\" in title"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ text: found excluded \"webinar\" in title"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ allied-export-control-statement  → does not hold"),
+        "{out}"
+    );
+}

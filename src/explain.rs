@@ -1,0 +1,394 @@
+//! `tocsin eval --explain`: for each record, each rule of its source and
+//! each condition, whether it held and with which values
+//! (`rate_pct = 160 > 157 ✓`, `text: matched "export control*" in title`).
+//! The notifications the engine made for the record close each rule.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::engine::Notification;
+use crate::engine::condition::eq_lower;
+use crate::engine::text::{PhraseSetBuilder, ScanBuf};
+use crate::record::{Record, RecordKind, as_number, as_text, is_present, lookup};
+use crate::rules::{CmpOp, Cond, RuleDef, RuleSet, Window};
+
+/// Appends the explanation of one record.
+pub fn record(set: &RuleSet, rec: &Record, notes: &[Notification], out: &mut String) {
+    let kind = match rec.kind {
+        RecordKind::Row => "row",
+        RecordKind::Removed => "removed row",
+        RecordKind::Event => "record",
+    };
+    let _ = writeln!(out, "── {} {kind} {}", rec.source, rec.key);
+    for def in set
+        .rules
+        .iter()
+        .filter(|d| d.sources.iter().any(|(s, _)| **s == *rec.source))
+    {
+        explain_rule(set, def, rec, notes, out);
+    }
+    out.push('\n');
+}
+
+fn explain_rule(
+    set: &RuleSet,
+    def: &RuleDef,
+    rec: &Record,
+    notes: &[Notification],
+    out: &mut String,
+) {
+    let mut lines = String::new();
+    let holds = match &def.when {
+        Some(c) if rec.kind != RecordKind::Removed => cond(set, c, rec, 2, &mut lines),
+        Some(_) => {
+            lines.push_str("      the row was removed: no condition holds\n");
+            false
+        }
+        None => true,
+    };
+    let mine: Vec<&Notification> = notes.iter().filter(|n| n.rule == def.id).collect();
+    let verdict = if !mine.is_empty() {
+        let states: Vec<String> = mine
+            .iter()
+            .map(|n| format!("{} {}", n.state.as_str(), n.key))
+            .collect();
+        format!("notifies: {}", states.join(", "))
+    } else if holds {
+        match def.window {
+            Some(Window::Count { n, within }) => format!(
+                "counts toward {n} within {}; no notification yet",
+                humantime::format_duration(within)
+            ),
+            Some(Window::Absent(_)) => "resets its silence".into(),
+            None => "holds; no notification (already firing, or waiting out `for:`)".into(),
+        }
+    } else {
+        "does not hold".into()
+    };
+    let mark = if holds { "✓" } else { "✗" };
+    let _ = writeln!(out, "   {mark} {}  → {verdict}", def.id);
+    out.push_str(&lines);
+}
+
+fn pad(depth: usize) -> String {
+    "   ".repeat(depth + 1)
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn line(out: &mut String, depth: usize, ok: bool, text: String) -> bool {
+    let _ = writeln!(out, "{}{} {text}", pad(depth), if ok { "✓" } else { "✗" });
+    ok
+}
+
+fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -> bool {
+    let f = &rec.fields;
+    match c {
+        Cond::Cmp { field, op, value } => {
+            let v = lookup(f, field);
+            let (sym, name) = match op {
+                CmpOp::Above => (">", "above"),
+                CmpOp::Below => ("<", "below"),
+                CmpOp::AtLeast => ("≥", "at least"),
+                CmpOp::AtMost => ("≤", "at most"),
+                CmpOp::Equals => ("=", "equals"),
+                CmpOp::NotEquals => ("≠", "not equals"),
+            };
+            let Some(v) = v.filter(|v| !v.is_null()) else {
+                return line(
+                    out,
+                    depth,
+                    false,
+                    format!("{field} is missing ({name} {})", show(value)),
+                );
+            };
+            match op {
+                CmpOp::Equals | CmpOp::NotEquals => {
+                    let eq = match (as_number(v), as_number(value)) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => match (as_text(v), as_text(value)) {
+                            (Some(a), Some(b)) => eq_lower(&a, &b.trim().to_lowercase()),
+                            _ => false,
+                        },
+                    };
+                    let ok = eq == (*op == CmpOp::Equals);
+                    line(
+                        out,
+                        depth,
+                        ok,
+                        format!("{field} = {}, {name} {}", show(v), show(value)),
+                    )
+                }
+                _ => {
+                    let x = as_number(value).unwrap_or(f64::NAN);
+                    let Some(n) = as_number(v) else {
+                        return line(
+                            out,
+                            depth,
+                            false,
+                            format!("{field} = {} is not a number ({name} {x})", show(v)),
+                        );
+                    };
+                    let ok = match op {
+                        CmpOp::Above => n > x,
+                        CmpOp::Below => n < x,
+                        CmpOp::AtLeast => n >= x,
+                        _ => n <= x,
+                    };
+                    line(out, depth, ok, format!("{field} = {n} {sym} {x}"))
+                }
+            }
+        }
+        Cond::In {
+            field,
+            items,
+            negate,
+        } => {
+            let list = set.list(items);
+            let label = match items {
+                crate::rules::Items::List { name, .. } => format!("${name}"),
+                crate::rules::Items::Inline(v) => format!("[{}]", v.join(", ")),
+            };
+            let what = if *negate { "not in" } else { "in" };
+            let Some(v) = lookup(f, field).filter(|v| !v.is_null()) else {
+                return line(
+                    out,
+                    depth,
+                    false,
+                    format!("{field} is missing ({what} {label})"),
+                );
+            };
+            let one = |x: &Value| {
+                list.iter()
+                    .any(|i| match (as_number(x), i.trim().parse::<f64>().ok()) {
+                        (Some(a), Some(b)) if a == b => true,
+                        _ => as_text(x).is_some_and(|t| eq_lower(&t, &i.trim().to_lowercase())),
+                    })
+            };
+            let found = match v {
+                Value::Array(a) => a.iter().any(one),
+                other => one(other),
+            };
+            line(
+                out,
+                depth,
+                found != *negate,
+                format!("{field} = {}, {what} {label}", show(v)),
+            )
+        }
+        Cond::Exists { field, want } => {
+            let present = is_present(lookup(f, field));
+            let text = if present {
+                format!("{field} is present")
+            } else {
+                format!("{field} is missing or empty")
+            };
+            line(out, depth, present == *want, text)
+        }
+        Cond::Text {
+            fields,
+            any,
+            all,
+            none,
+        } => {
+            let texts: Vec<(&String, String)> = fields
+                .iter()
+                .filter_map(|name| Some((name, text_of(lookup(f, name))?)))
+                .collect();
+            let found = |phrase: &str| -> Option<&String> {
+                let mut b = PhraseSetBuilder::default();
+                let r = b.add(phrase);
+                let ps = b.build();
+                let mut buf = ScanBuf::default();
+                texts.iter().find_map(|(name, t)| {
+                    let mut hit = false;
+                    ps.scan(t, &mut buf, |pid, whole| {
+                        hit |= pid == r.pid && (whole || r.prefix)
+                    });
+                    hit.then_some(*name)
+                })
+            };
+            let mut ok = true;
+            if let Some(items) = any {
+                let list = set.list(items);
+                let hits: Vec<String> = list
+                    .iter()
+                    .filter_map(|p| found(p).map(|n| format!("{p:?} in {n}")))
+                    .collect();
+                ok &= line(
+                    out,
+                    depth,
+                    !hits.is_empty(),
+                    if hits.is_empty() {
+                        format!("text: none of {} in {}", quoted(&list), fields.join(", "))
+                    } else {
+                        format!("text: matched {}", hits.join(", "))
+                    },
+                );
+            }
+            if let Some(items) = all {
+                for p in set.list(items) {
+                    let hit = found(&p);
+                    ok &= line(
+                        out,
+                        depth,
+                        hit.is_some(),
+                        match hit {
+                            Some(n) => format!("text: matched {p:?} in {n} (all)"),
+                            None => format!("text: {p:?} not found (all)"),
+                        },
+                    );
+                }
+            }
+            if let Some(items) = none {
+                let list = set.list(items);
+                let hits: Vec<String> = list
+                    .iter()
+                    .filter_map(|p| found(p).map(|n| format!("{p:?} in {n}")))
+                    .collect();
+                ok &= line(
+                    out,
+                    depth,
+                    hits.is_empty(),
+                    if hits.is_empty() {
+                        format!("text: none of the excluded {}", quoted(&list))
+                    } else {
+                        format!("text: found excluded {}", hits.join(", "))
+                    },
+                );
+            }
+            ok
+        }
+        Cond::Regex { fields, regex } => {
+            let hit = fields
+                .iter()
+                .find(|name| text_of(lookup(f, name)).is_some_and(|t| regex.is_match(&t)));
+            line(
+                out,
+                depth,
+                hit.is_some(),
+                match hit {
+                    Some(n) => format!("{n} matches /{}/", regex.as_str()),
+                    None => format!("{} do not match /{}/", fields.join(", "), regex.as_str()),
+                },
+            )
+        }
+        Cond::Changed { field } => {
+            let Some(prev) = &rec.prev else {
+                return line(
+                    out,
+                    depth,
+                    false,
+                    format!("{field}: no previous row to compare with"),
+                );
+            };
+            let (old, new) = (lookup(prev, field), lookup(f, field));
+            let changed = match (old, new) {
+                (Some(a), Some(b)) => match (as_number(a), as_number(b)) {
+                    (Some(x), Some(y)) => x != y,
+                    _ => a != b,
+                },
+                (None, None) => false,
+                _ => true,
+            };
+            let s = |v: Option<&Value>| v.map(show).unwrap_or_else(|| "(missing)".into());
+            line(
+                out,
+                depth,
+                changed,
+                format!("{field}: {} → {}", s(old), s(new)),
+            )
+        }
+        Cond::Delta {
+            field,
+            up,
+            amount,
+            percent,
+        } => {
+            let Some(prev) = &rec.prev else {
+                return line(
+                    out,
+                    depth,
+                    false,
+                    format!("{field}: no previous row to compare with"),
+                );
+            };
+            let (Some(old), Some(new)) = (
+                lookup(prev, field).and_then(as_number),
+                lookup(f, field).and_then(as_number),
+            ) else {
+                return line(
+                    out,
+                    depth,
+                    false,
+                    format!("{field}: the old or new value is not a number"),
+                );
+            };
+            let diff = if *up { new - old } else { old - new };
+            let word = if *up { "up" } else { "down" };
+            let unit = if *percent { "%" } else { "" };
+            let (ok, by) = if *percent {
+                let pct = if old != 0.0 {
+                    diff / old.abs() * 100.0
+                } else {
+                    0.0
+                };
+                (old != 0.0 && pct >= *amount, format!("{pct:.1}%"))
+            } else {
+                (diff >= *amount, format!("{diff}"))
+            };
+            line(
+                out,
+                depth,
+                ok,
+                format!("{field}: {old} → {new}, {word} {by} (needs {amount}{unit})"),
+            )
+        }
+        Cond::All(v) => {
+            let _ = writeln!(out, "{}all of:", pad(depth));
+            let mut ok = true;
+            for c in v {
+                ok &= cond(set, c, rec, depth + 1, out);
+            }
+            ok
+        }
+        Cond::Any(v) => {
+            let _ = writeln!(out, "{}any of:", pad(depth));
+            let mut ok = false;
+            for c in v {
+                ok |= cond(set, c, rec, depth + 1, out);
+            }
+            ok
+        }
+        Cond::Not(c) => {
+            let _ = writeln!(out, "{}not (inverts):", pad(depth));
+            !cond(set, c, rec, depth + 1, out)
+        }
+        Cond::Absent { .. } | Cond::Count { .. } => true,
+    }
+}
+
+fn quoted(list: &[String]) -> String {
+    let q: Vec<String> = list.iter().map(|p| format!("{p:?}")).collect();
+    format!("[{}]", q.join(", "))
+}
+
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|i| as_text(i).map(|t| t.into_owned()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Value::Object(_) | Value::Null => None,
+        other => as_text(other).map(|t| t.into_owned()),
+    }
+}
