@@ -20,6 +20,7 @@ pub mod engine;
 pub mod eval;
 pub mod explain;
 pub mod json;
+pub mod lint;
 pub mod record;
 pub mod rules;
 pub mod ruletest;

@@ -79,13 +79,20 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match daemon::load(path, None) {
         Ok(l) => {
+            let warnings = tocsin::lint::warnings(&l);
+            print!("{}", daemon::render(&warnings));
             println!(
-                "{}: ok: {} sources, {} channels, {} rules in {} files",
+                "{}: ok: {} sources, {} channels, {} rules in {} files{}",
                 path.display(),
                 l.config.sources.len(),
                 l.config.channels.len(),
                 l.compiled.rules.len(),
-                l.rules.files.len()
+                l.rules.files.len(),
+                match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".into(),
+                    n => format!(", {n} warnings"),
+                }
             );
             ExitCode::SUCCESS
         }
@@ -138,6 +145,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in tocsin::lint::warnings(&loaded) {
+        tracing::warn!("{}", w.headline());
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -78,3 +78,23 @@ fn a_missing_config_names_the_path_and_the_fix() {
     );
     assert!(out.contains("hint: pass the config with -c PATH"), "{out}");
 }
+
+#[test]
+fn warnings_are_printed_and_exit_0() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/warnings");
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+    let (code, out) = check(&dir.join("tocsin.yaml"));
+    let out = out.replace(&format!("{}/", dir.display()), "$DIR/");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, expected);
+    // Unused list, a field the table's header lacks (with a suggestion),
+    // a rule that notifies nobody.
+    assert!(out.contains("warning: list `unused` is not used by any rule"));
+    assert!(out.contains("reads `rate`, but $DIR/t.csv has no such column"));
+    assert!(out.contains("did you mean `rate_pct`?"));
+    assert!(out.contains("rule `b` notifies no channel"));
+    // The shipped demo has none.
+    let (code, out) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tocsin.yaml"));
+    assert_eq!(code, 0);
+    assert!(!out.contains("warning"), "{out}");
+}

@@ -1,0 +1,157 @@
+//! Warnings for `tocsin check` (exit 0): things that are valid but likely
+//! mistakes. Lists no rule uses, rules that notify no channel, and fields a
+//! rule reads that the header of its table file does not have.
+
+use std::collections::BTreeSet;
+
+use crate::config::{Format, Mode, SourceKind};
+use crate::daemon::Loaded;
+use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::rules::{Cond, Items};
+
+pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
+    let set = &l.rules;
+    let mut out = Vec::new();
+    let warn = |file: usize, pos: crate::diag::Pos, message: String, hint: Option<String>| {
+        let src = &set.files[file];
+        Diagnostic {
+            file: src.path.to_path_buf(),
+            pos,
+            severity: Severity::Warning,
+            message,
+            hint,
+            line_text: src.line(pos.line).map(str::to_string),
+        }
+    };
+
+    let mut used = BTreeSet::new();
+    for def in &set.rules {
+        if let Some(c) = &def.when {
+            lists_in(c, &mut used);
+        }
+    }
+    for (name, list) in &set.lists {
+        if !used.contains(name.as_str()) {
+            out.push(warn(
+                list.file,
+                list.pos,
+                format!("list `{name}` is not used by any rule"),
+                Some(format!(
+                    "refer to it as `${name}` in an `in:` or a `text:` condition, or remove it"
+                )),
+            ));
+        }
+    }
+
+    for def in &set.rules {
+        if def.notify.is_empty() {
+            out.push(warn(
+                def.file,
+                def.id_pos,
+                format!(
+                    "rule `{}` notifies no channel: its alerts are recorded and sent nowhere",
+                    def.id
+                ),
+                Some("add `notify: [channel, ...]`".into()),
+            ));
+        }
+        let mut fields = BTreeSet::new();
+        if let Some(c) = &def.when {
+            fields_in(c, &mut fields);
+        }
+        for (source, _) in &def.sources {
+            let Some(cfg) = l.config.source(source) else {
+                continue;
+            };
+            let SourceKind::File(f) = &cfg.kind else {
+                continue;
+            };
+            if f.mode != Mode::Table {
+                continue;
+            }
+            let Some(header) = header_of(&f.path, f.format) else {
+                continue;
+            };
+            for field in &fields {
+                let top = field.split('.').next().unwrap_or(field);
+                if header.iter().any(|h| h == field || h == top) || cfg.fields.contains_key(top) {
+                    continue;
+                }
+                let hint = did_you_mean(field, header.iter().map(String::as_str))
+                    .unwrap_or_else(|| format!("its columns are: {}", header.join(", ")));
+                out.push(warn(
+                    def.file,
+                    def.id_pos,
+                    format!(
+                        "rule `{}` reads `{field}`, but {} has no such column",
+                        def.id,
+                        f.path.display()
+                    ),
+                    Some(hint),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The header of a CSV/TSV table file that exists (not a glob).
+fn header_of(path: &std::path::Path, format: Option<Format>) -> Option<Vec<String>> {
+    let format = format.or_else(|| Format::from_path(path))?;
+    let delim = match format {
+        Format::Csv => b',',
+        Format::Tsv => b'\t',
+        _ => return None,
+    };
+    if path.to_string_lossy().contains(['*', '?', '[']) {
+        return None;
+    }
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .from_path(path)
+        .ok()?;
+    let h = r.headers().ok()?;
+    Some(h.iter().map(|s| s.trim().to_string()).collect())
+}
+
+fn lists_in<'a>(c: &'a Cond, out: &mut BTreeSet<&'a str>) {
+    let mut item = |i: &'a Option<Items>| {
+        if let Some(Items::List { name, .. }) = i {
+            out.insert(name.as_str());
+        }
+    };
+    match c {
+        Cond::In {
+            items: Items::List { name, .. },
+            ..
+        } => {
+            out.insert(name.as_str());
+        }
+        Cond::Text { any, all, none, .. } => {
+            item(any);
+            item(all);
+            item(none);
+        }
+        Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| lists_in(c, out)),
+        Cond::Not(c) => lists_in(c, out),
+        _ => {}
+    }
+}
+
+fn fields_in<'a>(c: &'a Cond, out: &mut BTreeSet<&'a str>) {
+    match c {
+        Cond::Cmp { field, .. }
+        | Cond::In { field, .. }
+        | Cond::Exists { field, .. }
+        | Cond::Changed { field }
+        | Cond::Delta { field, .. } => {
+            out.insert(field.as_str());
+        }
+        Cond::Text { fields, .. } | Cond::Regex { fields, .. } => {
+            out.extend(fields.iter().map(String::as_str));
+        }
+        Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| fields_in(c, out)),
+        Cond::Not(c) => fields_in(c, out),
+        Cond::Absent { .. } | Cond::Count { .. } => {}
+    }
+}
