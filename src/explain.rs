@@ -370,6 +370,66 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             let _ = writeln!(out, "{}not (inverts):", pad(depth));
             !cond(set, c, rec, depth + 1, out)
         }
+        Cond::Expr(e) => {
+            let mut ctx = cel::Context::default();
+            let mut shown = Vec::new();
+            for v in &e.vars {
+                match v.as_str() {
+                    "prev" => {
+                        let p = rec.prev.as_ref().map(crate::engine::condition::map_to_cel);
+                        shown.push(format!(
+                            "prev = {}",
+                            if p.is_some() {
+                                "(previous row)"
+                            } else {
+                                "(none)"
+                            }
+                        ));
+                        ctx.add_variable_from_value(
+                            "prev",
+                            p.unwrap_or_else(|| {
+                                cel::Value::from(
+                                    std::collections::HashMap::<String, cel::Value>::new(),
+                                )
+                            }),
+                        );
+                    }
+                    "lists" => {
+                        let map: std::collections::HashMap<String, cel::Value> = set
+                            .lists
+                            .iter()
+                            .map(|(k, l)| {
+                                let items = l
+                                    .items
+                                    .iter()
+                                    .map(|i| cel::Value::String(std::sync::Arc::new(i.clone())))
+                                    .collect();
+                                (k.clone(), cel::Value::List(std::sync::Arc::new(items)))
+                            })
+                            .collect();
+                        ctx.add_variable_from_value("lists", cel::Value::from(map));
+                    }
+                    name => match lookup(f, name) {
+                        Some(v) => {
+                            shown.push(format!("{name} = {}", show(v)));
+                            ctx.add_variable_from_value(name, crate::engine::condition::to_cel(v));
+                        }
+                        None => shown.push(format!("{name} is missing")),
+                    },
+                }
+            }
+            let (ok, result) = match e.program.execute(&ctx) {
+                Ok(cel::Value::Bool(b)) => (b, b.to_string()),
+                Ok(other) => (false, format!("{other:?}, not a boolean")),
+                Err(err) => (false, format!("error: {err}")),
+            };
+            line(
+                out,
+                depth,
+                ok,
+                format!("expr `{}` → {result} ({})", e.source, shown.join(", ")),
+            )
+        }
         Cond::Absent { .. } | Cond::Count { .. } => true,
     }
 }

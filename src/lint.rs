@@ -152,6 +152,12 @@ fn fields_in<'a>(c: &'a Cond, out: &mut BTreeSet<&'a str>) {
         }
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| fields_in(c, out)),
         Cond::Not(c) => fields_in(c, out),
+        Cond::Expr(e) => out.extend(
+            e.vars
+                .iter()
+                .filter(|v| *v != "prev" && *v != "lists")
+                .map(String::as_str),
+        ),
         Cond::Absent { .. } | Cond::Count { .. } => {}
     }
 }

@@ -877,3 +877,96 @@ fn count_with_for_is_refused() {
     let text = tocsin::diag::render_all(&diags);
     assert!(text.contains("`count` and `within` go together"), "{text}");
 }
+
+#[test]
+fn expr_reads_fields_prev_and_lists() {
+    let mut e = engine(
+        r#"
+lists:
+  watched: [CN, VN]
+rules:
+  - id: crossing
+    title: Crossing 157
+    source: tariffs
+    when: { expr: "rate_pct > 157.0 && prev.rate_pct <= 157.0" }
+    notify: [out]
+  - id: watched
+    title: Watched partner over 100
+    source: tariffs
+    when: { expr: "partner in lists.watched && rate_pct >= 100" }
+    notify: [out]
+"#,
+    );
+    let mut t = Table::new();
+    // First observation of a key: no `prev`, so `prev.rate_pct` fails and
+    // the expression does not hold; text that reads as a number is one.
+    let out = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": "160"}),
+        t0(),
+    );
+    let rules: Vec<&str> = out.iter().map(|n| n.rule.as_str()).collect();
+    assert_eq!(rules, ["watched"]);
+    assert!(
+        e.stats.expr_errors >= 1,
+        "the failed `prev` read is counted"
+    );
+    // Down to 145: `watched` still holds (already firing), no crossing.
+    let out = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": "145"}),
+        t0(),
+    );
+    assert!(out.is_empty());
+    let out = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": 157}),
+        t0(),
+    );
+    assert!(out.is_empty(), "157 is not above 157");
+    let out = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "1", "rate_pct": "157.5%"}),
+        t0(),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule, "crossing");
+    // A partner not in the list, first seen: nothing.
+    let out = t.set(
+        &mut e,
+        json!({"partner": "JP", "product": "1", "rate_pct": 300}),
+        t0(),
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn expr_that_fails_or_gives_no_boolean_does_not_hold_and_is_counted() {
+    let mut e = engine(
+        "rules:\n  - { id: sum, title: S, source: news, when: { expr: \"rate + 1\" }, notify: [out] }\n  - { id: text, title: T, source: news, when: { expr: \"title > 3\" }, notify: [out] }\n",
+    );
+    let out = observe(
+        &mut e,
+        &event(json!({"rate": 5, "title": "not a number"}), 1),
+        t0(),
+    );
+    assert!(out.is_empty());
+    assert_eq!(e.stats.expr_errors, 2);
+    let out = observe(&mut e, &event(json!({}), 2), t0());
+    assert!(out.is_empty(), "missing fields");
+    assert_eq!(e.stats.expr_errors, 4);
+}
+
+#[test]
+fn expr_syntax_errors_point_inside_the_expression() {
+    let (_, diags) = RuleSet::parse([(
+        Path::new("/cfg/rules.yaml"),
+        "rules:\n  - id: q\n    source: news\n    when: { expr: \"rate_pct > > 157\" }\n",
+    )]);
+    let text = tocsin::diag::render_all(&diags);
+    // `    when: { expr: "` is 19 characters: the expression starts at column 20.
+    assert!(
+        text.contains("rules.yaml:4:31: error: the expression does not parse"),
+        "{text}"
+    );
+}

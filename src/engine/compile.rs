@@ -350,6 +350,7 @@ fn collect_slots(e: &Expr, interner: &Interner, out: &mut HashSet<usize>) {
         Expr::Regex { slots, .. } => out.extend(slots.iter().map(|&t| interner.tslots[t])),
         Expr::All(v) | Expr::Any(v) => v.iter().for_each(|e| collect_slots(e, interner, out)),
         Expr::Not(e) => collect_slots(e, interner, out),
+        Expr::Cel { fields, .. } => out.extend(fields.iter().map(|(_, s)| *s)),
     }
 }
 
@@ -357,6 +358,34 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
     match c {
         // Taken out of the condition by the reader; holds if it were left.
         Cond::Absent { .. } | Cond::Count { .. } => Expr::All(Vec::new()),
+        Cond::Expr(e) => {
+            let lists = e.vars.iter().any(|v| v == "lists").then(|| {
+                let map: std::collections::HashMap<String, cel::Value> = set
+                    .lists
+                    .iter()
+                    .map(|(name, l)| {
+                        let items: Vec<cel::Value> = l
+                            .items
+                            .iter()
+                            .map(|i| cel::Value::String(Arc::new(i.clone())))
+                            .collect();
+                        (name.clone(), cel::Value::List(Arc::new(items)))
+                    })
+                    .collect();
+                cel::Value::from(map)
+            });
+            Expr::Cel {
+                program: e.program.clone(),
+                fields: e
+                    .vars
+                    .iter()
+                    .filter(|v| *v != "prev" && *v != "lists")
+                    .map(|v| (v.clone(), it.slot(v)))
+                    .collect(),
+                prev: e.vars.iter().any(|v| v == "prev"),
+                lists,
+            }
+        }
         Cond::Cmp { field, op, value } => {
             let slot = it.slot(field);
             let x = match value {
@@ -550,5 +579,6 @@ pub fn describe(c: &Cond) -> String {
             "at least {n} records within {}",
             humantime::format_duration(*within)
         ),
+        Cond::Expr(e) => format!("`{}`", e.source),
     }
 }

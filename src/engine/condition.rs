@@ -3,6 +3,7 @@
 //! once per record, not once per rule.
 
 use rustc_hash::FxHashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -19,6 +20,14 @@ pub enum NumOp {
 
 #[derive(Debug)]
 pub enum Expr {
+    /// A CEL expression: its program, the record fields it reads by slot,
+    /// whether it reads `prev`, and `lists` when it reads them.
+    Cel {
+        program: Arc<cel::Program>,
+        fields: Vec<(String, usize)>,
+        prev: bool,
+        lists: Option<cel::Value>,
+    },
     Num {
         slot: usize,
         op: NumOp,
@@ -80,6 +89,33 @@ pub struct EvalCtx<'a> {
     pub text: &'a mut dyn TextHits,
     /// Counts comparisons of numbers against text that is not a number.
     pub non_numeric: &'a mut u64,
+    /// Counts expressions that failed to evaluate or gave no boolean.
+    pub expr_errors: &'a mut u64,
+}
+
+/// A field's value for CEL: text that reads as a number (`"157%"`,
+/// `"1,250.5"`) is a number, as everywhere else in rules.
+pub fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Float(i as f64),
+            None => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => match crate::record::parse_number(s) {
+            Some(x) => cel::Value::Float(x),
+            None => cel::Value::String(Arc::new(s.clone())),
+        },
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => map_to_cel(m),
+    }
+}
+
+pub fn map_to_cel(m: &Fields) -> cel::Value {
+    let map: std::collections::HashMap<String, cel::Value> =
+        m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+    cel::Value::from(map)
 }
 
 pub trait TextHits {
@@ -101,6 +137,39 @@ impl Expr {
 
     pub fn eval(&self, cx: &mut EvalCtx) -> bool {
         match self {
+            Expr::Cel {
+                program,
+                fields,
+                prev,
+                lists,
+            } => {
+                let mut ctx = cel::Context::default();
+                for (name, slot) in fields {
+                    if let Some(v) = cx.vals[*slot] {
+                        ctx.add_variable_from_value(name.as_str(), to_cel(v));
+                    }
+                }
+                if *prev {
+                    // No previous row: an empty map, so `has(prev.x)` is
+                    // false and `prev.x` an error (the expression does not hold).
+                    let p = cx.prev.map(map_to_cel).unwrap_or_else(|| {
+                        cel::Value::from(std::collections::HashMap::<String, cel::Value>::new())
+                    });
+                    ctx.add_variable_from_value("prev", p);
+                }
+                if let Some(l) = lists {
+                    ctx.add_variable_from_value("lists", l.clone());
+                }
+                match program.execute(&ctx) {
+                    Ok(cel::Value::Bool(b)) => b,
+                    // Not a boolean, a missing field, a type error: does
+                    // not hold, counted.
+                    _ => {
+                        *cx.expr_errors += 1;
+                        false
+                    }
+                }
+            }
             Expr::Num { slot, op, x } => {
                 let Some(v) = cx.vals[*slot] else {
                     return false;

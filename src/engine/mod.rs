@@ -289,6 +289,8 @@ pub struct Stats {
     pub evaluations: u64,
     /// Numeric comparisons that met text that is not a number.
     pub non_numeric: u64,
+    /// Expressions that failed to evaluate or gave no boolean.
+    pub expr_errors: u64,
 }
 
 pub struct Engine {
@@ -549,6 +551,7 @@ impl Engine {
                             prev,
                             text: &mut hits,
                             non_numeric: &mut self.stats.non_numeric,
+                            expr_errors: &mut self.stats.expr_errors,
                         };
                         match plan.guard_at[pos] {
                             Some(at) if by_value[pos] == stamp => e.eval_but(at, &mut cx),

@@ -157,9 +157,26 @@ pub enum Cond {
         within: Duration,
         pos: Pos,
     },
+    /// A CEL expression, compiled at load.
+    Expr(CelExpr),
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
+}
+
+/// `{expr: "..."}`: the source, the compiled program, and the top-level
+/// variables it reads (record fields, `prev`, `lists`).
+#[derive(Clone)]
+pub struct CelExpr {
+    pub source: String,
+    pub program: std::sync::Arc<cel::Program>,
+    pub vars: Vec<String>,
+}
+
+impl std::fmt::Debug for CelExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CelExpr({:?})", self.source)
+    }
 }
 
 impl RuleSet {

@@ -272,20 +272,11 @@ const FIELD_OPS: [&str; 12] = [
     "increased_by",
     "decreased_by",
 ];
-const LATER: [&str; 1] = ["expr"];
-
 pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     let mut m = MapReader::new(n, "condition", d)?;
-    if let Some(later) = LATER.iter().find(|k| m.has(k)) {
-        let kn = m.key_node(later).map(Node::pos).unwrap_or(n.pos());
-        d.error(
-            kn,
-            format!("`{later}` conditions are not available in this version of tocsin"),
-            Some("use field comparisons, `in`, `exists`, `text` or `regex`".into()),
-        );
-        return None;
-    }
-    let out = if m.has("count") || m.has("within") {
+    let out = if let Some(e) = m.get("expr") {
+        expr(e, d)
+    } else if m.has("count") || m.has("within") {
         count_cond(&mut m, n, d)
     } else if let Some(a) = m.get("absent") {
         duration(a, "absent", d).map(|dur| {
@@ -339,6 +330,51 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     };
     m.finish(d);
     out
+}
+
+/// `{expr: "..."}`: compiled now; a syntax error is reported at its place
+/// inside the expression.
+fn expr(n: &Node, d: &mut Diags) -> Option<Cond> {
+    let source = string(n, "expr", d)?;
+    match cel::Program::compile(&source) {
+        Ok(program) => {
+            let mut vars: Vec<String> = program
+                .references()
+                .variables()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            vars.sort();
+            Some(Cond::Expr(CelExpr {
+                source,
+                program: std::sync::Arc::new(program),
+                vars,
+            }))
+        }
+        Err(errors) => {
+            // The value's position is its first character: a quote when
+            // quoted. Errors count lines and columns from 1 in the text.
+            let line = d.src.line(n.line).unwrap_or_default();
+            let quoted = line
+                .chars()
+                .nth(n.col.saturating_sub(1))
+                .is_some_and(|c| c == '"' || c == '\'');
+            for e in errors.errors.iter().take(3) {
+                let (l, c) = (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize);
+                let pos = if l == 1 {
+                    Pos::new(n.line, n.col + quoted as usize + c - 1, 1)
+                } else {
+                    Pos::new(n.line + l - 1, c, 1)
+                };
+                d.error(
+                    pos,
+                    format!("the expression does not parse: {}", e.msg),
+                    Some("write a CEL expression over the record's fields, `prev` and `lists`, e.g. `rate_pct > 157.0 && prev.rate_pct <= 157.0`".into()),
+                );
+            }
+            None
+        }
+    }
 }
 
 /// `{count: N, within: D}`.
