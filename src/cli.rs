@@ -49,6 +49,12 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// JSON Schema of the rules or config files, for editor completion.
+    Schema {
+        /// `rules` or `config`
+        #[arg(value_parser = ["rules", "config"])]
+        which: String,
+    },
     /// Alerts firing now, the delivery history and failed deliveries, from the store.
     Alerts {
         /// Only the alerts firing now

@@ -25,6 +25,7 @@ pub mod record;
 pub mod rules;
 pub mod ruletest;
 pub mod schedule;
+pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod store;

@@ -47,6 +47,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&config_path),
+        Command::Schema { which } => match tocsin::schema::schema(&which) {
+            Some(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(2),
+        },
         Command::Test { files } => {
             let mut out = String::new();
             let code = tocsin::ruletest::run(&files, &mut out);

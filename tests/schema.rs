@@ -1,0 +1,72 @@
+//! `tocsin schema`: the schemas accept every shipped config and rules file
+//! and reject the invalid fixtures (checked with the jsonschema crate).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BIN;
+
+fn schema(which: &str) -> jsonschema::Validator {
+    let out = Command::new(BIN).args(["schema", which]).output().unwrap();
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        s["description"].as_str().is_some_and(|d| !d.is_empty()),
+        "descriptions from the doc comments"
+    );
+    jsonschema::validator_for(&s).unwrap()
+}
+
+fn json_of(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    tocsin::yaml::parse(&text)
+        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message))
+        .to_json()
+}
+
+fn errors(v: &jsonschema::Validator, path: &Path) -> Vec<String> {
+    v.iter_errors(&json_of(path))
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_schemas_accept_the_shipped_files_and_reject_the_invalid_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = schema("config");
+    let rules = schema("rules");
+    let e = errors(&config, &root.join("config/tocsin.yaml"));
+    assert!(e.is_empty(), "config/tocsin.yaml: {e:?}");
+    let mut n = 0;
+    for dir in [
+        "rules",
+        "tests/fixtures/ruletest",
+        "tests/fixtures/warnings",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.extension().is_some_and(|x| x == "yaml") && name.contains("rules")
+                || dir == "rules" && p.is_file()
+            {
+                let e = errors(&rules, &p);
+                assert!(e.is_empty(), "{}: {e:?}", p.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 4, "{n} rule files checked");
+    // Invalid: an unknown source type and an unknown key.
+    let e = errors(
+        &config,
+        &root.join("tests/fixtures/check/bad-config/tocsin.yaml"),
+    );
+    assert!(!e.is_empty());
+    let e = errors(
+        &rules,
+        &root.join("tests/fixtures/check/bad-rules/rules/a.yaml"),
+    );
+    assert!(e.iter().any(|m| m.contains("sevrity")), "{e:?}");
+}
