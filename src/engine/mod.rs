@@ -296,7 +296,7 @@ pub struct Stats {
 pub struct Engine {
     compiled: Arc<Compiled>,
     /// Per rule (same index as `compiled.rules`): key → state.
-    states: Vec<HashMap<String, KeyState>>,
+    states: Vec<FxHashMap<String, KeyState>>,
     scratch: Scratch,
     pub stats: Stats,
     /// (rule, key) pairs whose state changed since the last `take_changes`.
@@ -309,7 +309,7 @@ impl Engine {
         Engine {
             scratch: Scratch::new(&compiled),
             compiled: Arc::new(compiled),
-            states: vec![HashMap::new(); n],
+            states: vec![FxHashMap::default(); n],
             stats: Stats::default(),
             changed: Vec::new(),
         }
@@ -322,7 +322,7 @@ impl Engine {
     /// Swaps in new rules, carrying state across by rule id; state of rules
     /// that are gone is dropped and their ids returned.
     pub fn replace_rules(&mut self, compiled: Compiled) -> Vec<String> {
-        let mut old: HashMap<Arc<str>, HashMap<String, KeyState>> = self
+        let mut old: HashMap<Arc<str>, FxHashMap<String, KeyState>> = self
             .compiled
             .rules
             .iter()
@@ -379,7 +379,7 @@ impl Engine {
 
     /// Number of (rule, key) pairs pending or firing.
     pub fn active(&self) -> usize {
-        self.states.iter().map(HashMap::len).sum()
+        self.states.iter().map(|m| m.len()).sum()
     }
 
     /// Evaluates one record against the rules of its source.
