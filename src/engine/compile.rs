@@ -178,6 +178,13 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 )),
                 _ => None,
             },
+            key_field: def.key.as_ref().and_then(|(t, _)| {
+                let inner = t.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+                let plain = !inner.is_empty()
+                    && inner.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    && !matches!(inner, "source" | "rule");
+                plain.then(|| inner.to_string())
+            }),
             absent_key: def
                 .sources
                 .iter()

@@ -91,14 +91,14 @@ pub struct Rule {
     pub count: Option<(u32, Duration)>,
     /// The one key of an `absent` rule without `key:` (its sources).
     pub absent_key: String,
+    /// A `key:` template that only names a field (`{{ partner }}`): read
+    /// directly, without rendering.
+    pub key_field: Option<String>,
 }
 
 impl Rule {
     fn keeps_snapshot(&self) -> bool {
-        self.for_ > Duration::zero()
-            || self.repeat.is_some()
-            || self.absent.is_some()
-            || self.count.is_some()
+        self.for_ > Duration::zero() || self.repeat.is_some() || self.absent.is_some()
     }
 }
 
@@ -771,11 +771,8 @@ impl Engine {
             st.window.remove(0);
         }
         st.window.push(now);
-        st.snapshot = Some(Arc::new(Snapshot {
-            source: rec.source.clone(),
-            fields: rec.fields.clone(),
-            prev: rec.prev.clone(),
-        }));
+        // No copy of the record is kept (state stays small): a reminder or
+        // resolve from `tick` carries the key, not the fields.
         let note = |state, started| {
             make(
                 c,
@@ -995,7 +992,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         let mut best: Option<DateTime<Utc>> = None;
         for (ri, rule) in self.compiled.rules.iter().enumerate() {
-            if !rule.keeps_snapshot() {
+            if !rule.keeps_snapshot() && rule.count.is_none() {
                 continue;
             }
             for st in self.states[ri].values() {
@@ -1207,6 +1204,12 @@ fn field_text(v: Option<&Value>) -> Option<Cow<'_, str>> {
 }
 
 fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
+    if let Some(f) = &rule.key_field {
+        return lookup(&rec.fields, f)
+            .and_then(as_text)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+    }
     let ctx = minijinja::context! {
         source => &*rec.source,
         rule => minijinja::context!{ id => &*rule.id, title => &rule.title },
