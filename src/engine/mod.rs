@@ -276,11 +276,64 @@ pub struct KeyState {
     pub since: DateTime<Utc>,
     pub last_sent: Option<DateTime<Utc>>,
     pub snapshot: Option<Arc<Snapshot>>,
-    /// `absent` rules: when the key last had a record.
-    pub seen: Option<DateTime<Utc>>,
     /// `count` rules: the times of the key's latest records, oldest first;
     /// at most N are kept, since N within the window is all that matters.
-    pub window: Vec<DateTime<Utc>>,
+    /// `absent` rules: when the key last had a record (one time).
+    pub window: Times,
+}
+
+/// A few times, boxed so that a key with none costs one pointer.
+// The box is the point: one pointer in every key's state instead of a
+// 24-byte Vec header; keys with times pay the extra allocation.
+#[allow(clippy::box_collection)]
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Times(Option<Box<Vec<DateTime<Utc>>>>);
+
+impl Times {
+    fn vec(&mut self) -> &mut Vec<DateTime<Utc>> {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    pub fn push(&mut self, t: DateTime<Utc>) {
+        self.vec().push(t);
+    }
+
+    pub fn remove(&mut self, i: usize) -> DateTime<Utc> {
+        self.vec().remove(i)
+    }
+
+    pub fn retain(&mut self, f: impl FnMut(&DateTime<Utc>) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain(f);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl From<Vec<DateTime<Utc>>> for Times {
+    fn from(v: Vec<DateTime<Utc>>) -> Times {
+        Times((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
+impl std::ops::Deref for Times {
+    type Target = [DateTime<Utc>];
+    fn deref(&self) -> &[DateTime<Utc>] {
+        self.0.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+impl KeyState {
+    /// When an `absent` rule's key last had a record.
+    pub fn seen(&self) -> DateTime<Utc> {
+        self.window.last().copied().unwrap_or(self.since)
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -296,7 +349,7 @@ pub struct Stats {
 pub struct Engine {
     compiled: Arc<Compiled>,
     /// Per rule (same index as `compiled.rules`): key → state.
-    states: Vec<FxHashMap<String, KeyState>>,
+    states: Vec<FxHashMap<Box<str>, KeyState>>,
     scratch: Scratch,
     pub stats: Stats,
     /// (rule, key) pairs whose state changed since the last `take_changes`.
@@ -322,7 +375,7 @@ impl Engine {
     /// Swaps in new rules, carrying state across by rule id; state of rules
     /// that are gone is dropped and their ids returned.
     pub fn replace_rules(&mut self, compiled: Compiled) -> Vec<String> {
-        let mut old: HashMap<Arc<str>, FxHashMap<String, KeyState>> = self
+        let mut old: HashMap<Arc<str>, FxHashMap<Box<str>, KeyState>> = self
             .compiled
             .rules
             .iter()
@@ -348,7 +401,7 @@ impl Engine {
         changed
             .into_iter()
             .map(|(ri, key)| {
-                let st = self.states[ri].get(&key).cloned();
+                let st = self.states[ri].get(key.as_str()).cloned();
                 (self.compiled.rules[ri].id.to_string(), key, st)
             })
             .collect()
@@ -369,7 +422,7 @@ impl Engine {
         for (rule, key, st) in stored {
             match index.get(rule.as_str()) {
                 Some(&ri) => {
-                    self.states[ri].insert(key, st);
+                    self.states[ri].insert(key.into(), st);
                 }
                 None => gone.push((rule, key)),
             }
@@ -640,14 +693,13 @@ impl Engine {
                 }
                 self.changed.push((ri, key.to_string()));
                 states.insert(
-                    key.to_string(),
+                    key.as_ref().into(),
                     KeyState {
                         firing,
                         since: now,
                         last_sent: firing.then_some(now),
                         snapshot: rule.keeps_snapshot().then(snapshot),
-                        seen: None,
-                        window: Vec::new(),
+                        window: Times::default(),
                     },
                 );
             }
@@ -706,14 +758,15 @@ impl Engine {
             Some(t) => render_key(c, t, rule, rec),
             None => rule.absent_key.clone(),
         };
-        let st = self.states[ri].entry(key.clone()).or_insert(KeyState {
-            firing: false,
-            since: now,
-            last_sent: None,
-            snapshot: None,
-            seen: None,
-            window: Vec::new(),
-        });
+        let st = self.states[ri]
+            .entry(key.as_str().into())
+            .or_insert(KeyState {
+                firing: false,
+                since: now,
+                last_sent: None,
+                snapshot: None,
+                window: Times::default(),
+            });
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
@@ -730,7 +783,8 @@ impl Engine {
                 ));
             }
         }
-        st.seen = Some(now);
+        st.window.clear();
+        st.window.push(now);
         st.since = now;
         st.snapshot = Some(Arc::new(Snapshot {
             source: rec.source.clone(),
@@ -758,14 +812,15 @@ impl Engine {
             Some(t) => render_key(c, t, rule, rec),
             None => rule.absent_key.clone(),
         };
-        let st = self.states[ri].entry(key.clone()).or_insert(KeyState {
-            firing: false,
-            since: now,
-            last_sent: None,
-            snapshot: None,
-            seen: None,
-            window: Vec::new(),
-        });
+        let st = self.states[ri]
+            .entry(key.as_str().into())
+            .or_insert(KeyState {
+                firing: false,
+                since: now,
+                last_sent: None,
+                snapshot: None,
+                window: Times::default(),
+            });
         st.window.retain(|t| now - *t < within);
         if st.window.len() >= n as usize {
             st.window.remove(0);
@@ -858,7 +913,7 @@ impl Engine {
             } else if !changed {
                 continue;
             }
-            self.changed.push((ri, key.clone()));
+            self.changed.push((ri, key.to_string()));
             if st.window.is_empty() && !st.firing {
                 drop.push(key.clone());
             }
@@ -876,16 +931,15 @@ impl Engine {
             if rule.absent.is_none() || rule.key.is_some() {
                 continue;
             }
-            if !self.states[ri].contains_key(&rule.absent_key) {
+            if !self.states[ri].contains_key(rule.absent_key.as_str()) {
                 self.states[ri].insert(
-                    rule.absent_key.clone(),
+                    rule.absent_key.as_str().into(),
                     KeyState {
                         firing: false,
                         since: now,
                         last_sent: None,
                         snapshot: None,
-                        seen: Some(now),
-                        window: Vec::new(),
+                        window: Times::from(vec![now]),
                     },
                 );
                 self.changed.push((ri, rule.absent_key.clone()));
@@ -906,7 +960,7 @@ impl Engine {
         let rule = &c.rules[ri];
         let empty = Fields::new();
         for (key, st) in self.states[ri].iter_mut() {
-            let seen = st.seen.unwrap_or(st.since);
+            let seen = st.seen();
             let due = if !st.firing {
                 now - seen >= absent
             } else {
@@ -921,7 +975,7 @@ impl Engine {
                 st.since = seen + absent;
             }
             st.last_sent = Some(now);
-            self.changed.push((ri, key.clone()));
+            self.changed.push((ri, key.to_string()));
             let (source, fields, prev) = match &st.snapshot {
                 Some(s) => (&*s.source, &s.fields, s.prev.as_ref()),
                 None => (rule.absent_key.as_str(), &empty, None),
@@ -972,7 +1026,7 @@ impl Engine {
                 };
                 st.firing = true;
                 st.last_sent = Some(now);
-                self.changed.push((ri, key.clone()));
+                self.changed.push((ri, key.to_string()));
                 out.push(make(
                     c,
                     rule,
@@ -1023,7 +1077,7 @@ impl Engine {
                         rule.repeat
                             .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
                     } else {
-                        Some(st.seen.unwrap_or(st.since) + a)
+                        Some(st.seen() + a)
                     }
                 } else if !st.firing {
                     Some(st.since + rule.for_)

@@ -112,8 +112,7 @@ impl HealthTracker {
                         since: now,
                         last_sent: Some(now),
                         snapshot: None,
-                        seen: None,
-                        window: Vec::new(),
+                        window: crate::engine::Times::default(),
                     }),
                 ))
             }
@@ -211,8 +210,7 @@ mod tests {
             since: Utc::now(),
             last_sent: None,
             snapshot: None,
-            seen: None,
-            window: Vec::new(),
+            window: crate::engine::Times::default(),
         };
         let (h, gone) = HealthTracker::new(
             &config(),

@@ -230,14 +230,14 @@ impl Store {
                         snapshot: snapshot
                             .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
                             .map(std::sync::Arc::new),
-                        seen: r.get::<_, Option<String>>(6)?.map(|s| parse_ts(&s)),
                         window: r
                             .get::<_, Option<String>>(7)?
                             .and_then(|w| serde_json::from_str::<Vec<i64>>(&w).ok())
                             .unwrap_or_default()
                             .into_iter()
                             .filter_map(DateTime::from_timestamp_millis)
-                            .collect(),
+                            .collect::<Vec<_>>()
+                            .into(),
                     },
                 ))
             })
@@ -367,7 +367,7 @@ impl Store {
                     tx.execute(
                         "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7, recent = ?8",
-                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, s.seen.map(ts), recent],
+                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, None::<String>, recent],
                     )
                     .map_err(err)?;
                 }
@@ -692,8 +692,7 @@ mod tests {
                 since: now,
                 last_sent: Some(now),
                 snapshot: None,
-                seen: Some(now),
-                window: vec![now],
+                window: crate::engine::Times::from(vec![now]),
             };
             let rows: Fields = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
             s.commit(
