@@ -656,17 +656,7 @@ impl Engine {
             None => Cow::Borrowed(&rec.key),
         };
         let note = |state: AlertState, started: DateTime<Utc>| {
-            make(
-                c,
-                rule,
-                &key,
-                state,
-                &rec.source,
-                &rec.fields,
-                rec.prev.as_ref(),
-                started,
-                now,
-            )
+            make_for(c, rule, &key, state, rec, started, now)
         };
         if event && rule.key.is_none() {
             // One-off event with its own key: it fires once and holds no
@@ -770,14 +760,12 @@ impl Engine {
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
-                out.push(make(
+                out.push(make_for(
                     c,
                     rule,
                     &key,
                     AlertState::Resolved,
-                    &rec.source,
-                    &rec.fields,
-                    rec.prev.as_ref(),
+                    rec,
                     st.since,
                     now,
                 ));
@@ -828,19 +816,7 @@ impl Engine {
         st.window.push(now);
         // No copy of the record is kept (state stays small): a reminder or
         // resolve from `tick` carries the key, not the fields.
-        let note = |state, started| {
-            make(
-                c,
-                rule,
-                &key,
-                state,
-                &rec.source,
-                &rec.fields,
-                rec.prev.as_ref(),
-                started,
-                now,
-            )
-        };
+        let note = |state, started| make_for(c, rule, &key, state, rec, started, now);
         if st.window.len() >= n as usize {
             if !st.firing {
                 st.firing = true;
@@ -1273,6 +1249,29 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
         Ok(k) => k.trim().to_string(),
         Err(_) => rec.key.clone(),
     }
+}
+
+/// [`make`] for the record at hand.
+fn make_for(
+    c: &Compiled,
+    rule: &Rule,
+    key: &str,
+    state: AlertState,
+    rec: &Record,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Notification {
+    make(
+        c,
+        rule,
+        key,
+        state,
+        &rec.source,
+        &rec.fields,
+        rec.prev.as_ref(),
+        started_at,
+        now,
+    )
 }
 
 /// Builds one notification, rendering `summary` and `body`.
