@@ -330,6 +330,17 @@ impl std::ops::Deref for Times {
 }
 
 impl KeyState {
+    /// A key that holds nothing yet, as of `now`.
+    pub fn inactive(now: DateTime<Utc>) -> KeyState {
+        KeyState {
+            firing: false,
+            since: now,
+            last_sent: None,
+            snapshot: None,
+            window: Times::default(),
+        }
+    }
+
     /// When an `absent` rule's key last had a record.
     pub fn seen(&self) -> DateTime<Utc> {
         self.window.last().copied().unwrap_or(self.since)
@@ -744,19 +755,10 @@ impl Engine {
         out: &mut Vec<Notification>,
     ) {
         let rule = &c.rules[ri];
-        let key = match &rule.key {
-            Some(t) => render_key(c, t, rule, rec),
-            None => rule.absent_key.clone(),
-        };
+        let key = window_key(c, rule, rec);
         let st = self.states[ri]
             .entry(key.as_str().into())
-            .or_insert(KeyState {
-                firing: false,
-                since: now,
-                last_sent: None,
-                snapshot: None,
-                window: Times::default(),
-            });
+            .or_insert_with(|| KeyState::inactive(now));
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
@@ -796,19 +798,10 @@ impl Engine {
         let Some((n, within)) = rule.count else {
             return;
         };
-        let key = match &rule.key {
-            Some(t) => render_key(c, t, rule, rec),
-            None => rule.absent_key.clone(),
-        };
+        let key = window_key(c, rule, rec);
         let st = self.states[ri]
             .entry(key.as_str().into())
-            .or_insert(KeyState {
-                firing: false,
-                since: now,
-                last_sent: None,
-                snapshot: None,
-                window: Times::default(),
-            });
+            .or_insert_with(|| KeyState::inactive(now));
         st.window.retain(|t| now - *t < within);
         if st.window.len() >= n as usize {
             st.window.remove(0);
@@ -1248,6 +1241,15 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
     match c.env.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(k) => k.trim().to_string(),
         Err(_) => rec.key.clone(),
+    }
+}
+
+/// The key of an `absent` or `count` rule: its `key:` template, else one
+/// key for the rule.
+fn window_key(c: &Compiled, rule: &Rule, rec: &Record) -> String {
+    match &rule.key {
+        Some(t) => render_key(c, t, rule, rec),
+        None => rule.absent_key.clone(),
     }
 }
 
