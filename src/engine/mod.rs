@@ -756,9 +756,7 @@ impl Engine {
     ) {
         let rule = &c.rules[ri];
         let key = window_key(c, rule, rec);
-        let st = self.states[ri]
-            .entry(key.as_str().into())
-            .or_insert_with(|| KeyState::inactive(now));
+        let st = state_of(&mut self.states[ri], &key, now);
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
@@ -799,9 +797,7 @@ impl Engine {
             return;
         };
         let key = window_key(c, rule, rec);
-        let st = self.states[ri]
-            .entry(key.as_str().into())
-            .or_insert_with(|| KeyState::inactive(now));
+        let st = state_of(&mut self.states[ri], &key, now);
         st.window.retain(|t| now - *t < within);
         if st.window.len() >= n as usize {
             st.window.remove(0);
@@ -1242,6 +1238,19 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
         Ok(k) => k.trim().to_string(),
         Err(_) => rec.key.clone(),
     }
+}
+
+/// The state of `key`, made inactive when it has none; the key is copied
+/// only then.
+fn state_of<'a>(
+    states: &'a mut FxHashMap<Box<str>, KeyState>,
+    key: &str,
+    now: DateTime<Utc>,
+) -> &'a mut KeyState {
+    if !states.contains_key(key) {
+        states.insert(key.into(), KeyState::inactive(now));
+    }
+    states.get_mut(key).expect("just inserted")
 }
 
 /// The key of an `absent` or `count` rule: its `key:` template, else one
