@@ -970,3 +970,16 @@ fn expr_syntax_errors_point_inside_the_expression() {
         "{text}"
     );
 }
+
+#[test]
+fn the_source_health_rule_id_is_reserved() {
+    let (_, diags) = RuleSet::parse([(
+        Path::new("/cfg/rules.yaml"),
+        "rules:\n  - { id: source-unhealthy, source: news, when: { absent: 1h } }\n",
+    )]);
+    let text = tocsin::diag::render_all(&diags);
+    assert!(
+        text.contains("rules.yaml:2:11: error: rule id `source-unhealthy` is reserved"),
+        "{text}"
+    );
+}

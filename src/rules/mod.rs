@@ -240,6 +240,18 @@ impl RuleSet {
         // Cross-file: rule ids are unique across all files.
         let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
         for r in &set.rules {
+            if r.id == crate::source::health::RULE {
+                let mut d = Diags::new(&set.files[r.file]);
+                d.error(
+                    r.id_pos,
+                    format!(
+                        "rule id `{}` is reserved for tocsin's own alert about failing sources",
+                        r.id
+                    ),
+                    Some("choose another id".into()),
+                );
+                out.append(&mut d.out);
+            }
             if let Some(first) = seen.get(r.id.as_str()) {
                 let mut d = Diags::new(&set.files[r.file]);
                 d.error(
