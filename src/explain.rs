@@ -151,10 +151,7 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             negate,
         } => {
             let list = set.list(items);
-            let label = match items {
-                crate::rules::Items::List { name, .. } => format!("${name}"),
-                crate::rules::Items::Inline(v) => format!("[{}]", v.join(", ")),
-            };
+            let label = crate::engine::compile::items_label(items);
             let what = if *negate { "not in" } else { "in" };
             let Some(v) = lookup(f, field).filter(|v| !v.is_null()) else {
                 return line(
@@ -214,13 +211,16 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
                     hit.then_some(*name)
                 })
             };
+            // Each phrase of a list that was found, with where.
+            let hits_in = |list: &[String]| -> Vec<String> {
+                list.iter()
+                    .filter_map(|p| found(p).map(|n| format!("{p:?} in {n}")))
+                    .collect()
+            };
             let mut ok = true;
             if let Some(items) = any {
                 let list = set.list(items);
-                let hits: Vec<String> = list
-                    .iter()
-                    .filter_map(|p| found(p).map(|n| format!("{p:?} in {n}")))
-                    .collect();
+                let hits = hits_in(&list);
                 ok &= line(
                     out,
                     depth,
@@ -248,10 +248,7 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             }
             if let Some(items) = none {
                 let list = set.list(items);
-                let hits: Vec<String> = list
-                    .iter()
-                    .filter_map(|p| found(p).map(|n| format!("{p:?} in {n}")))
-                    .collect();
+                let hits = hits_in(&list);
                 ok &= line(
                     out,
                     depth,

@@ -521,12 +521,17 @@ fn show_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// The condition in words, for the default body: `rate_pct above 157`.
-pub fn describe(c: &Cond) -> String {
-    let items = |i: &Items| match i {
+/// A list as written: `$name` or `[a, b]`.
+pub fn items_label(i: &Items) -> String {
+    match i {
         Items::List { name, .. } => format!("${name}"),
         Items::Inline(v) => format!("[{}]", v.join(", ")),
-    };
+    }
+}
+
+/// The condition in words, for the default body: `rate_pct above 157`.
+pub fn describe(c: &Cond) -> String {
+    let items = items_label;
     match c {
         Cond::Cmp { field, op, value } => format!(
             "{field} {} {}",

@@ -840,10 +840,9 @@ impl Engine {
             let before = st.window.len();
             st.window.retain(|t| now - *t < within);
             let changed = st.window.len() != before;
-            let (source, fields, prev) = match &st.snapshot {
-                Some(s) => (&*s.source, &s.fields, s.prev.as_ref()),
-                None => (rule.absent_key.as_str(), &empty, None),
-            };
+            // Count rules keep no record: notifications from time passing
+            // carry the key and the rule's sources.
+            let (source, fields, prev) = (rule.absent_key.as_str(), &empty, None);
             if st.firing && st.window.len() < n as usize {
                 st.firing = false;
                 if rule.resolve != Some(false) {
