@@ -19,7 +19,7 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Map, Value, json};
 use tocsin::config::Config;
 use tocsin::engine::{Engine, compile};
-use tocsin::record::{Record, RecordKind};
+use tocsin::record::{Record, RecordKind, Row};
 use tocsin::rules::RuleSet;
 
 /// Counts live heap bytes, over mimalloc as the daemon uses it.
@@ -71,6 +71,20 @@ rules:
     when: { field: value, changed: true }
     notify: [out]
 "#;
+
+/// Records per batch: what a source hands the engine at a time.
+const CHUNK: usize = 4096;
+
+/// CPU time of this thread in nanoseconds (user + system).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// CPU seconds (user + system) from /proc/self/stat: this process's own
 /// (fields 14 and 15) or its waited-for children's (16 and 17), in
@@ -146,6 +160,7 @@ fn main() {
     let per_round = Duration::minutes(10);
 
     let mut best_tocsin = f64::INFINITY;
+    let mut best_whole = f64::INFINITY;
     let mut best_mlr = f64::INFINITY;
     let mut state_per_key = 0.0;
     let mut notes_total = 0;
@@ -156,37 +171,52 @@ fn main() {
         let compiled = compile(&config, &set).unwrap();
         let mut engine = Engine::new(compiled);
         let before = LIVE.load(Ordering::Relaxed);
-        let mut prev: Vec<Option<Map<String, Value>>> = vec![None; keys];
+        let mut prev: Vec<Option<Row>> = vec![None; keys];
         let start = proc_cpu(false);
+        let mut engine_ns = 0u64;
         let mut out = Vec::new();
         let mut notes = 0;
-        for (i, f) in records.iter().enumerate() {
-            let k = i % keys;
-            let now = t0
-                + per_round * (i / keys) as i32
-                + Duration::milliseconds((k as i64 * 600_000) / keys as i64);
-            let rec = Record {
-                source: source.clone(),
-                key: f["key"].as_str().unwrap_or_default().to_string(),
-                fields: f.clone(),
-                prev: prev[k].replace(f.clone()),
-                observed: now,
-                kind: RecordKind::Row,
-            };
-            engine.observe(&rec, now, &mut out);
-            notes += out.len();
-            out.clear();
-            if i % 65536 == 0 {
-                engine.tick(now, &mut out);
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for (c, rows) in records.chunks(CHUNK).enumerate() {
+            // The rows as a table source hands them over: fresh records
+            // (a copy stands in for parsing), each row shared with the next
+            // version of its key as `prev`. Built outside the engine's time.
+            chunk.clear();
+            for (j, f) in rows.iter().enumerate() {
+                let i = c * CHUNK + j;
+                let k = i % keys;
+                let now = t0
+                    + per_round * (i / keys) as i32
+                    + Duration::milliseconds((k as i64 * 600_000) / keys as i64);
+                let row = Row::new(f.clone());
+                chunk.push(Record {
+                    source: source.clone(),
+                    key: f["key"].as_str().unwrap_or_default().to_string(),
+                    prev: prev[k].replace(row.clone()),
+                    fields: row,
+                    observed: now,
+                    kind: RecordKind::Row,
+                });
+            }
+            let at = thread_cpu_ns();
+            for rec in &chunk {
+                engine.observe(rec, rec.observed, &mut out);
                 notes += out.len();
                 out.clear();
-                // What the daemon hands the store after each batch.
-                drop(engine.take_changes());
             }
+            // Time passes between batches; the daemon hands the store
+            // what changed after each.
+            let now = chunk.last().map_or(t0, |r| r.observed);
+            engine.tick(now, &mut out);
+            notes += out.len();
+            out.clear();
+            drop(engine.take_changes());
+            engine_ns += thread_cpu_ns() - at;
         }
-        drop(engine.take_changes());
+        drop(chunk);
         let t = proc_cpu(false) - start;
-        best_tocsin = best_tocsin.min(t);
+        best_tocsin = best_tocsin.min(engine_ns as f64 / 1e9);
+        best_whole = best_whole.min(t);
         // The engine's state: what the heap grew by, once the rows kept as
         // `prev` (the source's memory, not the engine's) are dropped.
         drop(prev);
@@ -223,6 +253,10 @@ fn main() {
     println!(
         "tocsin engine: {best_tocsin:6.2} CPU-s {:12.0} records/CPU-s ({notes_total} notifications, {active} keys active at the end)",
         n as f64 / best_tocsin
+    );
+    println!(
+        "  with building the records too: {best_whole:6.2} CPU-s {:12.0} records/CPU-s",
+        n as f64 / best_whole
     );
     println!(
         "mlr step -a shift_lag -g key: {best_mlr:6.2} CPU-s {:12.0} records/CPU-s",

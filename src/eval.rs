@@ -173,7 +173,7 @@ fn stream_jsonl(
         Ok(Record {
             source: source_name.clone(),
             key: format!("{name}:{n}"),
-            fields,
+            fields: fields.into(),
             prev: None,
             observed: now,
             kind: RecordKind::Event,

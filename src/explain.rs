@@ -373,7 +373,10 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             for v in &e.vars {
                 match v.as_str() {
                     "prev" => {
-                        let p = rec.prev.as_ref().map(crate::engine::condition::map_to_cel);
+                        let p = rec
+                            .prev
+                            .as_deref()
+                            .map(crate::engine::condition::map_to_cel);
                         shown.push(format!(
                             "prev = {}",
                             if p.is_some() {

@@ -8,6 +8,11 @@ use serde_json::{Map, Value};
 
 pub type Fields = Map<String, Value>;
 
+/// A record's fields, shared: a table row is kept by its source, handed to
+/// the engine as a record and as the next version's `prev`, and put in
+/// notifications, all without copying.
+pub type Row = Arc<Fields>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
     /// A table row that was added or changed; its state lasts until it changes.
@@ -22,10 +27,26 @@ pub enum RecordKind {
 pub struct Record {
     pub source: Arc<str>,
     pub key: String,
-    pub fields: Fields,
-    pub prev: Option<Fields>,
+    pub fields: Row,
+    pub prev: Option<Row>,
     pub observed: DateTime<Utc>,
     pub kind: RecordKind,
+}
+
+/// A source's constant `fields` added to a row that lacks them (the row's
+/// own value wins); the row is copied only when something is added.
+pub fn with_constants(row: Row, constants: &Fields) -> Row {
+    if constants.keys().all(|k| row.contains_key(k)) {
+        return row;
+    }
+    let mut row = row;
+    let fields = Arc::make_mut(&mut row);
+    for (k, v) in constants {
+        if !fields.contains_key(k) {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    row
 }
 
 /// Numbers as analysts write them: `157`, `"157%"`, `"1,250.5"`, `" 157 "`.
@@ -84,7 +105,7 @@ pub fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
 /// Looks a field up by name; `a.b` reaches into nested objects when no
 /// field is literally named `a.b`.
 pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
-    if let Some(v) = fields.get(name) {
+    if let Some(v) = get(fields, name) {
         return Some(v);
     }
     if !name.contains('.') {
@@ -100,6 +121,19 @@ pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
         };
     }
     Some(cur)
+}
+
+/// A field by its exact name. Records have a handful of fields: comparing
+/// names beats hashing them up to a dozen or so.
+fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
+    if fields.len() <= 12 {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
+    } else {
+        fields.get(name)
+    }
 }
 
 /// Field present and not empty.

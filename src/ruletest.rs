@@ -18,7 +18,7 @@ use crate::config::{
 };
 use crate::diag::{Diagnostic, Diags, Pos, SourceFile};
 use crate::engine::{Engine, Notification};
-use crate::record::{Fields, Record, RecordKind};
+use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::rules::RuleSet;
 use crate::yaml::read::{entries, required, string, strings};
 use crate::yaml::{Kind, MapReader, Node};
@@ -445,7 +445,7 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
     let compiled = crate::engine::compile(&suite.engine_config, &suite.rules)
         .map_err(|p| crate::diag::render_all(&p.0))?;
     let mut engine = Engine::new(compiled);
-    let mut tables: HashMap<String, HashMap<String, Fields>> = HashMap::new();
+    let mut tables: HashMap<String, HashMap<String, Row>> = HashMap::new();
     let mut lines = 0usize;
     let mut report = String::new();
     if let Some(first) = t.steps.first() {
@@ -458,12 +458,6 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
             let cfg = suite.sources.iter().find(|s| &s.name == src);
             let name: Arc<str> = Arc::from(src.as_str());
             let constants = cfg.map(|c| c.fields.clone()).unwrap_or_default();
-            let with_constants = |mut f: Fields| {
-                for (k, v) in &constants {
-                    f.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                f
-            };
             let table_key = cfg
                 .filter(|c| !c.is_event_source())
                 .map(|c| c.key_fields().to_vec());
@@ -471,15 +465,14 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
                 Some(key) => {
                     let rows = tables.entry(src.clone()).or_default();
                     let parsed = step.records.iter().cloned().map(|f| (0, f)).collect();
-                    let mk =
-                        |f: Fields, k: String, prev: Option<Fields>, kind: RecordKind| Record {
-                            source: name.clone(),
-                            key: k,
-                            fields: with_constants(f),
-                            prev,
-                            observed: step.at,
-                            kind,
-                        };
+                    let mk = |f: Row, k: String, prev: Option<Row>, kind: RecordKind| Record {
+                        source: name.clone(),
+                        key: k,
+                        fields: with_constants(f, &constants),
+                        prev,
+                        observed: step.at,
+                        kind,
+                    };
                     match crate::source::diff_table(rows, parsed, &key, mk) {
                         Ok(diff) => {
                             for r in &diff.records {
@@ -503,7 +496,7 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
                         let r = Record {
                             source: name.clone(),
                             key,
-                            fields: with_constants(f.clone()),
+                            fields: with_constants(Row::new(f.clone()), &constants),
                             prev: None,
                             observed: step.at,
                             kind: RecordKind::Event,

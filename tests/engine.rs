@@ -46,7 +46,7 @@ fn row(v: Value) -> Record {
     Record {
         source: Arc::from("tariffs"),
         key,
-        fields: f,
+        fields: f.into(),
         prev: None,
         observed: t0(),
         kind: RecordKind::Row,
@@ -55,7 +55,7 @@ fn row(v: Value) -> Record {
 
 /// Feeds rows the way the table source does: with the previous row of the key.
 struct Table {
-    rows: std::collections::HashMap<String, Fields>,
+    rows: std::collections::HashMap<String, tocsin::record::Row>,
 }
 
 impl Table {
@@ -91,7 +91,7 @@ fn event(v: Value, line: usize) -> Record {
     Record {
         source: Arc::from("news"),
         key: format!("n.jsonl:{line}"),
-        fields: fields(v),
+        fields: fields(v).into(),
         prev: None,
         observed: t0(),
         kind: RecordKind::Event,
@@ -426,7 +426,7 @@ fn holds(rule_when: &str, prev: Option<Value>, v: Value) -> bool {
     let rules = format!("rules:\n  - {{ id: r, source: tariffs, when: {rule_when} }}\n");
     let mut e = engine(&rules);
     let mut r = row(v);
-    r.prev = prev.map(fields);
+    r.prev = prev.map(|p| fields(p).into());
     !observe(&mut e, &r, t0()).is_empty()
 }
 

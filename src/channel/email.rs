@@ -149,7 +149,7 @@ pub fn text_body(n: &Notification) -> String {
         "labels",
         &serde_json::to_string(&n.labels).unwrap_or_default(),
     );
-    for (k, v) in &n.fields {
+    for (k, v) in n.fields.iter() {
         line(&format!("fields.{k}"), &val(v));
     }
     if let Some(p) = &n.prev {

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod condition;
+pub mod keys;
 pub mod text;
 
 use std::borrow::Cow;
@@ -21,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::record::{Fields, Record, RecordKind, as_text, lookup};
+use crate::record::{Fields, Record, RecordKind, Row, as_text, lookup};
 use crate::rules::Severity;
 use condition::{EvalCtx, Expr, TextHits};
+use keys::{KeyStates, NOT_QUEUED};
 use text::{PhraseRef, PhraseSet};
 
 pub use compile::compile;
@@ -152,7 +154,7 @@ pub struct Notification {
     pub body: String,
     pub source: String,
     pub labels: BTreeMap<String, String>,
-    pub fields: Fields,
+    pub fields: Row,
     pub prev: Option<Fields>,
     pub link: Option<String>,
     #[serde(with = "secs")]
@@ -265,8 +267,8 @@ fn format_ts_uncached(t: DateTime<Utc>) -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     pub source: Arc<str>,
-    pub fields: Fields,
-    pub prev: Option<Fields>,
+    pub fields: Row,
+    pub prev: Option<Row>,
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +282,8 @@ pub struct KeyState {
     /// at most N are kept, since N within the window is all that matters.
     /// `absent` rules: when the key last had a record (one time).
     pub window: Times,
+    /// The latest deadline queued for the key (see [`keys`]); not stored.
+    pub(crate) due: u32,
 }
 
 /// A few times, boxed so that a key with none costs one pointer.
@@ -338,6 +342,7 @@ impl KeyState {
             last_sent: None,
             snapshot: None,
             window: Times::default(),
+            due: NOT_QUEUED,
         }
     }
 
@@ -360,7 +365,7 @@ pub struct Stats {
 pub struct Engine {
     compiled: Arc<Compiled>,
     /// Per rule (same index as `compiled.rules`): key → state.
-    states: Vec<FxHashMap<Box<str>, KeyState>>,
+    states: Vec<KeyStates>,
     scratch: Scratch,
     pub stats: Stats,
     /// (rule, key) pairs whose state changed since the last `take_changes`.
@@ -373,7 +378,7 @@ impl Engine {
         Engine {
             scratch: Scratch::new(&compiled),
             compiled: Arc::new(compiled),
-            states: vec![FxHashMap::default(); n],
+            states: vec![KeyStates::default(); n],
             stats: Stats::default(),
             changed: Vec::new(),
         }
@@ -386,7 +391,7 @@ impl Engine {
     /// Swaps in new rules, carrying state across by rule id; state of rules
     /// that are gone is dropped and their ids returned.
     pub fn replace_rules(&mut self, compiled: Compiled) -> Vec<String> {
-        let mut old: HashMap<Arc<str>, FxHashMap<Box<str>, KeyState>> = self
+        let mut old: HashMap<Arc<str>, KeyStates> = self
             .compiled
             .rules
             .iter()
@@ -400,18 +405,28 @@ impl Engine {
             .collect();
         self.scratch = Scratch::new(&compiled);
         self.compiled = Arc::new(compiled);
+        self.reschedule_all();
         old.into_keys().map(|k| k.to_string()).collect()
     }
 
     /// State changes since the last call, for the store: each changed
     /// (rule id, key) with its state now, `None` when it went inactive.
     pub fn take_changes(&mut self) -> Vec<(String, String, Option<KeyState>)> {
-        let mut changed = std::mem::take(&mut self.changed);
-        changed.sort_unstable();
-        changed.dedup();
+        let changed = std::mem::take(&mut self.changed);
+        // Each pair once, in the order of first change (hashing beats
+        // sorting the keys).
+        let mut seen: rustc_hash::FxHashSet<(usize, &str)> = Default::default();
+        seen.reserve(changed.len());
+        let first: Vec<bool> = changed
+            .iter()
+            .map(|(ri, key)| seen.insert((*ri, key.as_str())))
+            .collect();
+        drop(seen);
         changed
             .into_iter()
-            .map(|(ri, key)| {
+            .zip(first)
+            .filter(|(_, first)| *first)
+            .map(|((ri, key), _)| {
                 let st = self.states[ri].get(key.as_str()).cloned();
                 (self.compiled.rules[ri].id.to_string(), key, st)
             })
@@ -432,13 +447,29 @@ impl Engine {
         let mut gone = Vec::new();
         for (rule, key, st) in stored {
             match index.get(rule.as_str()) {
-                Some(&ri) => {
-                    self.states[ri].insert(key.into(), st);
-                }
+                Some(&ri) => self.states[ri].insert(&key, st),
                 None => gone.push((rule, key)),
             }
         }
+        self.reschedule_all();
         gone
+    }
+
+    /// Queues every key's deadline anew (rules or states replaced).
+    fn reschedule_all(&mut self) {
+        for (rule, states) in self.compiled.rules.iter().zip(&mut self.states) {
+            states.reschedule_all(|st| deadline(rule, st));
+        }
+    }
+
+    /// Queues the next deadline of `key` of rule `ri`, if it has one.
+    fn reschedule(&mut self, ri: usize, key: &str) {
+        let rule = &self.compiled.rules[ri];
+        if !rule.keeps_snapshot() && rule.count.is_none() {
+            return;
+        }
+        let at = self.states[ri].get(key).and_then(|st| deadline(rule, st));
+        self.states[ri].schedule(key, at);
     }
 
     /// Number of (rule, key) pairs pending or firing.
@@ -473,7 +504,7 @@ impl Engine {
             plan,
             vals,
             rec.kind,
-            rec.prev.as_ref(),
+            rec.prev.as_deref(),
             &mut lazy,
             now,
             out,
@@ -694,15 +725,17 @@ impl Engine {
                 }
                 self.changed.push((ri, key.to_string()));
                 states.insert(
-                    key.as_ref().into(),
+                    &key,
                     KeyState {
                         firing,
                         since: now,
                         last_sent: firing.then_some(now),
                         snapshot: rule.keeps_snapshot().then(snapshot),
                         window: Times::default(),
+                        due: NOT_QUEUED,
                     },
                 );
+                self.reschedule(ri, &key);
             }
             (Some(st), true) => {
                 let mut changed = false;
@@ -726,6 +759,7 @@ impl Engine {
                 }
                 if changed {
                     self.changed.push((ri, key.to_string()));
+                    self.reschedule(ri, &key);
                 }
             }
             (Some(_), false) => {
@@ -756,7 +790,7 @@ impl Engine {
     ) {
         let rule = &c.rules[ri];
         let key = window_key(c, rule, rec);
-        let st = state_of(&mut self.states[ri], &key, now);
+        let st = self.states[ri].get_or_insert_with(&key, || KeyState::inactive(now));
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
@@ -779,6 +813,7 @@ impl Engine {
             fields: rec.fields.clone(),
             prev: rec.prev.clone(),
         }));
+        self.reschedule(ri, &key);
         self.changed.push((ri, key));
     }
 
@@ -797,8 +832,9 @@ impl Engine {
             return;
         };
         let key = window_key(c, rule, rec);
-        let st = state_of(&mut self.states[ri], &key, now);
-        st.window.retain(|t| now - *t < within);
+        let st = self.states[ri].get_or_insert_with(&key, || KeyState::inactive(now));
+        let cutoff = now - within;
+        st.window.retain(|t| *t > cutoff);
         if st.window.len() >= n as usize {
             st.window.remove(0);
         }
@@ -819,72 +855,60 @@ impl Engine {
                 out.push(note(AlertState::Firing, st.since));
             }
         }
+        self.reschedule(ri, &key);
         self.changed.push((ri, key));
     }
 
-    /// `count` rules at `now`: records leave the windows; a firing key
-    /// under N resolves, an empty window is forgotten.
+    /// A `count` key at `now`: records leave its window; a firing key under
+    /// N resolves, or reminds at `repeat`. Returns whether the key is
+    /// forgotten (an empty window, not firing).
+    #[allow(clippy::too_many_arguments)]
     fn tick_count(
-        &mut self,
         c: &Compiled,
-        ri: usize,
+        rule: &Rule,
+        key: &str,
+        st: &mut KeyState,
         n: u32,
         within: Duration,
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
-    ) {
-        let rule = &c.rules[ri];
-        let empty = Fields::new();
-        let mut drop = Vec::new();
-        for (key, st) in self.states[ri].iter_mut() {
-            let before = st.window.len();
-            st.window.retain(|t| now - *t < within);
-            let changed = st.window.len() != before;
-            // Count rules keep no record: notifications from time passing
-            // carry the key and the rule's sources.
-            let (source, fields, prev) = (rule.absent_key.as_str(), &empty, None);
-            if st.firing && st.window.len() < n as usize {
-                st.firing = false;
-                if rule.resolve != Some(false) {
-                    out.push(make(
-                        c,
-                        rule,
-                        key,
-                        AlertState::Resolved,
-                        source,
-                        fields,
-                        prev,
-                        st.since,
-                        now,
-                    ));
-                }
-            } else if st.firing
-                && let Some(rep) = rule.repeat
-                && st.last_sent.is_none_or(|t| now - t >= rep)
-            {
-                st.last_sent = Some(now);
-                out.push(make(
-                    c,
-                    rule,
-                    key,
-                    AlertState::Firing,
-                    source,
-                    fields,
-                    prev,
-                    st.since,
-                    now,
-                ));
-            } else if !changed {
-                continue;
+    ) -> (bool, bool) {
+        // Records at or before the cutoff have left the window.
+        let cutoff = now - within;
+        let before = st.window.len();
+        st.window.retain(|t| *t > cutoff);
+        let mut changed = st.window.len() != before;
+        // Count rules keep no record: notifications from time passing
+        // carry the key and the rule's sources.
+        let empty = Row::default();
+        let note = |state, started| {
+            make(
+                c,
+                rule,
+                key,
+                state,
+                rule.absent_key.as_str(),
+                &empty,
+                None,
+                started,
+                now,
+            )
+        };
+        if st.firing && st.window.len() < n as usize {
+            st.firing = false;
+            changed = true;
+            if rule.resolve != Some(false) {
+                out.push(note(AlertState::Resolved, st.since));
             }
-            self.changed.push((ri, key.to_string()));
-            if st.window.is_empty() && !st.firing {
-                drop.push(key.clone());
-            }
+        } else if st.firing
+            && let Some(rep) = rule.repeat
+            && st.last_sent.is_none_or(|t| now - t >= rep)
+        {
+            st.last_sent = Some(now);
+            changed = true;
+            out.push(note(AlertState::Firing, st.since));
         }
-        for k in drop {
-            self.states[ri].remove(&k);
-        }
+        (changed, st.window.is_empty() && !st.firing)
     }
 
     /// Starts the clock of `absent` rules without `key:` that have no
@@ -895,166 +919,182 @@ impl Engine {
             if rule.absent.is_none() || rule.key.is_some() {
                 continue;
             }
-            if !self.states[ri].contains_key(rule.absent_key.as_str()) {
+            let key = rule.absent_key.as_str();
+            if !self.states[ri].contains_key(key) {
                 self.states[ri].insert(
-                    rule.absent_key.as_str().into(),
+                    key,
                     KeyState {
-                        firing: false,
-                        since: now,
-                        last_sent: None,
-                        snapshot: None,
                         window: Times::from(vec![now]),
+                        ..KeyState::inactive(now)
                     },
                 );
+                self.reschedule(ri, key);
                 self.changed.push((ri, rule.absent_key.clone()));
             }
         }
     }
 
-    /// `absent` rules at `now`: keys silent for their duration fire (once,
-    /// then at each `repeat`).
+    /// An `absent` key at `now`: silent for the rule's duration, it fires
+    /// (once, then at each `repeat`). Returns whether it changed.
     fn tick_absent(
-        &mut self,
         c: &Compiled,
-        ri: usize,
+        rule: &Rule,
+        key: &str,
+        st: &mut KeyState,
         absent: Duration,
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
-    ) {
-        let rule = &c.rules[ri];
-        let empty = Fields::new();
-        for (key, st) in self.states[ri].iter_mut() {
-            let seen = st.seen();
-            let due = if !st.firing {
-                now - seen >= absent
-            } else {
-                rule.repeat
-                    .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
-            };
-            if !due {
-                continue;
-            }
-            if !st.firing {
-                st.firing = true;
-                st.since = seen + absent;
-            }
-            st.last_sent = Some(now);
-            self.changed.push((ri, key.to_string()));
-            let (source, fields, prev) = match &st.snapshot {
-                Some(s) => (&*s.source, &s.fields, s.prev.as_ref()),
-                None => (rule.absent_key.as_str(), &empty, None),
-            };
-            out.push(make(
-                c,
-                rule,
-                key,
-                AlertState::Firing,
-                source,
-                fields,
-                prev,
-                st.since,
-                now,
-            ));
+    ) -> bool {
+        let seen = st.seen();
+        let due = if !st.firing {
+            now - seen >= absent
+        } else {
+            rule.repeat
+                .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
+        };
+        if !due {
+            return false;
         }
+        if !st.firing {
+            st.firing = true;
+            st.since = seen + absent;
+        }
+        st.last_sent = Some(now);
+        let empty = Row::default();
+        let (source, fields, prev) = match &st.snapshot {
+            Some(s) => (&*s.source, &s.fields, s.prev.as_deref()),
+            None => (rule.absent_key.as_str(), &empty, None),
+        };
+        out.push(make(
+            c,
+            rule,
+            key,
+            AlertState::Firing,
+            source,
+            fields,
+            prev,
+            st.since,
+            now,
+        ));
+        true
+    }
+
+    /// A pending or firing key of a `for:` or `repeat:` rule at `now`: a
+    /// wait that has elapsed fires, a reminder that is due goes out.
+    /// Returns whether it changed.
+    fn tick_wait(
+        c: &Compiled,
+        rule: &Rule,
+        key: &str,
+        st: &mut KeyState,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) -> bool {
+        let due = if !st.firing {
+            now - st.since >= rule.for_
+        } else {
+            rule.repeat
+                .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
+        };
+        let Some(snap) = st.snapshot.clone().filter(|_| due) else {
+            return false;
+        };
+        st.firing = true;
+        st.last_sent = Some(now);
+        out.push(make(
+            c,
+            rule,
+            key,
+            AlertState::Firing,
+            &snap.source,
+            &snap.fields,
+            snap.prev.as_deref(),
+            st.since,
+            now,
+        ));
+        true
     }
 
     /// Time passing: pending keys whose `for:` has elapsed fire, firing keys
-    /// due a `repeat:` remind, silent keys of `absent` rules fire.
+    /// due a `repeat:` remind, silent keys of `absent` rules fire, records
+    /// leave `count` windows. Only keys with a deadline at or before `now`
+    /// are visited.
     pub fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Notification>) {
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
         for (ri, rule) in c.rules.iter().enumerate() {
-            if let Some(a) = rule.absent {
-                self.tick_absent(c, ri, a, now, out);
+            if !rule.keeps_snapshot() && rule.count.is_none() {
                 continue;
             }
-            if let Some((n, within)) = rule.count {
-                self.tick_count(c, ri, n, within, now, out);
-                continue;
-            }
-            if !rule.keeps_snapshot() {
-                continue;
-            }
-            for (key, st) in self.states[ri].iter_mut() {
-                let due = if !st.firing {
-                    now - st.since >= rule.for_
+            for key in self.states[ri].take_due(now) {
+                let Some(st) = self.states[ri].get_mut(&key) else {
+                    continue;
+                };
+                let (changed, forget) = if let Some(a) = rule.absent {
+                    (Self::tick_absent(c, rule, &key, st, a, now, out), false)
+                } else if let Some((n, within)) = rule.count {
+                    Self::tick_count(c, rule, &key, st, n, within, now, out)
                 } else {
-                    rule.repeat
-                        .is_some_and(|rep| st.last_sent.is_none_or(|t| now - t >= rep))
+                    (Self::tick_wait(c, rule, &key, st, now, out), false)
                 };
-                if !due {
-                    continue;
+                if forget {
+                    self.states[ri].remove(&key);
+                } else {
+                    self.reschedule(ri, &key);
                 }
-                let Some(snap) = st.snapshot.clone() else {
-                    continue;
-                };
-                st.firing = true;
-                st.last_sent = Some(now);
-                self.changed.push((ri, key.to_string()));
-                out.push(make(
-                    c,
-                    rule,
-                    key,
-                    AlertState::Firing,
-                    &snap.source,
-                    &snap.fields,
-                    snap.prev.as_ref(),
-                    st.since,
-                    now,
-                ));
+                if changed || forget {
+                    self.changed.push((ri, key.into()));
+                }
             }
         }
     }
 
     /// The next time `tick` has something to do.
-    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        let mut best: Option<DateTime<Utc>> = None;
-        for (ri, rule) in self.compiled.rules.iter().enumerate() {
-            if !rule.keeps_snapshot() && rule.count.is_none() {
-                continue;
-            }
-            for st in self.states[ri].values() {
-                let t = if let Some((n, within)) = rule.count {
-                    // When the window next loses a record: the key falls
-                    // under N (firing) or is forgotten (not firing).
-                    let leaving = if st.firing {
-                        st.window
-                            .len()
-                            .checked_sub(n as usize)
-                            .map(|i| st.window[i])
-                    } else {
-                        st.window.first().copied()
-                    };
-                    let drop = leaving.map(|t| t + within);
-                    let remind = if st.firing {
-                        rule.repeat
-                            .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
-                    } else {
-                        None
-                    };
-                    match (drop, remind) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                } else if let Some(a) = rule.absent {
-                    if st.firing {
-                        rule.repeat
-                            .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
-                    } else {
-                        Some(st.seen() + a)
-                    }
-                } else if !st.firing {
-                    Some(st.since + rule.for_)
-                } else {
-                    rule.repeat
-                        .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
-                };
-                if let Some(t) = t {
-                    best = Some(best.map_or(t, |b| b.min(t)));
-                }
-            }
+    pub fn next_deadline(&mut self) -> Option<DateTime<Utc>> {
+        let rules = &self.compiled.rules;
+        rules
+            .iter()
+            .zip(&mut self.states)
+            .filter_map(|(rule, states)| states.next_timer(|st| deadline(rule, st)))
+            .min()
+    }
+}
+
+/// When a key of `rule` next needs a visit from `tick`, if ever.
+fn deadline(rule: &Rule, st: &KeyState) -> Option<DateTime<Utc>> {
+    let remind = || {
+        rule.repeat
+            .map(|rep| st.last_sent.unwrap_or(st.since) + rep)
+    };
+    if let Some((n, within)) = rule.count {
+        // When the window next loses a record: the key falls under N
+        // (firing) or is forgotten (not firing).
+        let leaving = if st.firing {
+            st.window
+                .len()
+                .checked_sub(n as usize)
+                .map(|i| st.window[i])
+        } else {
+            st.window.first().copied()
+        };
+        let drop = leaving.map(|t| t + within);
+        let remind = if st.firing { remind() } else { None };
+        match (drop, remind) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        best
+    } else if let Some(a) = rule.absent {
+        if st.firing {
+            remind()
+        } else {
+            Some(st.seen() + a)
+        }
+    } else if !rule.keeps_snapshot() {
+        None
+    } else if !st.firing {
+        Some(st.since + rule.for_)
+    } else {
+        remind()
     }
 }
 
@@ -1239,19 +1279,6 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
     }
 }
 
-/// The state of `key`, made inactive when it has none; the key is copied
-/// only then.
-fn state_of<'a>(
-    states: &'a mut FxHashMap<Box<str>, KeyState>,
-    key: &str,
-    now: DateTime<Utc>,
-) -> &'a mut KeyState {
-    if !states.contains_key(key) {
-        states.insert(key.into(), KeyState::inactive(now));
-    }
-    states.get_mut(key).expect("just inserted")
-}
-
 /// The key of an `absent` or `count` rule: its `key:` template, else one
 /// key for the rule.
 fn window_key(c: &Compiled, rule: &Rule, rec: &Record) -> String {
@@ -1278,7 +1305,7 @@ fn make_for(
         state,
         &rec.source,
         &rec.fields,
-        rec.prev.as_ref(),
+        rec.prev.as_deref(),
         started_at,
         now,
     )
@@ -1292,7 +1319,7 @@ pub fn make(
     key: &str,
     state: AlertState,
     source: &str,
-    fields: &Fields,
+    fields: &Row,
     prev: Option<&Fields>,
     started_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -1319,7 +1346,7 @@ pub fn make(
         body: String::new(),
         source: source.to_string(),
         labels: (*rule.labels).clone(),
-        fields: fields.clone(),
+        fields: Arc::clone(fields),
         prev: prev_changed,
         link,
         started_at,
@@ -1451,7 +1478,7 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         .filter_map(|f| lookup(&n.fields, f).map(|v| (f.as_str(), v)))
         .collect();
     if shown.is_empty() {
-        for (k, v) in &n.fields {
+        for (k, v) in n.fields.iter() {
             field(&mut b, k, v);
         }
     } else {
@@ -1532,7 +1559,7 @@ pub fn digest<'a>(
         body,
         source: "tocsin".into(),
         labels: BTreeMap::new(),
-        fields,
+        fields: Arc::new(fields),
         prev: None,
         link: None,
         started_at: items.first().map_or(now, |n| n.at),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::parse::{self, ParseError};
 use super::{Batch, Health, SourceError};
 use crate::config::{FileSource, Format, Mode, SourceConfig};
-use crate::record::{Fields, Record, RecordKind};
+use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::store::{Checkpoint, FileCheckpoint, LogCursor};
 
 /// What we know of a file without reading it; a change means re-read.
@@ -44,7 +44,7 @@ fn sig(meta: &std::fs::Metadata) -> Sig {
 #[derive(Debug)]
 enum FileState {
     Table {
-        rows: HashMap<String, Fields>,
+        rows: HashMap<String, Row>,
         sig: Option<Sig>,
     },
     Log {
@@ -342,7 +342,7 @@ impl FileTracker {
         let source = self.source.clone();
         let key = self.cfg.key.clone();
         let constants = self.constants.clone();
-        let mk = |fields: Fields, key: String, prev: Option<Fields>, kind: RecordKind| Record {
+        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
             key,
             fields: with_constants(fields, &constants),
@@ -422,7 +422,7 @@ impl FileTracker {
                         }
                         for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
                             records.push(mk(
-                                fields,
+                                Row::new(fields),
                                 format!("{file_name}:{}", i + 1),
                                 None,
                                 RecordKind::Event,
@@ -467,7 +467,7 @@ impl FileTracker {
                                     }
                                     match parse::json_line(l, first_line + i) {
                                         Ok(f) => records.push(mk(
-                                            f,
+                                            Row::new(f),
                                             format!("{file_name}:{}", first_line + i),
                                             None,
                                             RecordKind::Event,
@@ -492,7 +492,7 @@ impl FileTracker {
                                         Ok(rows) => {
                                             for (n, f) in rows {
                                                 records.push(mk(
-                                                    f,
+                                                    Row::new(f),
                                                     format!("{file_name}:{n}"),
                                                     None,
                                                     RecordKind::Event,
@@ -539,7 +539,7 @@ impl FileTracker {
             out.push(Record {
                 source: self.source.clone(),
                 key,
-                fields: with_constants(fields, &self.constants),
+                fields: with_constants(Row::new(fields), &self.constants),
                 prev: None,
                 observed: now,
                 kind,
@@ -571,15 +571,6 @@ fn read_header(format: Format, bytes: &[u8]) -> Option<Vec<String>> {
         .from_reader(t.as_bytes());
     let rec = r.records().next()?.ok()?;
     Some(rec.iter().map(|s| s.trim().to_string()).collect())
-}
-
-fn with_constants(mut fields: Fields, constants: &Fields) -> Fields {
-    for (k, v) in constants {
-        if !fields.contains_key(k) {
-            fields.insert(k.clone(), v.clone());
-        }
-    }
-    fields
 }
 
 /// Names editors and tools use for temporary and backup files.

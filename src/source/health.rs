@@ -109,10 +109,8 @@ impl HealthTracker {
                     source.to_string(),
                     Some(KeyState {
                         firing: true,
-                        since: now,
                         last_sent: Some(now),
-                        snapshot: None,
-                        window: crate::engine::Times::default(),
+                        ..KeyState::inactive(now)
                     }),
                 ))
             }
@@ -157,7 +155,7 @@ impl HealthTracker {
             body,
             source: source.into(),
             labels: BTreeMap::new(),
-            fields,
+            fields: std::sync::Arc::new(fields),
             prev: None,
             link: None,
             started_at: started,
@@ -207,10 +205,7 @@ mod tests {
     fn state_of_removed_sources_is_dropped() {
         let st = |firing| KeyState {
             firing,
-            since: Utc::now(),
-            last_sent: None,
-            snapshot: None,
-            window: crate::engine::Times::default(),
+            ..KeyState::inactive(Utc::now())
         };
         let (h, gone) = HealthTracker::new(
             &config(),

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::record::{Fields, Record, RecordKind};
+use crate::record::{Fields, Record, RecordKind, Row};
 
 /// Records of one source that arrived together.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl std::fmt::Display for SourceError {
 /// changed, one per row removed, and the store's update.
 pub(crate) struct TableDiff {
     pub records: Vec<Record>,
-    pub upsert: Vec<(String, Fields)>,
+    pub upsert: Vec<(String, Row)>,
     pub delete: Vec<String>,
 }
 
@@ -103,16 +103,16 @@ pub(crate) struct TableDiff {
 /// becomes the new table. A row without its key refuses the whole table:
 /// the error is (line, message) and `rows` stays as it was.
 pub(crate) fn diff_table(
-    rows: &mut HashMap<String, Fields>,
+    rows: &mut HashMap<String, Row>,
     parsed: Vec<(usize, Fields)>,
     key: &[String],
-    mk: impl Fn(Fields, String, Option<Fields>, RecordKind) -> Record,
+    mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
 ) -> Result<TableDiff, (usize, String)> {
-    let mut next: HashMap<String, Fields> = HashMap::with_capacity(parsed.len());
+    let mut next: HashMap<String, Row> = HashMap::with_capacity(parsed.len());
     let mut order = Vec::with_capacity(parsed.len());
     for (line, fields) in parsed {
         let k = parse::row_key(&fields, key).map_err(|m| (line, m))?;
-        if next.insert(k.clone(), fields).is_none() {
+        if next.insert(k.clone(), Row::new(fields)).is_none() {
             order.push(k);
         }
     }
@@ -124,7 +124,7 @@ pub(crate) fn diff_table(
             old => records.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
         }
     }
-    let mut removed: Vec<(&String, &Fields)> = rows
+    let mut removed: Vec<(&String, &Row)> = rows
         .iter()
         .filter(|(k, _)| !next.contains_key(*k))
         .collect();

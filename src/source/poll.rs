@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::fetch::{Fetched, Fetcher};
 use super::{Batch, Health, feed, parse};
 use crate::config::{FeedSource, Format, HttpSource, SourceConfig, SourceKind};
-use crate::record::{Fields, Record, RecordKind};
+use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::store::{Checkpoint, PollState};
 
 /// Seen ids are written again at most this often while they stay in the
@@ -98,7 +98,7 @@ impl FeedTracker {
                 Record {
                     source: self.source.clone(),
                     key: i.id,
-                    fields,
+                    fields: Row::new(fields),
                     prev: None,
                     observed: now,
                     kind: RecordKind::Event,
@@ -125,11 +125,11 @@ pub struct HttpTracker {
     constants: Fields,
     cfg: HttpSource,
     url: String,
-    rows: HashMap<String, Fields>,
+    rows: HashMap<String, Row>,
 }
 
 impl HttpTracker {
-    pub fn new(cfg: &SourceConfig, h: &HttpSource, rows: HashMap<String, Fields>) -> HttpTracker {
+    pub fn new(cfg: &SourceConfig, h: &HttpSource, rows: HashMap<String, Row>) -> HttpTracker {
         HttpTracker {
             source: Arc::from(cfg.name.as_str()),
             constants: cfg.fields.clone(),
@@ -191,18 +191,13 @@ impl HttpTracker {
         };
         let source = self.source.clone();
         let constants = &self.constants;
-        let mk = |mut fields: Fields, key: String, prev: Option<Fields>, kind: RecordKind| {
-            for (k, v) in constants {
-                fields.insert(k.clone(), v.clone());
-            }
-            Record {
-                source: source.clone(),
-                key,
-                fields,
-                prev,
-                observed: now,
-                kind,
-            }
+        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
+            source: source.clone(),
+            key,
+            fields: with_constants(fields, constants),
+            prev,
+            observed: now,
+            kind,
         };
         let diff =
             super::diff_table(&mut self.rows, parsed, &self.cfg.key, mk).map_err(|(line, m)| {
@@ -241,7 +236,7 @@ pub struct PollStats {
 pub async fn run(
     cfg: SourceConfig,
     stored: Option<PollState>,
-    table: HashMap<String, Fields>,
+    table: HashMap<String, Row>,
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
 ) {

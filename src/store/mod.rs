@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::engine::{KeyState, Notification, Snapshot};
-use crate::record::Fields;
+use crate::record::Row;
 
 #[derive(Debug, thiserror::Error)]
 #[error("state store {path}: {message}")]
@@ -78,7 +78,7 @@ pub struct LogCursor {
 #[derive(Clone, Debug)]
 pub enum FileCheckpoint {
     /// The whole table as last read (raw rows, by key).
-    Table(HashMap<String, Fields>),
+    Table(HashMap<String, Row>),
     Log(LogCursor),
 }
 
@@ -88,7 +88,7 @@ pub enum Checkpoint {
     Table {
         source: String,
         file: PathBuf,
-        upsert: Vec<(String, Fields)>,
+        upsert: Vec<(String, Row)>,
         delete: Vec<String>,
     },
     Log {
@@ -238,6 +238,7 @@ impl Store {
                             .filter_map(DateTime::from_timestamp_millis)
                             .collect::<Vec<_>>()
                             .into(),
+                        due: crate::engine::keys::NOT_QUEUED,
                     },
                 ))
             })
@@ -266,7 +267,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (file, key, json) = row.map_err(|e| self.err(e))?;
-            let fields: Fields = serde_json::from_str(&json).map_err(|e| self.err(e))?;
+            let fields: Row = serde_json::from_str(&json).map_err(|e| self.err(e))?;
             if let FileCheckpoint::Table(t) = out
                 .entry(PathBuf::from(file))
                 .or_insert_with(|| FileCheckpoint::Table(HashMap::new()))
@@ -689,12 +690,11 @@ mod tests {
             let mut s = Store::open(&path).unwrap();
             let st = KeyState {
                 firing: true,
-                since: now,
                 last_sent: Some(now),
-                snapshot: None,
                 window: crate::engine::Times::from(vec![now]),
+                ..KeyState::inactive(now)
             };
-            let rows: Fields = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
+            let rows: Row = serde_json::from_str(r#"{"partner": "CN"}"#).unwrap();
             s.commit(
                 &[("r".into(), "k".into(), Some(st))],
                 &[

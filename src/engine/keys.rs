@@ -1,0 +1,283 @@
+//! The states of one rule's keys, with a timer queue so that time passing
+//! visits only the keys that are due, not every key the rule holds.
+//!
+//! The queue holds (deadline, key hash) pairs and no copy of the key: keys
+//! are found again by their hash. Entries are never updated in place; a key
+//! whose deadline moved has a stale entry, which is checked and dropped
+//! when it comes up. Each state remembers (to the second, rounded up) the
+//! latest deadline queued for it, so a deadline already queued is not
+//! queued again.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+
+use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
+
+use super::KeyState;
+
+/// No deadline queued.
+pub(crate) const NOT_QUEUED: u32 = u32::MAX;
+
+#[derive(Clone, Default)]
+pub struct KeyStates {
+    table: HashTable<(Box<str>, KeyState)>,
+    /// Min-heap of (deadline in Unix milliseconds, key hash).
+    timers: BinaryHeap<Reverse<(i64, u64)>>,
+}
+
+impl std::fmt::Debug for KeyStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStates")
+            .field("keys", &self.table.len())
+            .field("timers", &self.timers.len())
+            .finish()
+    }
+}
+
+fn hash(key: &str) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+fn rehash(e: &(Box<str>, KeyState)) -> u64 {
+    hash(&e.0)
+}
+
+/// Unix seconds, rounded up, saturating: what a state remembers of its
+/// queued deadline.
+fn ceil_secs(ms: i64) -> u32 {
+    let s = ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0);
+    s.clamp(0, i64::from(NOT_QUEUED - 1)) as u32
+}
+
+impl KeyStates {
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&KeyState> {
+        self.table
+            .find(hash(key), |e| &*e.0 == key)
+            .map(|(_, st)| st)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut KeyState> {
+        self.table
+            .find_mut(hash(key), |e| &*e.0 == key)
+            .map(|(_, st)| st)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets the state of `key`, copying the key only when it is new.
+    pub fn insert(&mut self, key: &str, st: KeyState) {
+        match self.table.entry(hash(key), |e| &*e.0 == key, rehash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = st,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((key.into(), st));
+            }
+        }
+    }
+
+    /// The state of `key`, made by `make` when it has none.
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> KeyState,
+    ) -> &mut KeyState {
+        let h = hash(key);
+        let entry = self
+            .table
+            .entry(h, |e| &*e.0 == key, rehash)
+            .or_insert_with(|| (key.into(), make()));
+        &mut entry.into_mut().1
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<KeyState> {
+        self.table
+            .find_entry(hash(key), |e| &*e.0 == key)
+            .ok()
+            .map(|e| e.remove().0.1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &KeyState)> {
+        self.table.iter().map(|(k, st)| (&**k, st))
+    }
+
+    /// Queues `key` to be visited at `at`, unless a deadline no later is
+    /// queued for it already.
+    pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
+        let Some(at) = at else { return };
+        let h = hash(key);
+        let Some((_, st)) = self.table.find_mut(h, |e| &*e.0 == key) else {
+            return;
+        };
+        let ms = at.timestamp_millis();
+        if st.due != NOT_QUEUED && i64::from(st.due) * 1000 <= ms {
+            return;
+        }
+        st.due = ceil_secs(ms);
+        self.timers.push(Reverse((ms, h)));
+    }
+
+    /// The earliest deadline of any key. Entries on top that are stale
+    /// (the key is gone, or its deadline moved later, as `deadline` says)
+    /// are dropped, and moved keys queued at their new deadline.
+    pub fn next_timer(
+        &mut self,
+        deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
+        while let Some(Reverse((ms, h))) = self.timers.peek().copied() {
+            let due = ceil_secs(ms);
+            let mut live = false;
+            let mut moved = Vec::new();
+            for (k, st) in self.table.iter_hash_mut(h) {
+                if st.due != due {
+                    continue;
+                }
+                match deadline(st) {
+                    Some(d) if d.timestamp_millis() <= ms => live = true,
+                    d => {
+                        st.due = NOT_QUEUED;
+                        moved.push((k.clone(), d));
+                    }
+                }
+            }
+            if !live {
+                self.timers.pop();
+            }
+            for (k, d) in &moved {
+                self.schedule(k, *d);
+            }
+            if live {
+                return DateTime::from_timestamp_millis(ms);
+            }
+        }
+        None
+    }
+
+    /// The keys whose queued deadline is at or before `now`, each once;
+    /// their entries leave the queue, so the caller visits them and queues
+    /// their next deadline.
+    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Box<str>> {
+        let now_ms = now.timestamp_millis();
+        let mut keys = Vec::new();
+        while let Some(Reverse((ms, h))) = self.timers.peek().copied() {
+            if ms > now_ms {
+                break;
+            }
+            self.timers.pop();
+            // Every key with this hash (almost always one) is looked at;
+            // one that is not due is queued again by the caller.
+            for (k, st) in self.table.iter_hash_mut(h) {
+                if st.due != NOT_QUEUED {
+                    st.due = NOT_QUEUED;
+                    keys.push(k.clone());
+                }
+            }
+        }
+        keys
+    }
+
+    /// Queues every key again from scratch (after a restore or a reload,
+    /// when deadlines may have changed).
+    pub fn reschedule_all(&mut self, deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>) {
+        self.timers.clear();
+        for (_, st) in self.table.iter_mut() {
+            st.due = NOT_QUEUED;
+        }
+        let keys: Vec<(Box<str>, Option<DateTime<Utc>>)> = self
+            .table
+            .iter()
+            .map(|(k, st)| (k.clone(), deadline(st)))
+            .collect();
+        for (k, at) in &keys {
+            self.schedule(k, *at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_deadline_moved_later_is_found_at_its_new_time() {
+        let mut m = KeyStates::default();
+        m.insert("a", KeyState::inactive(at(0)));
+        m.schedule("a", Some(at(10)));
+        // Later: not queued again, but the stale entry gives way to it.
+        m.schedule("a", Some(at(30)));
+        assert_eq!(m.timers.len(), 1);
+        assert_eq!(m.next_timer(|_| Some(at(30))), Some(at(30)));
+        assert_eq!(m.timers.len(), 1);
+        assert!(m.take_due(at(29)).is_empty());
+        assert_eq!(m.take_due(at(30)), vec![Box::from("a")]);
+    }
+
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn only_due_keys_come_up_each_once() {
+        let mut m = KeyStates::default();
+        for k in ["a", "b", "c"] {
+            m.insert(k, KeyState::inactive(at(0)));
+        }
+        m.schedule("a", Some(at(10)));
+        m.schedule("b", Some(at(20)));
+        // Queued again later: already queued no later, so nothing added.
+        m.schedule("a", Some(at(15)));
+        // Earlier: queued again.
+        m.schedule("b", Some(at(5)));
+        assert_eq!(m.timers.len(), 3);
+        let fixed = |d| move |_: &KeyState| Some(at(d));
+        assert_eq!(m.next_timer(fixed(5)), Some(at(5)));
+        assert_eq!(m.timers.len(), 3, "nothing stale on top yet");
+        assert!(m.take_due(at(4)).is_empty());
+        assert_eq!(m.take_due(at(5)), vec![Box::from("b")]);
+        // b's stale entry at 20 finds it not queued: not returned.
+        let mut due = m.take_due(at(30));
+        due.sort();
+        assert_eq!(due, vec![Box::from("a")]);
+        assert!(m.timers.is_empty());
+        assert!(m.take_due(at(100)).is_empty(), "c was never queued");
+    }
+
+    #[test]
+    fn removed_keys_leave_stale_entries_that_come_up_empty() {
+        let mut m = KeyStates::default();
+        m.insert("a", KeyState::inactive(at(0)));
+        m.schedule("a", Some(at(10)));
+        assert!(m.remove("a").is_some());
+        assert_eq!(m.next_timer(|_| None), None, "the stale entry is dropped");
+        m.insert("a", KeyState::inactive(at(0)));
+        m.schedule("a", Some(at(10)));
+        assert!(m.remove("a").is_some());
+        assert!(m.take_due(at(10)).is_empty());
+        assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn sub_second_deadlines_are_not_lost() {
+        let mut m = KeyStates::default();
+        m.insert("a", KeyState::inactive(at(0)));
+        let t = at(10) + chrono::Duration::milliseconds(300);
+        m.schedule("a", Some(t));
+        // Earlier within the same second: queued, not folded into the later.
+        let early = at(10) + chrono::Duration::milliseconds(100);
+        m.schedule("a", Some(early));
+        assert_eq!(m.next_timer(|_| Some(early)), Some(early));
+        assert_eq!(m.take_due(early), vec![Box::from("a")]);
+    }
+}
