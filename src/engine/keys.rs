@@ -207,6 +207,13 @@ impl KeyStates {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
     #[test]
     fn a_deadline_moved_later_is_found_at_its_new_time() {
         let mut m = KeyStates::default();
@@ -219,13 +226,6 @@ mod tests {
         assert_eq!(m.timers.len(), 1);
         assert!(m.take_due(at(29)).is_empty());
         assert_eq!(m.take_due(at(30)), vec![Box::from("a")]);
-    }
-
-    use super::*;
-    use chrono::TimeZone;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
     }
 
     #[test]

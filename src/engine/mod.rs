@@ -412,7 +412,8 @@ impl Engine {
     /// State changes since the last call, for the store: each changed
     /// (rule id, key) with its state now, `None` when it went inactive.
     pub fn take_changes(&mut self) -> Vec<(String, String, Option<KeyState>)> {
-        let changed = std::mem::take(&mut self.changed);
+        // The list keeps its room for the next batch.
+        let mut changed = std::mem::take(&mut self.changed);
         // Each pair once, in the order of first change (hashing beats
         // sorting the keys).
         let mut seen: rustc_hash::FxHashSet<(usize, &str)> = Default::default();
@@ -422,15 +423,17 @@ impl Engine {
             .map(|(ri, key)| seen.insert((*ri, key.as_str())))
             .collect();
         drop(seen);
-        changed
-            .into_iter()
+        let out = changed
+            .drain(..)
             .zip(first)
             .filter(|(_, first)| *first)
             .map(|((ri, key), _)| {
                 let st = self.states[ri].get(key.as_str()).cloned();
                 (self.compiled.rules[ri].id.to_string(), key, st)
             })
-            .collect()
+            .collect();
+        self.changed = changed;
+        out
     }
 
     /// Puts back stored state; returns the (rule, key) pairs of rules it
