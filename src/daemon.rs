@@ -19,6 +19,7 @@ use crate::engine::{Compiled, Engine};
 use crate::rules::RuleSet;
 use crate::source::{self, Batch};
 use crate::store::Store;
+use crate::systemd;
 use tokio::sync::Notify;
 
 /// Config and rules, validated and compiled.
@@ -53,48 +54,199 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
 /// what is left stays in the outbox for the next start.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// What tells a running daemon to stop or to reload (signals, in `main`).
+#[derive(Clone, Default)]
+pub struct Control {
+    pub shutdown: CancellationToken,
+    pub reload: Arc<Notify>,
+}
+
+/// A channel's delivery worker.
+struct Worker {
+    /// The channel's config as built (its `Debug`, which names every field
+    /// and shows secrets only as where they come from).
+    config: String,
+    wake: Arc<Notify>,
+    /// Stops this worker alone (the channel changed or went away).
+    retire: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// A running source.
+struct Running {
+    config: String,
+    stop: CancellationToken,
+}
+
+/// Everything the daemon runs besides the engine: channels and sources,
+/// started, and restarted on reload when their config changed.
+struct Parts {
+    workers: HashMap<String, Worker>,
+    sources: HashMap<String, Running>,
+    source_tasks: JoinSet<()>,
+    source_stop: CancellationToken,
+    batches: mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+}
+
+impl Parts {
+    /// Builds every channel of `config` that is new or changed, before any
+    /// is swapped in, so that a channel that cannot be built (a missing
+    /// secret) refuses the whole config.
+    fn build_channels(
+        &self,
+        config: &Config,
+    ) -> anyhow::Result<Vec<(crate::config::ChannelConfig, Channel)>> {
+        let mut built = Vec::new();
+        for c in &config.channels {
+            let same = self
+                .workers
+                .get(&c.name)
+                .is_some_and(|w| w.config == format!("{c:?}"));
+            if !same {
+                let ch =
+                    Channel::build(c).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))?;
+                built.push((c.clone(), ch));
+            }
+        }
+        Ok(built)
+    }
+
+    /// Swaps in the channels built by `build_channels`; channels no longer
+    /// in `config` stop. A replaced worker finishes the send it is in before
+    /// its successor starts, so nothing goes out twice.
+    fn apply_channels(
+        &mut self,
+        config: &Config,
+        built: Vec<(crate::config::ChannelConfig, Channel)>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut changed = Vec::new();
+        let names: std::collections::HashSet<&str> =
+            config.channels.iter().map(|c| c.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .workers
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in gone {
+            if let Some(w) = self.workers.remove(&n) {
+                w.retire.cancel();
+                changed.push(n);
+            }
+        }
+        for (c, ch) in built {
+            let before = self.workers.remove(&c.name).map(|w| {
+                w.retire.cancel();
+                w.handle
+            });
+            let wake = Arc::new(Notify::new());
+            // Not a child of `shutdown`: at a stop, workers drain the
+            // outbox for the grace period.
+            let retire = CancellationToken::new();
+            let store = Store::open(&config.state)?;
+            let task = {
+                let (name, wake, retire) = (c.name.clone(), wake.clone(), retire.clone());
+                let (shutdown, drain) = (self.shutdown.clone(), self.drain.clone());
+                let budget = c.retry_budget;
+                let digest = c.digest.clone();
+                async move {
+                    if let Some(h) = before {
+                        let _ = h.await;
+                    }
+                    match digest {
+                        Some(schedule) => {
+                            deliver_digest(name, ch, store, schedule, retire, shutdown).await
+                        }
+                        None => {
+                            let stops = Stops {
+                                retire,
+                                shutdown,
+                                drain,
+                            };
+                            deliver(name, ch, store, budget, wake, stops).await
+                        }
+                    }
+                }
+            };
+            changed.push(c.name.clone());
+            self.workers.insert(
+                c.name.clone(),
+                Worker {
+                    config: format!("{c:?}"),
+                    wake,
+                    retire,
+                    handle: tokio::spawn(task),
+                },
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Starts the sources of `config` that are new or changed and stops
+    /// those that changed or went away; returns the names of both.
+    fn apply_sources(&mut self, config: &Config, store: &Store) -> anyhow::Result<Vec<String>> {
+        let mut changed = Vec::new();
+        let names: std::collections::HashSet<&str> =
+            config.sources.iter().map(|s| s.name.as_str()).collect();
+        self.sources.retain(|n, r| {
+            let keep = names.contains(n.as_str());
+            if !keep {
+                r.stop.cancel();
+                changed.push(n.clone());
+            }
+            keep
+        });
+        for s in &config.sources {
+            let text = format!("{s:?}");
+            if self.sources.get(&s.name).is_some_and(|r| r.config == text) {
+                continue;
+            }
+            if let Some(old) = self.sources.remove(&s.name) {
+                old.stop.cancel();
+            }
+            let stop = self.source_stop.child_token();
+            source::spawn(
+                s,
+                store,
+                self.batches.clone(),
+                stop.clone(),
+                &mut self.source_tasks,
+            )?;
+            self.sources
+                .insert(s.name.clone(), Running { config: text, stop });
+            changed.push(s.name.clone());
+        }
+        Ok(changed)
+    }
+}
+
+/// Runs until `control.shutdown` is cancelled; reloads at
+/// `control.reload` and when files in the rules folder change.
+pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let Loaded {
-        config, compiled, ..
+        mut config,
+        compiled,
+        ..
     } = loaded;
+    let shutdown = control.shutdown.clone();
     let mut store = Store::open(&config.state)?;
+    let (btx, mut brx) = mpsc::channel::<Batch>(256);
+    let mut parts = Parts {
+        workers: HashMap::new(),
+        sources: HashMap::new(),
+        source_tasks: JoinSet::new(),
+        source_stop: shutdown.child_token(),
+        batches: btx,
+        shutdown: shutdown.clone(),
+        drain: CancellationToken::new(),
+    };
 
     // Channels first: a channel that cannot be built (a missing secret) is
     // a startup error that names it. Each delivers from the outbox.
-    let drain = CancellationToken::new();
-    let mut wake: HashMap<String, Arc<Notify>> = HashMap::new();
-    let mut deliveries = JoinSet::new();
-    for c in &config.channels {
-        let ch = Channel::build(c).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))?;
-        let w = Arc::new(Notify::new());
-        wake.insert(c.name.clone(), w.clone());
-        let worker_store = Store::open(&config.state)?;
-        match &c.digest {
-            Some(schedule) => {
-                let task = deliver_digest(
-                    c.name.clone(),
-                    ch,
-                    worker_store,
-                    schedule.clone(),
-                    shutdown.clone(),
-                );
-                deliveries.spawn(task);
-            }
-            None => {
-                let task = deliver(
-                    c.name.clone(),
-                    ch,
-                    worker_store,
-                    c.retry_budget,
-                    w,
-                    shutdown.clone(),
-                    drain.clone(),
-                );
-                deliveries.spawn(task);
-            }
-        }
-    }
+    let built = parts.build_channels(&config)?;
+    parts.apply_channels(&config, built)?;
 
     let mut engine = Engine::new(compiled);
     // The internal source-health alert keeps its state beside the rules'.
@@ -120,13 +272,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         store.commit(&changes, &[], &[], Utc::now())?;
     }
 
-    let (btx, mut brx) = mpsc::channel::<Batch>(256);
-    let source_stop = shutdown.child_token();
-    let mut sources = JoinSet::new();
-    for s in &config.sources {
-        source::spawn(s, &store, btx.clone(), source_stop.clone(), &mut sources)?;
-    }
-    drop(btx);
+    parts.apply_sources(&config, &store)?;
+    let mut rules_watch = watch_rules(&config.rules, control.reload.clone());
     tracing::info!(
         rules = engine.compiled().rules.len(),
         sources = config.sources.len(),
@@ -134,15 +281,19 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         state = %config.state.display(),
         "tocsin started"
     );
+    let sd = systemd::Notifier::from_env();
+    sd.ready(&status_line(&engine, &config, &health, &store));
 
     let mut out = Vec::new();
+    let mut beat = tokio::time::interval(sd.beat());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wait = engine
             .next_deadline()
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         let mut checkpoints = Vec::new();
-        let mut health_change = None;
+        let mut health_change = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             b = brx.recv() => {
@@ -153,12 +304,32 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 checkpoints = batch.checkpoints;
                 if let Some(h) = &batch.health {
-                    health_change = health.observe(&batch.source, h, now, &mut out);
+                    health_change.extend(health.observe(&batch.source, h, now, &mut out));
                 }
                 tracing::debug!(source = %batch.source, records = batch.records.len(), notifications = out.len(), "batch evaluated");
             }
             _ = tokio::time::sleep(wait) => {
                 engine.tick(Utc::now(), &mut out);
+            }
+            _ = control.reload.notified() => {
+                sd.reloading();
+                // Edits come in bursts (an editor writes, renames, touches):
+                // let them settle, and take the burst as one reload.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = tokio::time::timeout(Duration::ZERO, control.reload.notified()).await;
+                let before = config.rules.clone();
+                match reload(&mut config, &mut engine, &mut parts, &mut health, &mut store) {
+                    Ok(changes) => health_change = changes,
+                    Err(e) => tracing::error!("reload refused, the running config and rules stay in force: {e:#}"),
+                }
+                if config.rules != before {
+                    rules_watch = watch_rules(&config.rules, control.reload.clone());
+                }
+                sd.ready(&status_line(&engine, &config, &health, &store));
+            }
+            _ = beat.tick() => {
+                sd.alive(&status_line(&engine, &config, &health, &store));
+                continue;
             }
         }
         // State, read positions and notifications in one transaction; only
@@ -189,24 +360,30 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         for n in out.drain(..) {
             tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
             for ch in n.notify.iter() {
-                if let Some(w) = wake.get(ch) {
-                    w.notify_one();
+                if let Some(w) = parts.workers.get(ch) {
+                    w.wake.notify_one();
                 }
             }
         }
     }
+    drop(rules_watch);
+    sd.stopping();
 
     // Sources stop; channels deliver what is queued within the grace
     // period; the rest waits in the outbox for the next start.
-    source_stop.cancel();
-    while sources.join_next().await.is_some() {}
-    drain.cancel();
+    parts.source_stop.cancel();
+    while parts.source_tasks.join_next().await.is_some() {}
+    parts.drain.cancel();
+    let handles: Vec<_> = parts.workers.into_values().map(|w| w.handle).collect();
+    let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
     let drained = tokio::time::timeout(GRACE, async {
-        while deliveries.join_next().await.is_some() {}
+        for h in handles {
+            let _ = h.await;
+        }
     })
     .await;
     if drained.is_err() {
-        deliveries.abort_all();
+        aborts.iter().for_each(|a| a.abort());
         tracing::warn!(
             "stopping with notifications still queued after {}s; they go out at the next start",
             GRACE.as_secs()
@@ -214,6 +391,138 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("tocsin stopped");
     Ok(())
+}
+
+/// Reads the config and rules again and, when everything validates,
+/// swaps them in: state carries over by rule id, the state of removed rules
+/// is dropped, and only sources and channels whose config changed restart.
+/// Returns the source-health state to store; an error leaves everything as
+/// it was.
+fn reload(
+    config: &mut Config,
+    engine: &mut Engine,
+    parts: &mut Parts,
+    health: &mut source::health::HealthTracker,
+    store: &mut Store,
+) -> anyhow::Result<Vec<crate::store::StateChange>> {
+    let loaded = match load(&config.path, None) {
+        Ok(l) => l,
+        Err(p) => {
+            for d in &p.0 {
+                tracing::error!("{}", d.headline());
+            }
+            anyhow::bail!(
+                "{} problem(s) in the config or rules (each logged above)",
+                p.0.iter().filter(|d| d.is_error()).count()
+            );
+        }
+    };
+    if loaded.config.state != config.state {
+        anyhow::bail!(
+            "`state:` changed to {}; a running daemon keeps its store, restart it to move the store",
+            loaded.config.state.display()
+        );
+    }
+    for w in crate::lint::warnings(&loaded) {
+        tracing::warn!("{}", w.headline());
+    }
+    let built = parts.build_channels(&loaded.config)?;
+    let new = loaded.config;
+    let dropped = engine.replace_rules(loaded.compiled);
+    engine.arm(Utc::now());
+    if !dropped.is_empty() {
+        tracing::info!(rules = ?dropped, "dropping the state of rules that no longer exist");
+        store.forget_rules(&dropped)?;
+    }
+    let channels = parts.apply_channels(&new, built)?;
+    let sources = parts.apply_sources(&new, store)?;
+    let changes = health.reconfigure(&new, &sources);
+    tracing::info!(
+        rules = engine.compiled().rules.len(),
+        sources = new.sources.len(),
+        channels = new.channels.len(),
+        restarted_sources = ?sources,
+        restarted_channels = ?channels,
+        "reloaded"
+    );
+    *config = new;
+    Ok(changes)
+}
+
+/// "42 rules, 6 sources, 0 failing, 0 queued": the service's status line.
+fn status_line(
+    engine: &Engine,
+    config: &Config,
+    health: &source::health::HealthTracker,
+    store: &Store,
+) -> String {
+    let queued = store.outbox_counts().map(|(p, _)| p).unwrap_or(0);
+    format!(
+        "{} rules, {} sources, {} failing, {queued} queued",
+        engine.compiled().rules.len(),
+        config.sources.len(),
+        health.unhealthy().len()
+    )
+}
+
+/// Watches the rules folder (or the rules file's folder): a change to a
+/// rules file asks for a reload. Dropping the watcher ends the watch.
+fn watch_rules(path: &Path, reload: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (dir, only) = if path.is_dir() {
+        (path.to_path_buf(), None)
+    } else {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path.file_name().map(|n| n.to_owned()),
+        )
+    };
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return;
+        }
+        let relevant = ev.paths.iter().any(|p| {
+            let name = p.file_name();
+            match &only {
+                Some(f) => name == Some(f.as_os_str()),
+                None => {
+                    !source::file::is_temp_name(p)
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                }
+            }
+        });
+        if relevant {
+            reload.notify_one();
+        }
+    };
+    let mut w = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {} for rule changes (reload with SIGHUP): {e}",
+                dir.display()
+            );
+            return None;
+        }
+    };
+    if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            "cannot watch {} for rule changes (reload with SIGHUP): {e}",
+            dir.display()
+        );
+        return None;
+    }
+    Some(w)
+}
+
+/// When a delivery worker stops: `retire` at once (replaced by a reload),
+/// `shutdown` rather than wait out a backoff, `drain` once the outbox is
+/// empty.
+struct Stops {
+    retire: CancellationToken,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
 }
 
 /// One channel's delivery loop: the oldest pending notification first,
@@ -225,10 +534,18 @@ async fn deliver(
     mut store: Store,
     budget: Duration,
     wake: Arc<Notify>,
-    shutdown: CancellationToken,
-    drain: CancellationToken,
+    stops: Stops,
 ) {
+    let Stops {
+        retire,
+        shutdown,
+        drain,
+    } = stops;
     loop {
+        // Replaced by a reload: the successor takes over the outbox.
+        if retire.is_cancelled() {
+            return;
+        }
         let next = match store.next_pending(&name) {
             Ok(n) => n,
             Err(e) => {
@@ -243,6 +560,7 @@ async fn deliver(
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = drain.cancelled() => {}
+                _ = retire.cancelled() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
             continue;
@@ -256,6 +574,7 @@ async fn deliver(
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => return,
+                    _ = retire.cancelled() => return,
                 }
             }
         }
@@ -296,6 +615,7 @@ async fn deliver_digest(
     ch: Channel,
     mut store: Store,
     schedule: crate::schedule::Schedule,
+    retire: CancellationToken,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -304,6 +624,7 @@ async fn deliver_digest(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
+            _ = retire.cancelled() => return,
         }
         let items = match store.all_pending(&name) {
             Ok(items) if items.is_empty() => continue,

@@ -29,4 +29,5 @@ pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod store;
+pub mod systemd;
 pub mod yaml;

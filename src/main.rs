@@ -6,7 +6,6 @@ use clap::Parser;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tokio_util::sync::CancellationToken;
 
 use tocsin::cli::{Cli, Command};
 use tocsin::{config, daemon};
@@ -166,13 +165,14 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     rt.block_on(async {
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
+        let control = daemon::Control::default();
+        let stop = control.shutdown.clone();
+        let reload = control.reload.clone();
         tokio::spawn(async move {
-            wait_for_stop().await;
+            wait_for_signals(reload).await;
             stop.cancel();
         });
-        match daemon::run(loaded, shutdown).await {
+        match daemon::run(loaded, control).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -182,16 +182,24 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
-async fn wait_for_stop() {
+/// SIGHUP asks for a reload; returns at SIGTERM or SIGINT.
+async fn wait_for_signals(reload: std::sync::Arc<tokio::sync::Notify>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => return tracing::info!("SIGINT: stopping"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                reload.notify_one();
+            }
+        }
     }
 }

@@ -58,6 +58,35 @@ impl HealthTracker {
         (tracker, gone)
     }
 
+    /// A reloaded config: new thresholds and channels; sources that are gone
+    /// are forgotten (their stored state goes with the returned changes),
+    /// and a source restarted by the reload counts its failures anew.
+    pub fn reconfigure(&mut self, cfg: &Config, restarted: &[String]) -> Vec<StateChange> {
+        self.notify = Arc::from(cfg.health.notify.clone());
+        self.fail_after = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.fail_after))
+            .collect();
+        for s in restarted {
+            self.failures.remove(s);
+        }
+        let gone: Vec<String> = self
+            .firing
+            .keys()
+            .filter(|k| cfg.source(k).is_none())
+            .cloned()
+            .collect();
+        self.failures.retain(|k, _| cfg.source(k).is_some());
+        self.last_error.retain(|k, _| cfg.source(k).is_some());
+        gone.into_iter()
+            .map(|k| {
+                self.firing.remove(&k);
+                (RULE.to_string(), k, None)
+            })
+            .collect()
+    }
+
     /// Sources reported unhealthy now, with their last error.
     pub fn unhealthy(&self) -> Vec<(String, String)> {
         let mut v: Vec<_> = self

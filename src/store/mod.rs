@@ -634,6 +634,17 @@ impl Store {
         self.outbox_rows("status = ?1 ORDER BY id", "failed")
     }
 
+    /// Drops the state of rules removed by a reload.
+    pub fn forget_rules(&mut self, rules: &[String]) -> Result<(), StoreError> {
+        let err = sql_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        for r in rules {
+            tx.execute("DELETE FROM rule_state WHERE rule = ?1", [r])
+                .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
     /// Rows in the outbox by status.
     pub fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
         let count = |status: &str| -> Result<u64, StoreError> {

@@ -115,6 +115,11 @@ impl Daemon {
         self.log()
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, sig: &str) {
+        unsafe_kill(self.child.id(), sig);
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();
