@@ -16,6 +16,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Problems};
 use crate::engine::{Compiled, Engine};
+use crate::http::{Shared, label};
 use crate::rules::RuleSet;
 use crate::source::{self, Batch};
 use crate::store::Store;
@@ -88,6 +89,7 @@ struct Parts {
     batches: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
     drain: CancellationToken,
+    shared: Arc<Shared>,
 }
 
 impl Parts {
@@ -149,6 +151,7 @@ impl Parts {
             let task = {
                 let (name, wake, retire) = (c.name.clone(), wake.clone(), retire.clone());
                 let (shutdown, drain) = (self.shutdown.clone(), self.drain.clone());
+                let shared = self.shared.clone();
                 let budget = c.retry_budget;
                 let digest = c.digest.clone();
                 async move {
@@ -157,7 +160,12 @@ impl Parts {
                     }
                     match digest {
                         Some(schedule) => {
-                            deliver_digest(name, ch, store, schedule, retire, shutdown).await
+                            let stops = Stops {
+                                retire,
+                                shutdown,
+                                drain,
+                            };
+                            deliver_digest(name, ch, store, schedule, stops, shared).await
                         }
                         None => {
                             let stops = Stops {
@@ -165,7 +173,7 @@ impl Parts {
                                 shutdown,
                                 drain,
                             };
-                            deliver(name, ch, store, budget, wake, stops).await
+                            deliver(name, ch, store, budget, wake, stops, shared).await
                         }
                     }
                 }
@@ -232,6 +240,11 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     } = loaded;
     let shutdown = control.shutdown.clone();
     let mut store = Store::open(&config.state)?;
+    let shared = Shared::new(config.state.clone());
+    let http = match &config.http {
+        Some(h) => Some(crate::http::serve(h.listen, shared.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     let (btx, mut brx) = mpsc::channel::<Batch>(256);
     let mut parts = Parts {
         workers: HashMap::new(),
@@ -241,6 +254,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         batches: btx,
         shutdown: shutdown.clone(),
         drain: CancellationToken::new(),
+        shared: shared.clone(),
     };
 
     // Channels first: a channel that cannot be built (a missing secret) is
@@ -261,6 +275,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     if !health_gone.is_empty() {
         store.commit(&health_gone, &[], &[], Utc::now())?;
     }
+    shared.health().sources = health.unhealthy();
     let gone = engine.restore(rule_state);
     // `absent` rules count silence from now when they have no state yet.
     engine.arm(Utc::now());
@@ -284,6 +299,8 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let sd = systemd::Notifier::from_env();
     sd.ready(&status_line(&engine, &config, &health, &store));
 
+    let http_listen = config.http.as_ref().map(|h| h.listen);
+    let mut stats = crate::engine::Stats::default();
     let mut out = Vec::new();
     let mut beat = tokio::time::interval(sd.beat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,8 +320,22 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                     engine.observe(rec, now, &mut out);
                 }
                 checkpoints = batch.checkpoints;
+                let m = &shared.metrics;
+                let src = label("source", &batch.source);
+                m.records.get_or_create(&src).inc_by(batch.records.len() as u64);
+                match &batch.health {
+                    Some(source::Health::Ok) => {
+                        let t = now.timestamp_millis() as f64 / 1000.0;
+                        m.source_last_success.get_or_create(&src).set(t);
+                    }
+                    Some(source::Health::Failed(_)) => {
+                        m.source_errors.get_or_create(&src).inc();
+                    }
+                    None => {}
+                }
                 if let Some(h) = &batch.health {
                     health_change.extend(health.observe(&batch.source, h, now, &mut out));
+                    shared.health().sources = health.unhealthy();
                 }
                 tracing::debug!(source = %batch.source, records = batch.records.len(), notifications = out.len(), "batch evaluated");
             }
@@ -319,8 +350,18 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 let _ = tokio::time::timeout(Duration::ZERO, control.reload.notified()).await;
                 let before = config.rules.clone();
                 match reload(&mut config, &mut engine, &mut parts, &mut health, &mut store) {
-                    Ok(changes) => health_change = changes,
-                    Err(e) => tracing::error!("reload refused, the running config and rules stay in force: {e:#}"),
+                    Ok(changes) => {
+                        health_change = changes;
+                        shared.health().sources = health.unhealthy();
+                        shared.metrics.reloaded(true);
+                    }
+                    Err(e) => {
+                        tracing::error!("reload refused, the running config and rules stay in force: {e:#}");
+                        shared.metrics.reloaded(false);
+                    }
+                }
+                if config.http.as_ref().map(|h| h.listen) != http_listen {
+                    tracing::warn!("http.listen changed: the listener moves at the next restart");
                 }
                 if config.rules != before {
                     rules_watch = watch_rules(&config.rules, control.reload.clone());
@@ -332,6 +373,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 continue;
             }
         }
+        count(&shared, &mut engine, &mut stats, &out);
         // State, read positions and notifications in one transaction; only
         // then are the channels told.
         let mut changes = engine.take_changes();
@@ -345,6 +387,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         let mut delay = Duration::from_millis(500);
         while let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
             tracing::error!("{e}; trying again in {delay:?}");
+            shared.health().store = Some(e.to_string());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => {
@@ -356,6 +399,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 }
             }
             delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        if shared.health().store.take().is_some() {
+            tracing::info!("the store is writable again");
         }
         for n in out.drain(..) {
             tracing::debug!(rule = %n.rule, key = %n.key, state = n.state.as_str(), "notification");
@@ -389,8 +435,37 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             GRACE.as_secs()
         );
     }
+    if let Some(h) = http {
+        let _ = h.await;
+    }
     tracing::info!("tocsin stopped");
     Ok(())
+}
+
+/// Moves the engine's figures and the notifications at hand into the
+/// metrics.
+fn count(
+    shared: &Shared,
+    engine: &mut Engine,
+    last: &mut crate::engine::Stats,
+    out: &[crate::engine::Notification],
+) {
+    let m = &shared.metrics;
+    for (rule, n) in engine.take_evaluations() {
+        m.evaluations.get_or_create(&label("rule", &rule)).inc_by(n);
+    }
+    let s = &engine.stats;
+    m.non_numeric.inc_by(s.non_numeric - last.non_numeric);
+    m.expr_errors.inc_by(s.expr_errors - last.expr_errors);
+    *last = s.clone();
+    for n in out {
+        m.notifications
+            .get_or_create(&vec![
+                ("rule", n.rule.clone()),
+                ("state", n.state.as_str().to_string()),
+            ])
+            .inc();
+    }
 }
 
 /// Reads the config and rules again and, when everything validates,
@@ -535,12 +610,15 @@ async fn deliver(
     budget: Duration,
     wake: Arc<Notify>,
     stops: Stops,
+    shared: Arc<Shared>,
 ) {
     let Stops {
         retire,
         shutdown,
         drain,
     } = stops;
+    let m = &shared.metrics;
+    let ch_label = label("channel", &name);
     loop {
         // Replaced by a reload: the successor takes over the outbox.
         if retire.is_cancelled() {
@@ -583,11 +661,15 @@ async fn deliver(
         let result = match ch.send(&name, n).await {
             Ok(answer) => {
                 tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
+                m.deliveries.get_or_create(&ch_label).inc();
+                shared.channel(&name, None);
                 store.delivered(&p, &answer, now)
             }
             Err(e) if e.retryable && (now - p.created_at).to_std().unwrap_or_default() < budget => {
                 let delay = backoff(p.attempts);
                 tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
+                m.retries.get_or_create(&ch_label).inc();
+                shared.channel(&name, Some(&e.message));
                 store.retry_later(
                     &p,
                     now + chrono::Duration::from_std(delay).unwrap_or_default(),
@@ -596,6 +678,8 @@ async fn deliver(
             }
             Err(e) => {
                 tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
+                m.failures.get_or_create(&ch_label).inc();
+                shared.channel(&name, Some(&e.message));
                 store.failed(&p, &e.message, now)
             }
         };
@@ -615,9 +699,14 @@ async fn deliver_digest(
     ch: Channel,
     mut store: Store,
     schedule: crate::schedule::Schedule,
-    retire: CancellationToken,
-    shutdown: CancellationToken,
+    stops: Stops,
+    shared: Arc<Shared>,
 ) {
+    let Stops {
+        retire, shutdown, ..
+    } = stops;
+    let m = &shared.metrics;
+    let ch_label = label("channel", &name);
     loop {
         let next = schedule.next_after(Utc::now());
         let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -651,12 +740,24 @@ async fn deliver_digest(
         }
         match outcome {
             Ok(answer) => {
+                m.deliveries
+                    .get_or_create(&ch_label)
+                    .inc_by(items.len() as u64);
+                shared.channel(&name, None);
                 tracing::info!(channel = %name, count = items.len(), id = %digest.id, "digest delivered: {answer}")
             }
             Err(e) if e.retryable => {
+                m.retries
+                    .get_or_create(&ch_label)
+                    .inc_by(items.len() as u64);
+                shared.channel(&name, Some(&e.message));
                 tracing::warn!(channel = %name, count = items.len(), "digest failed, will try at the next tick: {e}")
             }
             Err(e) => {
+                m.failures
+                    .get_or_create(&ch_label)
+                    .inc_by(items.len() as u64);
+                shared.channel(&name, Some(&e.message));
                 tracing::error!(channel = %name, count = items.len(), "digest failed for good: {e}")
             }
         }

@@ -8,6 +8,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use tocsin::cli::{Cli, Command};
+use tocsin::config::LogFormat;
 use tocsin::{config, daemon};
 
 fn main() -> ExitCode {
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run => run(&config_path),
+        Command::Run { log_format } => run(&config_path, log_format.map(Into::into)),
         Command::Schema { which } => match tocsin::schema::schema(&which) {
             Some(s) => {
                 println!("{s}");
@@ -125,25 +126,34 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
     tocsin::alerts::run(&store, opts, &mut stdout.lock())
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr: the level from `RUST_LOG`, else the config, else info;
+/// JSON lines when asked (`--log-format json` or the config), otherwise
+/// lines for people, coloured on a terminal only, and without timestamps
+/// when the journal stamps them itself (`JOURNAL_STREAM`).
+fn init_logging(cfg: &tocsin::config::LogConfig, format: Option<LogFormat>) {
     use std::io::IsTerminal;
-    // Colours for a terminal only: a log file or a pipe gets plain text.
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .ok()
+        .or_else(|| {
+            cfg.level
+                .as_deref()
+                .and_then(|l| EnvFilter::try_new(l).ok())
+        })
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    // Under systemd the journal stamps each line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        b.without_time().with_ansi(false).init();
-    } else {
-        b.init();
+    match format.or(cfg.format) {
+        Some(LogFormat::Json) => b.json().with_ansi(false).init(),
+        _ if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            b.without_time().with_ansi(false).init()
+        }
+        _ => b.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    init_logging();
+fn run(path: &std::path::Path, format: Option<LogFormat>) -> ExitCode {
     let loaded = match daemon::load(path, None) {
         Ok(l) => l,
         Err(p) => {
@@ -151,6 +161,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    init_logging(&loaded.config.log, format);
     for w in tocsin::lint::warnings(&loaded) {
         tracing::warn!("{}", w.headline());
     }

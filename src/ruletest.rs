@@ -205,6 +205,7 @@ fn read_suite(path: &Path, dir: &Path, node: &Node, d: &mut Diags) -> Option<Sui
         sources: sources.clone(),
         channels,
         health: HealthConfig::default(),
+        log: Default::default(),
     };
 
     let mut tests = Vec::new();

@@ -21,6 +21,8 @@ struct ConfigFile {
     rules: String,
     /// `/healthz` and `/metrics`; no listener when omitted.
     http: Option<Http>,
+    /// Log level and format.
+    log: Option<Log>,
     sources: Option<Vec<Source>>,
     channels: Option<Vec<Channel>>,
     /// Where `source-unhealthy` alerts go.
@@ -29,9 +31,30 @@ struct ConfigFile {
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct Log {
+    /// error, warn, info (default), debug, trace, or a filter such as
+    /// `info,tocsin=debug`; `RUST_LOG` wins.
+    level: Option<String>,
+    /// `human` (default) or `json` (one object per line); `--log-format` wins.
+    format: Option<LogFormatName>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum LogFormatName {
+    Human,
+    Json,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Http {
-    /// Address and port, e.g. `127.0.0.1:9187`.
+    /// Address and port, e.g. `127.0.0.1:9187`. An address that is not
+    /// loopback needs `public: true`.
     listen: String,
+    /// Listen on a non-loopback address on purpose (default false).
+    public: Option<bool>,
 }
 
 #[derive(JsonSchema)]

@@ -149,9 +149,10 @@ fn systemd_hears_ready_watchdog_reloading_ready_and_stopping_in_order() {
 
 #[test]
 fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept() {
+    let port = free_port();
     let s = setup(
         &format!("rules:\n{}{}", rule("cn", "CN", 157), rule("jp", "JP", 50)),
-        "",
+        &format!("http: {{ listen: 127.0.0.1:{port} }}\n"),
     );
     let csv = s.dir.join("data/tariffs.csv");
     let d = Daemon::start(&s.config, &[]);
@@ -206,4 +207,254 @@ fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept(
     let v = read_jsonl(&s.alerts);
     assert_eq!(v.len(), 3, "no repeat of cn or jp: {v:?}");
     d.stop();
+}
+
+/// A free port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain TCP: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// The value of one sample in a Prometheus text exposition (0 when absent).
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_records_and_alerts_and_healthz_turns_503_for_an_unhealthy_source() {
+    let port = free_port();
+    let s = setup(
+        &format!("rules:\n{}", rule("cn", "CN", 157)),
+        &format!("  - {{ name: console, type: log }}\nhttp: {{ listen: 127.0.0.1:{port} }}\n"),
+    );
+    let d = Daemon::start(&s.config, &[]);
+    let (status, body) = get(port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let m0 = get(port, "/metrics").1;
+    assert!(m0.contains("tocsin_build_info{version=\""), "{m0}");
+    assert_eq!(sample(&m0, "tocsin_last_reload_success"), 1.0);
+    let read0 = sample(&m0, "tocsin_records_total{source=\"tariffs\"}");
+
+    write_by_rename(
+        &s.dir.join("data/tariffs.csv"),
+        &table(&[("CN", 160), ("JP", 100)]),
+    );
+    wait_count(&s.alerts, 1);
+    let m = wait_for(T, || {
+        let m = get(port, "/metrics").1;
+        (sample(&m, "tocsin_deliveries_total{channel=\"audit\"}") >= 1.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("no delivery counted: {}", get(port, "/metrics").1));
+    assert_eq!(
+        sample(&m, "tocsin_records_total{source=\"tariffs\"}") - read0,
+        1.0,
+        "one changed row: {m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "tocsin_notifications_total{rule=\"cn\",state=\"firing\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        sample(&m, "tocsin_rule_evaluations_total{rule=\"cn\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "tocsin_source_last_success_timestamp_seconds{source=\"tariffs\"}"
+        ) > 1.7e9,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "tocsin_outbox_pending"), 0.0, "{m}");
+    d.stop();
+
+    // A feed that does not parse, failing after one try: /healthz says so.
+    std::fs::write(s.dir.join("data/broken.xml"), "<rss><channel><item>").unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "sources:\n",
+        "sources:\n  - { name: news, type: feed, url: \"file:data/broken.xml\", every: 1s, fail_after: 1 }\n",
+    );
+    std::fs::write(&s.config, config).unwrap();
+    let d = Daemon::start(&s.config, &[]);
+    let (status, body) = wait_for(T, || {
+        let r = get(port, "/healthz");
+        (r.0 == 503).then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "healthz never turned 503: {:?}\n{}",
+            get(port, "/healthz"),
+            d.log()
+        )
+    });
+    assert_eq!(status, 503);
+    assert!(body.contains("source news unhealthy"), "{body}");
+    let m = get(port, "/metrics").1;
+    assert!(
+        sample(&m, "tocsin_source_errors_total{source=\"news\"}") >= 1.0,
+        "{m}"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_listener_off_loopback_must_be_asked_for() {
+    let s = setup(
+        &format!("rules:\n{}", rule("cn", "CN", 157)),
+        "http: { listen: 0.0.0.0:9187 }\n",
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("tocsin.yaml:8:17: error: `0.0.0.0:9187` is not a loopback address"),
+        "{text}"
+    );
+    assert!(text.contains("public: true"), "{text}");
+}
+
+#[test]
+fn logs_are_json_lines_when_asked() {
+    let s = setup(
+        &format!("rules:\n{}", rule("cn", "CN", 157)),
+        "  - { name: console, type: log }\nlog: { format: json }\n",
+    );
+    let d = Daemon::start(&s.config, &[]);
+    write_by_rename(
+        &s.dir.join("data/tariffs.csv"),
+        &table(&[("CN", 160), ("JP", 100)]),
+    );
+    wait_count(&s.alerts, 1);
+    d.wait_log("delivered", T);
+    let log = d.stop();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "tocsin started" && l["level"] == "INFO"),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["channel"] == "audit"),
+        "fields stay fields: {log}"
+    );
+}
+
+#[test]
+fn secrets_from_env_and_files_appear_in_no_output_and_nowhere_in_the_store() {
+    const ENV_SECRET: &str = "hook-secret-7f3a9c21e";
+    const FILE_SECRET: &str = "smtp-pass-41d8b0e6";
+    let hook = Receiver::start();
+    let refused = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("smtp-password");
+    std::fs::write(&creds, format!("{FILE_SECRET}\n")).unwrap();
+    let s = setup(
+        "rules:\n  - { id: cn, source: tariffs, where: { partner: CN }, when: { field: rate_pct, above: 157 }, notify: [audit, hook, mail] }\n",
+        &format!(
+            "  - {{ name: hook, type: webhook, url: \"{}\", secret_env: TOCSIN_TEST_HOOK_SECRET }}\n  - {{ name: mail, type: email, smtp: {{ host: 127.0.0.1, port: {refused}, tls: none, username: alerts, password_file: {} }}, from: a@example.org, to: [b@example.org] }}\n",
+            hook.url("/hook"),
+            creds.display()
+        ),
+    );
+    // The most talkative log there is, to give a secret every chance.
+    let d = Daemon::start(
+        &s.config,
+        &[
+            ("TOCSIN_TEST_HOOK_SECRET", ENV_SECRET),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    write_by_rename(
+        &s.dir.join("data/tariffs.csv"),
+        &table(&[("CN", 160), ("JP", 100)]),
+    );
+    wait_count(&s.alerts, 1);
+    assert_eq!(hook.wait_requests(1, T).len(), 1);
+    // The mail server refuses: the failure (and its retry) is logged.
+    d.wait_log("delivery failed, will retry", T);
+    d.signal("HUP");
+    d.wait_log("reloaded", T);
+    let log = d.stop();
+    assert!(
+        log.contains("channel=mail") || log.contains("mail"),
+        "{log}"
+    );
+
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let forms = [
+        ENV_SECRET.to_string(),
+        FILE_SECRET.to_string(),
+        b64(ENV_SECRET),
+        b64(FILE_SECRET),
+        b64(&format!("\0alerts\0{FILE_SECRET}")),
+    ];
+    for form in &forms {
+        assert!(!log.contains(form.as_str()), "{form:?} in the log:\n{log}");
+    }
+    // Every file the daemon wrote: the store (and its WAL), the alerts.
+    for e in std::fs::read_dir(&s.dir)
+        .unwrap()
+        .chain(std::fs::read_dir(s.dir.join("out")).unwrap())
+    {
+        let p = e.unwrap().path();
+        if !p.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "{form:?} in {}",
+                p.display()
+            );
+        }
+    }
+    let store = std::fs::read(s.dir.join("state.db")).unwrap();
+    assert!(
+        store.windows(b"cn".len()).any(|w| w == b"cn"),
+        "the store was read"
+    );
 }

@@ -22,6 +22,23 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub channels: Vec<ChannelConfig>,
     pub health: HealthConfig,
+    pub log: LogConfig,
+}
+
+/// `log:`: the level (`RUST_LOG` wins) and format (`--log-format` wins).
+#[derive(Clone, Debug, Default)]
+pub struct LogConfig {
+    pub level: Option<String>,
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Lines for people: coloured on a terminal, without timestamps when
+    /// the journal takes them.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `health: { notify: [...] }`: where `source-unhealthy` alerts go.
@@ -33,6 +50,8 @@ pub struct HealthConfig {
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Asked for explicitly: a listener on an address that is not loopback.
+    pub public: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -41,6 +41,7 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
     .and_then(|n| string(n, "rules", d))
     .map(|s| resolve(&s));
     let http = m.get("http").and_then(|n| http(n, d));
+    let log = m.get("log").and_then(|n| log(n, d)).unwrap_or_default();
 
     let mut sources = Vec::new();
     if let Some(list) = m.get("sources") {
@@ -86,7 +87,47 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         sources,
         channels,
         health,
+        log,
     })
+}
+
+/// `log: { level: info, format: json }`.
+fn log(n: &Node, d: &mut Diags) -> Option<LogConfig> {
+    let mut m = MapReader::new(n, "log", d)?;
+    let level = m.get("level").and_then(|n| {
+        let text = string(n, "level", d)?;
+        match tracing_subscriber::EnvFilter::try_new(&text) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                d.error(
+                    n.pos(),
+                    format!("`{text}` is not a log level or filter: {e}"),
+                    Some(
+                        "write one of error, warn, info, debug, trace (or `info,tocsin=debug`)"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let format = m.get("format").and_then(|n| {
+        let text = string(n, "format", d)?;
+        match text.as_str() {
+            "human" => Some(LogFormat::Human),
+            "json" => Some(LogFormat::Json),
+            _ => {
+                d.error(
+                    n.pos(),
+                    format!("`{text}` is not a log format"),
+                    Some("write `human` or `json`".into()),
+                );
+                None
+            }
+        }
+    });
+    m.finish(d);
+    Some(LogConfig { level, format })
 }
 
 fn seq<'n>(n: &'n Node, what: &str, d: &mut Diags) -> &'n [Node] {
@@ -110,11 +151,28 @@ fn seq<'n>(n: &'n Node, what: &str, d: &mut Diags) -> &'n [Node] {
 fn http(n: &Node, d: &mut Diags) -> Option<HttpConfig> {
     let mut m = MapReader::new(n, "http", d)?;
     let listen = required(&mut m, "listen", "write `listen: 127.0.0.1:9187`", d);
+    let public = m
+        .get("public")
+        .and_then(|n| crate::yaml::read::boolean(n, "`public`", d))
+        .unwrap_or(false);
     m.finish(d);
     let listen = listen?;
     let text = string(listen, "listen", d)?;
-    match text.parse() {
-        Ok(listen) => Some(HttpConfig { listen }),
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if !addr.ip().is_loopback() && !public => {
+            d.error(
+                listen.pos(),
+                format!(
+                    "`{text}` is not a loopback address: /healthz and /metrics would be open to the network"
+                ),
+                Some(format!(
+                    "write `127.0.0.1:{}`, or add `public: true` to listen on `{text}` on purpose",
+                    addr.port()
+                )),
+            );
+            None
+        }
+        Ok(listen) => Some(HttpConfig { listen, public }),
         Err(_) => {
             d.error(
                 listen.pos(),

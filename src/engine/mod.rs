@@ -370,6 +370,8 @@ pub struct Engine {
     pub stats: Stats,
     /// (rule, key) pairs whose state changed since the last `take_changes`.
     changed: Vec<(usize, String)>,
+    /// Per rule: conditions evaluated since the last `take_evaluations`.
+    evaluated: Vec<u64>,
 }
 
 impl Engine {
@@ -381,6 +383,7 @@ impl Engine {
             states: vec![KeyStates::default(); n],
             stats: Stats::default(),
             changed: Vec::new(),
+            evaluated: vec![0; n],
         }
     }
 
@@ -404,6 +407,7 @@ impl Engine {
             .map(|r| old.remove(&r.id).unwrap_or_default())
             .collect();
         self.scratch = Scratch::new(&compiled);
+        self.evaluated = vec![0; compiled.rules.len()];
         self.compiled = Arc::new(compiled);
         self.reschedule_all();
         old.into_keys().map(|k| k.to_string()).collect()
@@ -434,6 +438,18 @@ impl Engine {
             .collect();
         self.changed = changed;
         out
+    }
+
+    /// Per rule, how many records its condition was evaluated on since the
+    /// last call (rules with none left out).
+    pub fn take_evaluations(&mut self) -> Vec<(Arc<str>, u64)> {
+        let rules = &self.compiled.rules;
+        self.evaluated
+            .iter_mut()
+            .zip(rules)
+            .filter(|(n, _)| **n > 0)
+            .map(|(n, r)| (r.id.clone(), std::mem::take(n)))
+            .collect()
     }
 
     /// Puts back stored state; returns the (rule, key) pairs of rules it
@@ -638,6 +654,7 @@ impl Engine {
                     None => true,
                     Some(e) => {
                         self.stats.evaluations += 1;
+                        self.evaluated[ri] += 1;
                         let mut hits = Hits {
                             scratch: &mut self.scratch,
                             phrases: &c.phrases,

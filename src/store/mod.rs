@@ -634,6 +634,18 @@ impl Store {
         self.outbox_rows("status = ?1 ORDER BY id", "failed")
     }
 
+    /// When the oldest pending notification was made, if any is pending.
+    pub fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(created_at) FROM outbox WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|t| t.map(|t| parse_ts(&t)))
+            .map_err(|e| self.err(e))
+    }
+
     /// Drops the state of rules removed by a reload.
     pub fn forget_rules(&mut self, rules: &[String]) -> Result<(), StoreError> {
         let err = sql_err(&self.path);
