@@ -35,6 +35,33 @@ impl From<LogFormatArg> for crate::config::LogFormat {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SilenceCommand {
+    /// Silence a rule (RULE) or one of its keys (RULE:KEY) for a while:
+    /// its notifications are recorded as silenced and not sent.
+    Add {
+        /// RULE or RULE:KEY
+        #[arg(value_name = "RULE[:KEY]")]
+        target: String,
+        /// How long, e.g. 2h, 30m, 1d
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        for_: std::time::Duration,
+        /// Why (shown in `silence list` and in the history)
+        #[arg(long)]
+        reason: String,
+        /// Who [default: $USER]
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// The silences in force.
+    List,
+    /// End a silence now.
+    Remove {
+        /// The id `silence add` printed
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon in the foreground.
     Run {
@@ -74,6 +101,17 @@ pub enum Command {
         /// `rules` or `config`
         #[arg(value_parser = ["rules", "config"])]
         which: String,
+    },
+    /// Send a test notification through a channel and report the
+    /// server's answer.
+    SendTest {
+        /// The channel's name in the config
+        channel: String,
+    },
+    /// Silence rules during planned work; silences expire by themselves.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
     },
     /// Alerts firing now, the delivery history and failed deliveries, from the store.
     Alerts {

@@ -28,6 +28,8 @@ pub mod ruletest;
 pub mod schedule;
 pub mod schema;
 pub mod secret;
+pub mod sendtest;
+pub mod silence;
 pub mod source;
 pub mod store;
 pub mod systemd;

@@ -60,6 +60,25 @@ fn main() -> ExitCode {
             print!("{out}");
             ExitCode::from(code as u8)
         }
+        Command::SendTest { channel } => match tocsin::sendtest::run(&config_path, &channel) {
+            Ok(answer) => {
+                println!("sent to {channel}: {answer}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Silence { command } => {
+            match tocsin::silence::run(&config_path, &command, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Alerts {
             firing,
             failed,

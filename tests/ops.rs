@@ -179,6 +179,12 @@ fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept(
         log.contains("rules.yaml:4:"),
         "the problem with its position: {log}"
     );
+    let m = get(port, "/metrics").1;
+    assert_eq!(sample(&m, "tocsin_last_reload_success"), 0.0, "{m}");
+    assert!(
+        sample(&m, "tocsin_reloads_total{result=\"refused\"}") >= 1.0,
+        "{m}"
+    );
     // The old rules keep firing: CN crosses 157 under the old `cn` rule.
     write_by_rename(&csv, &table(&[("CN", 160), ("JP", 60)]));
     let v = wait_count(&s.alerts, 2);
@@ -198,6 +204,18 @@ fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept(
         (d.log().matches("reloaded").count() >= 1).then_some(())
     })
     .unwrap_or_else(|| panic!("no reload after the fix: {}", d.log()));
+    let log = d.log();
+    assert!(
+        log.contains("restarted_sources=[] restarted_channels=[]"),
+        "a rules edit restarts no source or channel: {log}"
+    );
+    let m = get(port, "/metrics").1;
+    assert_eq!(sample(&m, "tocsin_last_reload_success"), 1.0, "{m}");
+    assert_eq!(
+        sample(&m, "tocsin_reloads_total{result=\"applied\"}"),
+        1.0,
+        "{m}"
+    );
     // State kept: `cn` and `jp` stay firing without a second alert; the new
     // rule fires on the next change of the table.
     write_by_rename(&csv, &table(&[("CN", 161), ("JP", 61)]));
@@ -456,5 +474,167 @@ fn secrets_from_env_and_files_appear_in_no_output_and_nowhere_in_the_store() {
     assert!(
         store.windows(b"cn".len()).any(|w| w == b"cn"),
         "the store was read"
+    );
+}
+
+fn tocsin(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_silenced_rule_sends_nothing_until_the_silence_expires() {
+    let s = setup(
+        &format!("rules:\n{}{}", rule("cn", "CN", 157), rule("jp", "JP", 50)),
+        "",
+    );
+    let csv = s.dir.join("data/tariffs.csv");
+    let d = Daemon::start(&s.config, &[]);
+    let (code, text) = tocsin(
+        &s.config,
+        &[
+            "silence",
+            "add",
+            "cn:CN",
+            "--for",
+            "5s",
+            "--reason",
+            "planned tariff load",
+            "--by",
+            "ops",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("silence 1 added: rule cn key CN until "),
+        "{text}"
+    );
+    let added = std::time::Instant::now();
+    let (_, list) = tocsin(&s.config, &["silence", "list"]);
+    assert!(
+        list.contains("rule cn key CN") && list.contains("by ops: planned tariff load"),
+        "{list}"
+    );
+
+    // CN crosses while silenced; JP, not silenced, shows the daemon has
+    // caught up.
+    write_by_rename(&csv, &table(&[("CN", 160), ("JP", 100)]));
+    let v = wait_count(&s.alerts, 1);
+    assert_eq!(v[0]["rule"], "jp", "{v:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read_jsonl(&s.alerts).len(), 1, "nothing for cn");
+    let (_, history) = tocsin(&s.config, &["alerts", "--json"]);
+    assert!(history.contains("\"outcome\":\"silenced\""), "{history}");
+    assert!(
+        added.elapsed() < Duration::from_secs(5),
+        "the machine was too slow for this test"
+    );
+
+    // After it expires, the next notification goes out.
+    std::thread::sleep(
+        Duration::from_secs(5).saturating_sub(added.elapsed()) + Duration::from_millis(200),
+    );
+    assert!(
+        tocsin(&s.config, &["silence", "list"])
+            .1
+            .contains("no silences")
+    );
+    write_by_rename(&csv, &table(&[("CN", 100), ("JP", 100)]));
+    let v = wait_count(&s.alerts, 2);
+    let cn: Vec<_> = v.iter().filter(|n| n["rule"] == "cn").collect();
+    assert_eq!(cn.len(), 1, "{v:?}");
+    assert_eq!(cn[0]["state"], "resolved");
+    d.stop();
+
+    // Removing ends a silence; a rule that does not exist is refused.
+    let (_, text) = tocsin(
+        &s.config,
+        &["silence", "add", "jp", "--for", "1h", "--reason", "x"],
+    );
+    assert!(
+        text.starts_with("silence 2 added: rule jp (every key)"),
+        "{text}"
+    );
+    assert_eq!(tocsin(&s.config, &["silence", "remove", "2"]).0, 0);
+    assert!(
+        tocsin(&s.config, &["silence", "list"])
+            .1
+            .contains("no silences")
+    );
+    let (code, text) = tocsin(
+        &s.config,
+        &["silence", "add", "cnn", "--for", "1h", "--reason", "x"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("no rule `cnn`") && text.contains("did you mean `cn`?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn send_test_goes_through_each_channel_and_reports_the_answer() {
+    let smtp = SmtpServer::start();
+    let hook = Receiver::start();
+    let refused = free_port();
+    let s = setup(
+        &format!("rules:\n{}", rule("cn", "CN", 157)),
+        &format!(
+            "  - {{ name: mail, type: email, smtp: {{ host: 127.0.0.1, port: {}, tls: none }}, from: a@example.org, to: [b@example.org] }}\n  - {{ name: hook, type: webhook, url: \"{}\", secret_env: TOCSIN_TEST_SECRET }}\n  - {{ name: down, type: webhook, url: \"http://127.0.0.1:{refused}/x\" }}\n",
+            smtp.addr.port(),
+            hook.url("/hook")
+        ),
+    );
+    let (code, text) = tocsin(&s.config, &["send-test", "mail"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("sent to mail: 250"),
+        "the server's answer: {text}"
+    );
+    let mails = smtp.wait_mails(1, T);
+    assert!(
+        mails[0]
+            .header("Subject")
+            .is_some_and(|s| s.contains("Test message from tocsin to channel mail")),
+        "{:?}",
+        mails[0].headers()
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args(["send-test", "hook", "-c"])
+        .arg(&s.config)
+        .env("TOCSIN_TEST_SECRET", "whsec_dGVzdA==")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("sent to hook: HTTP 200"), "{text}");
+    let r = &hook.wait_requests(1, T)[0];
+    assert_eq!(r.json()["rule"], "tocsin-send-test");
+    assert!(
+        r.header("webhook-signature")
+            .is_some_and(|s| s.starts_with("v1,"))
+    );
+
+    let (code, text) = tocsin(&s.config, &["send-test", "down"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("error: channel `down`"), "{text}");
+    let (code, text) = tocsin(&s.config, &["send-test", "mial"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("no channel `mial`") && text.contains("did you mean `mail`?"),
+        "{text}"
     );
 }

@@ -61,6 +61,12 @@ ALTER TABLE rule_state ADD COLUMN seen TEXT;
     r#"
 ALTER TABLE rule_state ADD COLUMN recent TEXT;
 "#,
+    r#"
+CREATE TABLE silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, key TEXT,
+    reason TEXT NOT NULL, created_by TEXT NOT NULL,
+    starts_at TEXT NOT NULL, ends_at TEXT NOT NULL);
+"#,
 ];
 
 /// Where a log file was read to.
@@ -138,6 +144,28 @@ pub struct Pending {
 
 /// A key firing now: rule, key, since when, last sent.
 pub type Firing = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// A silence: notifications of `rule` (and `key`, when given) are recorded
+/// in the history as silenced and not sent until `ends_at`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Silence {
+    pub id: i64,
+    pub rule: String,
+    pub key: Option<String>,
+    pub reason: String,
+    pub by: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl Silence {
+    pub fn matches(&self, n: &Notification, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now
+            && now < self.ends_at
+            && self.rule == n.rule
+            && self.key.as_ref().is_none_or(|k| *k == n.key)
+    }
+}
 
 /// One line of the delivery history.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -458,7 +486,26 @@ impl Store {
                 }
             }
         }
+        // Silences are read in the same transaction: one added by `tocsin
+        // silence add` a moment ago applies to this batch.
+        let silences = if notes.is_empty() {
+            Vec::new()
+        } else {
+            Self::silences_in(&tx, now).map_err(err)?
+        };
         for n in notes {
+            if let Some(s) = silences.iter().find(|s| s.matches(n, now)) {
+                for ch in n.notify.iter() {
+                    tx.prepare_cached(
+                        "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'silenced', ?7)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![n.id, ch, n.rule, n.key, n.state.as_str(), ts(now), format!("silence {}: {}", s.id, s.reason)])
+                    })
+                    .map_err(err)?;
+                }
+                continue;
+            }
             let json = serde_json::to_string(n).unwrap_or_default();
             for ch in n.notify.iter() {
                 tx.execute(
@@ -632,6 +679,71 @@ impl Store {
     /// Notifications that failed for good and stay in the outbox.
     pub fn failed_notifications(&self) -> Result<Vec<(Pending, String)>, StoreError> {
         self.outbox_rows("status = ?1 ORDER BY id", "failed")
+    }
+
+    /// Silences in force at `now`.
+    fn silences_in(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<Vec<Silence>> {
+        let mut st = conn.prepare_cached(
+            "SELECT id, rule, key, reason, created_by, starts_at, ends_at FROM silences WHERE ends_at > ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([ts(now)], |r| {
+            Ok(Silence {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                key: r.get(2)?,
+                reason: r.get(3)?,
+                by: r.get(4)?,
+                starts_at: parse_ts(&r.get::<_, String>(5)?),
+                ends_at: parse_ts(&r.get::<_, String>(6)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Silences in force at `now`, oldest first.
+    pub fn silences(&self, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        Self::silences_in(&self.conn, now).map_err(|e| self.err(e))
+    }
+
+    /// Adds a silence; returns it with its id. Expired silences are
+    /// cleared at the same time.
+    pub fn add_silence(
+        &mut self,
+        rule: &str,
+        key: Option<&str>,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> Result<Silence, StoreError> {
+        let err = sql_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute("DELETE FROM silences WHERE ends_at <= ?1", [ts(now)])
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO silences (rule, key, reason, created_by, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![rule, key, reason, by, ts(now), ts(ends_at)],
+        )
+        .map_err(&err)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(&err)?;
+        Ok(Silence {
+            id,
+            rule: rule.to_string(),
+            key: key.map(str::to_string),
+            reason: reason.to_string(),
+            by: by.to_string(),
+            starts_at: now,
+            ends_at,
+        })
+    }
+
+    /// Ends a silence now; false when there is no silence with that id.
+    pub fn remove_silence(&mut self, id: i64) -> Result<bool, StoreError> {
+        self.conn
+            .execute("DELETE FROM silences WHERE id = ?1", [id])
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
     }
 
     /// When the oldest pending notification was made, if any is pending.
