@@ -135,6 +135,8 @@ impl Parts {
         for n in gone {
             if let Some(w) = self.workers.remove(&n) {
                 w.retire.cancel();
+                // A channel that is gone fails no more.
+                self.shared.channel(&n, None);
                 changed.push(n);
             }
         }

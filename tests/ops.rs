@@ -638,3 +638,65 @@ fn send_test_goes_through_each_channel_and_reports_the_answer() {
         "{text}"
     );
 }
+
+#[test]
+fn healthz_names_a_failing_channel_and_journal_lines_carry_no_timestamp() {
+    let port = free_port();
+    let refused = free_port();
+    let s = setup(
+        "rules:\n  - { id: cn, source: tariffs, where: { partner: CN }, when: { field: rate_pct, above: 157 }, notify: [audit, down] }\n",
+        &format!(
+            "  - {{ name: down, type: webhook, url: \"http://127.0.0.1:{refused}/x\" }}\nhttp: {{ listen: 127.0.0.1:{port} }}\n"
+        ),
+    );
+    let d = Daemon::start(&s.config, &[("JOURNAL_STREAM", "8:12345")]);
+    assert_eq!(get(port, "/healthz").0, 200);
+    write_by_rename(
+        &s.dir.join("data/tariffs.csv"),
+        &table(&[("CN", 160), ("JP", 100)]),
+    );
+    wait_count(&s.alerts, 1);
+    let (status, body) = wait_for(T, || {
+        let r = get(port, "/healthz");
+        (r.0 == 503).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("healthz never turned 503:\n{}", d.log()));
+    assert_eq!(status, 503);
+    assert!(body.starts_with("channel down failing: "), "{body}");
+    let m = get(port, "/metrics").1;
+    assert!(
+        sample(&m, "tocsin_delivery_retries_total{channel=\"down\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(sample(&m, "tocsin_outbox_pending") >= 1.0, "{m}");
+
+    // The channel fixed by a reload: only it restarts, and its successor
+    // delivers what waited in the outbox.
+    let hook = Receiver::start();
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&format!("http://127.0.0.1:{refused}/x"), &hook.url("/x"));
+    std::fs::write(&s.config, config).unwrap();
+    d.signal("HUP");
+    d.wait_log("reloaded", T);
+    assert!(
+        d.log()
+            .contains("restarted_sources=[] restarted_channels=[\"down\"]"),
+        "{}",
+        d.log()
+    );
+    let r = hook.wait_requests(1, T);
+    assert_eq!(r[0].json()["rule"], "cn");
+    wait_for(T, || (get(port, "/healthz").0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("still unhealthy: {:?}", get(port, "/healthz")));
+    let log = d.stop();
+    // The journal stamps lines itself: they start with the level.
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .iter()
+                .any(|lvl| l.trim_start().starts_with(lvl)),
+            "a line with more than the level first: {l:?}"
+        );
+    }
+}
