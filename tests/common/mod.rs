@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,12 +91,18 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().unwrap();
+        let out = std::fs::File::create(log.with_file_name("daemon.stdout")).unwrap();
+        let child = cmd.stdout(out).stderr(f).spawn().unwrap();
         let d = Daemon { child, log };
         d.wait_log("tocsin started", Duration::from_secs(20));
         // Let the file watches settle before a test edits files.
         std::thread::sleep(Duration::from_millis(300));
         d
+    }
+
+    /// What the daemon wrote to stdout (it logs to stderr).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("daemon.stdout")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
