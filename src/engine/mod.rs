@@ -1347,13 +1347,13 @@ pub fn make(
     // Only fields that changed are worth showing as "previous".
     let prev_changed: Option<Fields> = prev.map(|p| {
         p.iter()
-            .filter(|(k, v)| fields.get(*k) != Some(*v))
+            .filter(|(k, v)| crate::record::get(fields, k) != Some(*v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     });
     let link = ["link", "url"]
         .iter()
-        .find_map(|k| fields.get(*k).and_then(Value::as_str))
+        .find_map(|k| crate::record::get(fields, k).and_then(Value::as_str))
         .map(str::to_string);
     let mut n = Notification {
         id: notification_id(&rule.id, key, state, now),
@@ -1485,7 +1485,7 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         b.push_str(k);
         b.push_str(" = ");
         push_value(b, v);
-        if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
+        if let Some(p) = n.prev.as_ref().and_then(|p| crate::record::get(p, k)) {
             b.push_str(" (was ");
             push_value(b, p);
             b.push(')');
