@@ -285,7 +285,10 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         let mut rules: Vec<&str> = gone.iter().map(|(r, _)| r.as_str()).collect();
         rules.dedup();
         tracing::info!(rules = ?rules, "dropping the state of rules that no longer exist");
-        let changes: Vec<_> = gone.into_iter().map(|(r, k)| (r, k, None)).collect();
+        let changes: Vec<_> = gone
+            .into_iter()
+            .map(|(r, k)| (Arc::from(r), k, None))
+            .collect();
         store.commit(&changes, &[], &[], Utc::now())?;
     }
 

@@ -764,7 +764,7 @@ fn absent_clock_survives_a_restart_and_a_clock_jump() {
     let stored: Vec<_> = e
         .take_changes()
         .into_iter()
-        .filter_map(|(r, k, s)| Some((r, k, s?)))
+        .filter_map(|(r, k, s)| Some((r.to_string(), k, s?)))
         .collect();
     // Restarted an hour later: the clock keeps its start.
     let mut e = engine(rules);
@@ -844,7 +844,7 @@ fn count_windows_are_instants_across_dst_and_survive_restarts_and_clock_jumps() 
     let stored: Vec<_> = e
         .take_changes()
         .into_iter()
-        .filter_map(|(r, k, s)| Some((r, k, s?)))
+        .filter_map(|(r, k, s)| Some((r.to_string(), k, s?)))
         .collect();
     assert_eq!(stored.len(), 1);
     let mut e = engine(rules);
@@ -982,4 +982,35 @@ fn the_source_health_rule_id_is_reserved() {
         text.contains("rules.yaml:2:11: error: rule id `source-unhealthy` is reserved"),
         "{text}"
     );
+}
+
+#[test]
+fn take_changes_lists_each_changed_key_once_per_batch() {
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    for: 1h");
+    let mut e = engine(&rules);
+    let mut t = Table::new();
+    let cn = |rate: u32| json!({"partner": "CN", "product": "1", "rate_pct": rate});
+    // Pending, then a new snapshot twice: one change to store.
+    t.set(&mut e, cn(160), t0());
+    t.set(&mut e, cn(161), t0() + Duration::minutes(1));
+    t.set(&mut e, cn(162), t0() + Duration::minutes(2));
+    let c = e.take_changes();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!((&*c[0].0, c[0].1.as_str()), ("cn", "CN|1"));
+    assert!(c[0].2.as_ref().is_some_and(|st| !st.firing));
+    assert!(e.take_changes().is_empty(), "nothing changed since");
+    // Fires from time passing, then resolves in the same batch: the key is
+    // listed as gone.
+    assert_eq!(tick(&mut e, t0() + Duration::hours(2)).len(), 1);
+    t.set(&mut e, cn(100), t0() + Duration::hours(2));
+    let c = e.take_changes();
+    assert!(
+        !c.is_empty() && c.iter().all(|(_, _, st)| st.is_none()),
+        "{c:?}"
+    );
+    // Comes back: listed with its new state.
+    t.set(&mut e, cn(170), t0() + Duration::hours(3));
+    let c = e.take_changes();
+    assert_eq!(c.len(), 1);
+    assert!(c[0].2.is_some());
 }

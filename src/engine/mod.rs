@@ -284,6 +284,8 @@ pub struct KeyState {
     pub window: Times,
     /// The latest deadline queued for the key (see [`keys`]); not stored.
     pub(crate) due: u32,
+    /// Changed since the last `take_changes` (listed there once); not stored.
+    pub(crate) dirty: bool,
 }
 
 /// A few times, boxed so that a key with none costs one pointer.
@@ -343,6 +345,7 @@ impl KeyState {
             snapshot: None,
             window: Times::default(),
             due: NOT_QUEUED,
+            dirty: false,
         }
     }
 
@@ -415,25 +418,24 @@ impl Engine {
 
     /// State changes since the last call, for the store: each changed
     /// (rule id, key) with its state now, `None` when it went inactive.
-    pub fn take_changes(&mut self) -> Vec<(String, String, Option<KeyState>)> {
-        // The list keeps its room for the next batch.
+    pub fn take_changes(&mut self) -> Vec<crate::store::StateChange> {
+        // The list keeps its room for the next batch. A key is listed once
+        // while dirty; a key that went inactive may be listed twice.
         let mut changed = std::mem::take(&mut self.changed);
-        // Each pair once, in the order of first change (hashing beats
-        // sorting the keys).
-        let mut seen: rustc_hash::FxHashSet<(usize, &str)> = Default::default();
-        seen.reserve(changed.len());
-        let first: Vec<bool> = changed
-            .iter()
-            .map(|(ri, key)| seen.insert((*ri, key.as_str())))
-            .collect();
-        drop(seen);
+        let rules = &self.compiled.rules;
+        let states = &mut self.states;
         let out = changed
             .drain(..)
-            .zip(first)
-            .filter(|(_, first)| *first)
-            .map(|((ri, key), _)| {
-                let st = self.states[ri].get(key.as_str()).cloned();
-                (self.compiled.rules[ri].id.to_string(), key, st)
+            .filter_map(|(ri, key)| {
+                let st = match states[ri].get_mut(&key) {
+                    Some(st) if !st.dirty => return None,
+                    Some(st) => {
+                        st.dirty = false;
+                        Some(st.clone())
+                    }
+                    None => None,
+                };
+                Some((rules[ri].id.clone(), key, st))
             })
             .collect();
         self.changed = changed;
@@ -753,6 +755,7 @@ impl Engine {
                         snapshot: rule.keeps_snapshot().then(snapshot),
                         window: Times::default(),
                         due: NOT_QUEUED,
+                        dirty: true,
                     },
                 );
                 self.reschedule(ri, &key);
@@ -778,7 +781,9 @@ impl Engine {
                     out.push(note(AlertState::Firing, st.since));
                 }
                 if changed {
-                    self.changed.push((ri, key.to_string()));
+                    if !std::mem::replace(&mut st.dirty, true) {
+                        self.changed.push((ri, key.to_string()));
+                    }
                     self.reschedule(ri, &key);
                 }
             }
@@ -833,8 +838,11 @@ impl Engine {
             fields: rec.fields.clone(),
             prev: rec.prev.clone(),
         }));
+        let listed = std::mem::replace(&mut st.dirty, true);
         self.reschedule(ri, &key);
-        self.changed.push((ri, key));
+        if !listed {
+            self.changed.push((ri, key));
+        }
     }
 
     /// A record for a `count` rule: it joins its key's window; reaching N
@@ -875,8 +883,11 @@ impl Engine {
                 out.push(note(AlertState::Firing, st.since));
             }
         }
+        let listed = std::mem::replace(&mut st.dirty, true);
         self.reschedule(ri, &key);
-        self.changed.push((ri, key));
+        if !listed {
+            self.changed.push((ri, key));
+        }
     }
 
     /// A `count` key at `now`: records leave its window; a firing key under
@@ -945,6 +956,7 @@ impl Engine {
                     key,
                     KeyState {
                         window: Times::from(vec![now]),
+                        dirty: true,
                         ..KeyState::inactive(now)
                     },
                 );
@@ -1057,12 +1069,14 @@ impl Engine {
                 } else {
                     (Self::tick_wait(c, rule, &key, st, now, out), false)
                 };
+                let listed = st.dirty && !forget;
+                st.dirty |= changed;
                 if forget {
                     self.states[ri].remove(&key);
                 } else {
                     self.reschedule(ri, &key);
                 }
-                if changed || forget {
+                if (changed || forget) && !listed {
                     self.changed.push((ri, key.into()));
                 }
             }

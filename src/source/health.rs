@@ -38,7 +38,7 @@ impl HealthTracker {
             .partition(|(k, _)| cfg.source(k).is_some());
         let gone = gone
             .into_iter()
-            .map(|(k, _)| (RULE.to_string(), k, None))
+            .map(|(k, _)| (RULE.into(), k, None))
             .collect();
         let tracker = HealthTracker {
             notify: Arc::from(cfg.health.notify.clone()),
@@ -82,7 +82,7 @@ impl HealthTracker {
         gone.into_iter()
             .map(|k| {
                 self.firing.remove(&k);
-                (RULE.to_string(), k, None)
+                (RULE.into(), k, None)
             })
             .collect()
     }
@@ -119,7 +119,7 @@ impl HealthTracker {
                 tracing::info!(source, "source recovered");
                 let error = self.last_error.remove(source).unwrap_or_default();
                 out.push(self.note(source, AlertState::Resolved, since, 0, &error, now));
-                Some((RULE.to_string(), source.to_string(), None))
+                Some((RULE.into(), source.to_string(), None))
             }
             Health::Failed(e) => {
                 let n = self.failures.entry(source.to_string()).or_default();
@@ -134,7 +134,7 @@ impl HealthTracker {
                 self.firing.insert(source.to_string(), now);
                 out.push(self.note(source, AlertState::Firing, now, n, e, now));
                 Some((
-                    RULE.to_string(),
+                    RULE.into(),
                     source.to_string(),
                     Some(KeyState {
                         firing: true,

@@ -129,7 +129,8 @@ pub struct PollState {
 }
 
 /// One (rule, key)'s state after a batch: `None` when it went inactive.
-pub type StateChange = (String, String, Option<KeyState>);
+/// A (rule, key) state to store, `None` to delete it.
+pub type StateChange = (std::sync::Arc<str>, String, Option<KeyState>);
 
 /// A notification waiting in the outbox for one channel.
 #[derive(Clone, Debug)]
@@ -267,6 +268,7 @@ impl Store {
                             .collect::<Vec<_>>()
                             .into(),
                         due: crate::engine::keys::NOT_QUEUED,
+                        dirty: false,
                     },
                 ))
             })
