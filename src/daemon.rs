@@ -306,6 +306,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
 
     let http_listen = config.http.as_ref().map(|h| h.listen);
     let mut stats = crate::engine::Stats::default();
+    let mut changes = Vec::new();
     let mut out = Vec::new();
     let mut beat = tokio::time::interval(sd.beat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -381,7 +382,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         count(&shared, &mut engine, &mut stats, &out);
         // State, read positions and notifications in one transaction; only
         // then are the channels told.
-        let mut changes = engine.take_changes();
+        engine.take_changes_into(&mut changes);
         changes.extend(health_change);
         if changes.is_empty() && checkpoints.is_empty() && out.is_empty() {
             continue;

@@ -419,27 +419,30 @@ impl Engine {
     /// State changes since the last call, for the store: each changed
     /// (rule id, key) with its state now, `None` when it went inactive.
     pub fn take_changes(&mut self) -> Vec<crate::store::StateChange> {
-        // The list keeps its room for the next batch. A key is listed once
-        // while dirty; a key that went inactive may be listed twice.
-        let mut changed = std::mem::take(&mut self.changed);
+        let mut out = Vec::new();
+        self.take_changes_into(&mut out);
+        out
+    }
+
+    /// [`Engine::take_changes`] into `out` (cleared first), whose room a
+    /// caller keeps from batch to batch.
+    pub fn take_changes_into(&mut self, out: &mut Vec<crate::store::StateChange>) {
+        out.clear();
+        // A key is listed once while dirty; a key that went inactive may be
+        // listed twice.
         let rules = &self.compiled.rules;
         let states = &mut self.states;
-        let out = changed
-            .drain(..)
-            .filter_map(|(ri, key)| {
-                let st = match states[ri].get_mut(&key) {
-                    Some(st) if !st.dirty => return None,
-                    Some(st) => {
-                        st.dirty = false;
-                        Some(st.clone())
-                    }
-                    None => None,
-                };
-                Some((rules[ri].id.clone(), key, st))
-            })
-            .collect();
-        self.changed = changed;
-        out
+        out.extend(self.changed.drain(..).filter_map(|(ri, key)| {
+            let st = match states[ri].get_mut(&key) {
+                Some(st) if !st.dirty => return None,
+                Some(st) => {
+                    st.dirty = false;
+                    Some(st.clone())
+                }
+                None => None,
+            };
+            Some((rules[ri].id.clone(), key, st))
+        }));
     }
 
     /// Per rule, how many records its condition was evaluated on since the
