@@ -1,6 +1,6 @@
-//! The daemon: wiring of sources → engine → channels, and shutdown.
-//! `run` takes `shutdown` as an argument, so tests run the whole daemon
-//! in-process; signals live in `main.rs`.
+//! The daemon: wiring of sources → engine → channels, reloads, systemd
+//! notifications, and shutdown. `run` takes a [`Control`] (stop, reload),
+//! so the whole daemon can run in-process; signals live in `main.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
