@@ -206,40 +206,42 @@ impl Notification {
             Some(l) => write_str(out, l),
             None => out.extend_from_slice(b"null"),
         }
+        let ts = |out: &mut Vec<u8>, t: DateTime<Utc>| match ts_bytes(t) {
+            Some(b) => out.extend_from_slice(&b),
+            None => out.extend_from_slice(format_ts(t).as_bytes()),
+        };
         field(out, b",\"started_at\":\"");
-        out.extend_from_slice(format_ts(self.started_at).as_bytes());
+        ts(out, self.started_at);
         field(out, b"\",\"at\":\"");
-        out.extend_from_slice(format_ts(self.at).as_bytes());
+        ts(out, self.at);
         out.extend_from_slice(b"\"}\n");
     }
 }
 
-/// `2026-04-09T00:00:01Z`: RFC 3339, UTC, whole seconds. Written by hand:
-/// it runs several times per notification.
+/// `2026-04-09T00:00:01Z`: RFC 3339, UTC, whole seconds.
 pub fn format_ts(t: DateTime<Utc>) -> String {
-    // Notifications of one batch share their times: remember the last one.
-    thread_local! {
-        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
-    }
-    let secs = t.timestamp();
-    if let Some(s) = LAST.with(|l| {
-        let l = l.borrow();
-        (l.0 == secs).then(|| l.1.clone())
-    }) {
-        return s;
-    }
-    let s = format_ts_uncached(t);
-    LAST.with(|l| *l.borrow_mut() = (secs, s.clone()));
+    let mut s = String::with_capacity(20);
+    push_ts(&mut s, t);
     s
 }
 
-fn format_ts_uncached(t: DateTime<Utc>) -> String {
+/// [`format_ts`] appended to `out`. Written by hand, without allocating:
+/// it runs several times per notification.
+pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
+    match ts_bytes(t) {
+        Some(b) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+        None => out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    }
+}
+
+/// The 20 bytes of [`format_ts`], for years 0 to 9999.
+fn ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
     use chrono::{Datelike, Timelike};
     let y = t.year();
     if !(0..=9999).contains(&y) {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        return None;
     }
-    let mut b = [0u8; 20];
+    let mut b = *b"0000-00-00T00:00:00Z";
     let mut put = |at: usize, v: u32, width: usize| {
         let mut v = v;
         for k in (0..width).rev() {
@@ -253,13 +255,7 @@ fn format_ts_uncached(t: DateTime<Utc>) -> String {
     put(11, t.hour(), 2);
     put(14, t.minute(), 2);
     put(17, t.second(), 2);
-    b[4] = b'-';
-    b[7] = b'-';
-    b[10] = b'T';
-    b[13] = b':';
-    b[16] = b':';
-    b[19] = b'Z';
-    String::from_utf8(b.to_vec()).unwrap_or_default()
+    Some(b)
 }
 
 /// The record a pending or firing key last matched, kept for rules that
@@ -1363,10 +1359,13 @@ pub fn make(
 ) -> Notification {
     // Only fields that changed are worth showing as "previous".
     let prev_changed: Option<Fields> = prev.map(|p| {
-        p.iter()
-            .filter(|(k, v)| crate::record::get(fields, k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let mut changed = Fields::with_capacity(p.len());
+        changed.extend(
+            p.iter()
+                .filter(|(k, v)| crate::record::get(fields, k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        changed
     });
     let link = ["link", "url"]
         .iter()
@@ -1509,27 +1508,30 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         }
         b.push('\n');
     };
-    let shown: Vec<(&str, &Value)> = rule
-        .shown_fields
-        .iter()
-        .filter_map(|f| lookup(&n.fields, f).map(|v| (f.as_str(), v)))
-        .collect();
-    if shown.is_empty() {
+    let shown = || {
+        rule.shown_fields
+            .iter()
+            .filter_map(|f| lookup(&n.fields, f).map(|v| (f.as_str(), v)))
+    };
+    if shown().next().is_none() {
         for (k, v) in n.fields.iter() {
             field(&mut b, k, v);
         }
     } else {
-        for (k, v) in shown {
+        for (k, v) in shown() {
             field(&mut b, k, v);
         }
     }
     line(&mut b, "Source: ", &n.source);
     line(&mut b, "Key: ", &n.key);
-    let at = format_ts(n.at);
     if n.started_at != n.at {
-        line(&mut b, "Since: ", &format_ts(n.started_at));
+        b.push_str("Since: ");
+        push_ts(&mut b, n.started_at);
+        b.push('\n');
     }
-    line(&mut b, "At: ", &at);
+    b.push_str("At: ");
+    push_ts(&mut b, n.at);
+    b.push('\n');
     if let Some(l) = &n.link {
         line(&mut b, "Link: ", l);
     }
