@@ -33,6 +33,42 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
+/// The fields of a previous row that differ from the current one, as a
+/// notification carries them (`prev`): a JSON object, kept as a short list
+/// (usually one field) so that making it hashes nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changed(pub Vec<(String, Value)>);
+
+impl Changed {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl std::ops::Index<&str> for Changed {
+    type Output = Value;
+    fn index(&self, name: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(name).unwrap_or(&NULL)
+    }
+}
+
+impl serde::Serialize for Changed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Changed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Changed, D::Error> {
+        Fields::deserialize(d).map(|m| Changed(m.into_iter().collect()))
+    }
+}
+
 /// A source's constant `fields` added to a row that lacks them (the row's
 /// own value wins); the row is copied only when something is added.
 pub fn with_constants(row: Row, constants: &Fields) -> Row {

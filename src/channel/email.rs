@@ -153,7 +153,7 @@ pub fn text_body(n: &Notification) -> String {
         line(&format!("fields.{k}"), &val(v));
     }
     if let Some(p) = &n.prev {
-        for (k, v) in p {
+        for (k, v) in p.iter() {
             line(&format!("prev.{k}"), &val(v));
         }
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::record::{Fields, Record, RecordKind, Row, as_text, lookup};
+use crate::record::{Changed, Fields, Record, RecordKind, Row, as_text, lookup};
 use crate::rules::Severity;
 use condition::{EvalCtx, Expr, TextHits};
 use keys::{KeyStates, NOT_QUEUED};
@@ -155,7 +155,7 @@ pub struct Notification {
     pub source: String,
     pub labels: BTreeMap<String, String>,
     pub fields: Row,
-    pub prev: Option<Fields>,
+    pub prev: Option<Changed>,
     pub link: Option<String>,
     #[serde(with = "secs")]
     pub started_at: DateTime<Utc>,
@@ -1358,14 +1358,13 @@ pub fn make(
     now: DateTime<Utc>,
 ) -> Notification {
     // Only fields that changed are worth showing as "previous".
-    let prev_changed: Option<Fields> = prev.map(|p| {
-        let mut changed = Fields::with_capacity(p.len());
-        changed.extend(
+    let prev_changed: Option<Changed> = prev.map(|p| {
+        Changed(
             p.iter()
                 .filter(|(k, v)| crate::record::get(fields, k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        changed
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     });
     let link = ["link", "url"]
         .iter()
@@ -1501,7 +1500,7 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         b.push_str(k);
         b.push_str(" = ");
         push_value(b, v);
-        if let Some(p) = n.prev.as_ref().and_then(|p| crate::record::get(p, k)) {
+        if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
             b.push_str(" (was ");
             push_value(b, p);
             b.push(')');
