@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::Channel;
@@ -77,6 +76,7 @@ struct Worker {
 struct Running {
     config: String,
     stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
 }
 
 /// Everything the daemon runs besides the engine: channels and sources,
@@ -84,7 +84,10 @@ struct Running {
 struct Parts {
     workers: HashMap<String, Worker>,
     sources: HashMap<String, Running>,
-    source_tasks: JoinSet<()>,
+    /// Sources changed by a reload, waiting for their previous task's
+    /// batches to be committed (its restart marker) before they start
+    /// again from what the store says they read.
+    restarting: HashMap<String, crate::config::SourceConfig>,
     source_stop: CancellationToken,
     batches: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
@@ -194,41 +197,77 @@ impl Parts {
         Ok(changed)
     }
 
-    /// Starts the sources of `config` that are new or changed and stops
-    /// those that changed or went away; returns the names of both.
+    /// Starts the sources of `config` that are new and stops those that
+    /// changed or went away; returns the names of all three. A changed
+    /// source starts again only once every batch its old task sent is
+    /// committed ([`Parts::restarted`]), so that it reads on from where
+    /// that task got to, not from before.
     fn apply_sources(&mut self, config: &Config, store: &Store) -> anyhow::Result<Vec<String>> {
         let mut changed = Vec::new();
         let names: std::collections::HashSet<&str> =
             config.sources.iter().map(|s| s.name.as_str()).collect();
-        self.sources.retain(|n, r| {
-            let keep = names.contains(n.as_str());
-            if !keep {
+        let gone: Vec<String> = self
+            .sources
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in gone {
+            if let Some(r) = self.sources.remove(&n) {
                 r.stop.cancel();
-                changed.push(n.clone());
+                changed.push(n);
             }
-            keep
-        });
+        }
+        self.restarting.retain(|n, _| names.contains(n.as_str()));
         for s in &config.sources {
             let text = format!("{s:?}");
             if self.sources.get(&s.name).is_some_and(|r| r.config == text) {
                 continue;
             }
+            changed.push(s.name.clone());
             if let Some(old) = self.sources.remove(&s.name) {
                 old.stop.cancel();
+                let (tx, name) = (self.batches.clone(), s.name.clone());
+                tokio::spawn(async move {
+                    let _ = old.handle.await;
+                    let _ = tx.send(Batch::restart(&name)).await;
+                });
+                self.restarting.insert(s.name.clone(), s.clone());
+            } else if let Some(pending) = self.restarting.get_mut(&s.name) {
+                *pending = s.clone();
+            } else {
+                self.start_source(s, store)?;
             }
-            let stop = self.source_stop.child_token();
-            source::spawn(
-                s,
-                store,
-                self.batches.clone(),
-                stop.clone(),
-                &mut self.source_tasks,
-            )?;
-            self.sources
-                .insert(s.name.clone(), Running { config: text, stop });
-            changed.push(s.name.clone());
         }
         Ok(changed)
+    }
+
+    /// The old task of `name` is over and its batches are committed: the
+    /// source starts again with its new config.
+    fn restarted(&mut self, name: &str, store: &Store) -> anyhow::Result<()> {
+        match self.restarting.remove(name) {
+            Some(cfg) => self.start_source(&cfg, store),
+            None => Ok(()),
+        }
+    }
+
+    fn start_source(
+        &mut self,
+        s: &crate::config::SourceConfig,
+        store: &Store,
+    ) -> anyhow::Result<()> {
+        let stop = self.source_stop.child_token();
+        tracing::debug!(source = %s.name, "source starts");
+        let handle = source::spawn(s, store, self.batches.clone(), stop.clone())?;
+        self.sources.insert(
+            s.name.clone(),
+            Running {
+                config: format!("{s:?}"),
+                stop,
+                handle,
+            },
+        );
+        Ok(())
     }
 }
 
@@ -251,7 +290,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let mut parts = Parts {
         workers: HashMap::new(),
         sources: HashMap::new(),
-        source_tasks: JoinSet::new(),
+        restarting: HashMap::new(),
         source_stop: shutdown.child_token(),
         batches: btx,
         shutdown: shutdown.clone(),
@@ -321,6 +360,14 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => break,
             b = brx.recv() => {
                 let Some(batch) = b else { break };
+                if batch.restart {
+                    // Every batch of the old task was committed in the
+                    // turns before this one.
+                    if let Err(e) = parts.restarted(&batch.source, &store) {
+                        tracing::error!(source = %batch.source, "cannot start again: {e:#}");
+                    }
+                    continue;
+                }
                 let now = Utc::now();
                 for rec in &batch.records {
                     engine.observe(rec, now, &mut out);
@@ -424,7 +471,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     // Sources stop; channels deliver what is queued within the grace
     // period; the rest waits in the outbox for the next start.
     parts.source_stop.cancel();
-    while parts.source_tasks.join_next().await.is_some() {}
+    for (_, r) in parts.sources.drain() {
+        let _ = r.handle.await;
+    }
     parts.drain.cancel();
     let handles: Vec<_> = parts.workers.into_values().map(|w| w.handle).collect();
     let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();

@@ -701,3 +701,69 @@ fn healthz_names_a_failing_channel_and_journal_lines_carry_no_timestamp() {
         );
     }
 }
+
+#[test]
+fn a_changed_log_source_restarts_where_it_was_without_repeating_lines() {
+    let s = setup(
+        "rules:\n  - { id: any, source: news, when: { field: title, exists: true }, notify: [audit] }\n",
+        "",
+    );
+    let news = s.dir.join("data/news.jsonl");
+    std::fs::write(&news, "").unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "sources:\n",
+        "sources:\n  - { name: news, type: file, path: data/news.jsonl, mode: log }\n",
+    );
+    std::fs::write(&s.config, &config).unwrap();
+    let d = Daemon::start(&s.config, &[]);
+    // Lines go on arriving while the source's config changes: the reload
+    // stops the old reader mid-stream and starts the new one after the old
+    // one's last batch is committed.
+    for i in 0..20 {
+        append(&news, &format!("{{\"title\": \"line {i}\"}}\n"));
+        if i == 10 {
+            std::fs::write(
+                &s.config,
+                config.replace("mode: log }", "mode: log, fields: { desk: wire } }"),
+            )
+            .unwrap();
+            d.signal("HUP");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.wait_log("reloaded", T);
+    assert!(
+        d.log().contains("restarted_sources=[\"news\"]"),
+        "{}",
+        d.log()
+    );
+    // The old reader stops at the end of the read it is in; the new one
+    // starts where it got to. Lines written from then on are the new one's.
+    let mut n = 0;
+    let applied = wait_for(T, || {
+        append(&news, &format!("{{\"title\": \"after {n}\"}}\n"));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        let v = read_jsonl(&s.alerts);
+        v.iter()
+            .any(|a| a["fields"]["desk"] == "wire")
+            .then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "the new config never applied:\n{}",
+        d.log()
+    );
+    wait_count(&s.alerts, 20 + n);
+    std::thread::sleep(Duration::from_millis(300));
+    let v = read_jsonl(&s.alerts);
+    let mut titles: Vec<&str> = v
+        .iter()
+        .map(|a| a["fields"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles.len(), 20 + n, "each line once: {titles:?}");
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), 20 + n, "no line twice");
+    d.stop();
+}

@@ -782,6 +782,7 @@ async fn send(
         records,
         checkpoints,
         health,
+        restart: false,
     })
     .await
     .is_ok()

@@ -27,6 +27,9 @@ pub struct Batch {
     /// How the read went, for the source's health: `None` when the batch
     /// says nothing of it.
     pub health: Option<Health>,
+    /// Not from the source: the source's previous task has ended and all
+    /// its batches came before this one (a reload restarts it now).
+    pub restart: bool,
 }
 
 impl Batch {
@@ -37,6 +40,18 @@ impl Batch {
             records: Vec::new(),
             checkpoints: Vec::new(),
             health: Some(health),
+            restart: false,
+        }
+    }
+
+    /// The marker that a source's previous task is over (see `restart`).
+    pub fn restart(source: &str) -> Batch {
+        Batch {
+            source: source.to_string(),
+            records: Vec::new(),
+            checkpoints: Vec::new(),
+            health: None,
+            restart: true,
         }
     }
 }
@@ -157,13 +172,12 @@ pub fn spawn(
     store: &crate::store::Store,
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
-    set: &mut tokio::task::JoinSet<()>,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::store::StoreError> {
     let mut stored = store.checkpoints(&cfg.name)?;
     match &cfg.kind {
         SourceKind::File(f) => {
             let tracker = file::FileTracker::new(cfg, f).with_checkpoints(stored);
-            set.spawn(file::run(tracker, tx, shutdown));
+            Ok(tokio::spawn(file::run(tracker, tx, shutdown)))
         }
         SourceKind::Feed(_) | SourceKind::Http(_) => {
             let poll = store.poll_state(&cfg.name)?;
@@ -172,8 +186,13 @@ pub fn spawn(
                 Some(crate::store::FileCheckpoint::Table(rows)) => rows,
                 _ => HashMap::new(),
             };
-            set.spawn(poll::run(cfg.clone(), poll, table, tx, shutdown));
+            Ok(tokio::spawn(poll::run(
+                cfg.clone(),
+                poll,
+                table,
+                tx,
+                shutdown,
+            )))
         }
     }
-    Ok(())
 }

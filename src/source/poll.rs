@@ -324,6 +324,7 @@ pub async fn run(
                     records,
                     checkpoints,
                     health: Some(Health::Ok),
+                    restart: false,
                 }
             }
             Err(e) => {
