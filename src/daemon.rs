@@ -163,23 +163,16 @@ impl Parts {
                     if let Some(h) = before {
                         let _ = h.await;
                     }
+                    let stops = Stops {
+                        retire,
+                        shutdown,
+                        drain,
+                    };
                     match digest {
                         Some(schedule) => {
-                            let stops = Stops {
-                                retire,
-                                shutdown,
-                                drain,
-                            };
                             deliver_digest(name, ch, store, schedule, stops, shared).await
                         }
-                        None => {
-                            let stops = Stops {
-                                retire,
-                                shutdown,
-                                drain,
-                            };
-                            deliver(name, ch, store, budget, wake, stops, shared).await
-                        }
+                        None => deliver(name, ch, store, budget, wake, stops, shared).await,
                     }
                 }
             };
