@@ -127,15 +127,8 @@ impl Parts {
         built: Vec<(crate::config::ChannelConfig, Channel)>,
     ) -> anyhow::Result<Vec<String>> {
         let mut changed = Vec::new();
-        let names: std::collections::HashSet<&str> =
-            config.channels.iter().map(|c| c.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .workers
-            .keys()
-            .filter(|n| !names.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for n in gone {
+        let names = config.channels.iter().map(|c| c.name.as_str());
+        for n in gone(&self.workers, names) {
             if let Some(w) = self.workers.remove(&n) {
                 w.retire.cancel();
                 // A channel that is gone fails no more.
@@ -197,21 +190,15 @@ impl Parts {
     /// that task got to, not from before.
     fn apply_sources(&mut self, config: &Config, store: &Store) -> anyhow::Result<Vec<String>> {
         let mut changed = Vec::new();
-        let names: std::collections::HashSet<&str> =
-            config.sources.iter().map(|s| s.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .sources
-            .keys()
-            .filter(|n| !names.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for n in gone {
+        let names = config.sources.iter().map(|s| s.name.as_str());
+        for n in gone(&self.sources, names) {
             if let Some(r) = self.sources.remove(&n) {
                 r.stop.cancel();
                 changed.push(n);
             }
         }
-        self.restarting.retain(|n, _| names.contains(n.as_str()));
+        self.restarting
+            .retain(|n, _| config.sources.iter().any(|s| &s.name == n));
         for s in &config.sources {
             let text = format!("{s:?}");
             if self.sources.get(&s.name).is_some_and(|r| r.config == text) {
@@ -262,6 +249,16 @@ impl Parts {
         );
         Ok(())
     }
+}
+
+/// The names in `running` that are not among `names`.
+fn gone<'a, V>(running: &HashMap<String, V>, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let keep: std::collections::HashSet<&str> = names.collect();
+    running
+        .keys()
+        .filter(|n| !keep.contains(n.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Runs until `control.shutdown` is cancelled; reloads at
