@@ -102,6 +102,12 @@ impl Rule {
     fn keeps_snapshot(&self) -> bool {
         self.for_ > Duration::zero() || self.repeat.is_some() || self.absent.is_some()
     }
+
+    /// Whether time passing can do anything to its keys (they have
+    /// deadlines in the queue of [`keys`]).
+    fn timed(&self) -> bool {
+        self.keeps_snapshot() || self.count.is_some()
+    }
 }
 
 /// Rules in engine form. Built once per load; shared read-only.
@@ -485,11 +491,21 @@ impl Engine {
     /// Queues the next deadline of `key` of rule `ri`, if it has one.
     fn reschedule(&mut self, ri: usize, key: &str) {
         let rule = &self.compiled.rules[ri];
-        if !rule.keeps_snapshot() && rule.count.is_none() {
+        if !rule.timed() {
             return;
         }
         let at = self.states[ri].get(key).and_then(|st| deadline(rule, st));
         self.states[ri].schedule(key, at);
+    }
+
+    /// After `key` of rule `ri` changed (and is marked dirty): queues its
+    /// next deadline and lists it for `take_changes`, unless `listed`
+    /// already since the last call.
+    fn settle(&mut self, ri: usize, key: impl AsRef<str> + Into<String>, listed: bool) {
+        self.reschedule(ri, key.as_ref());
+        if !listed {
+            self.changed.push((ri, key.into()));
+        }
     }
 
     /// Number of (rule, key) pairs pending or firing.
@@ -744,7 +760,6 @@ impl Engine {
                 if firing {
                     out.push(note(AlertState::Firing, now));
                 }
-                self.changed.push((ri, key.to_string()));
                 states.insert(
                     &key,
                     KeyState {
@@ -757,7 +772,7 @@ impl Engine {
                         dirty: true,
                     },
                 );
-                self.reschedule(ri, &key);
+                self.settle(ri, key.as_ref(), false);
             }
             (Some(st), true) => {
                 let mut changed = false;
@@ -780,10 +795,8 @@ impl Engine {
                     out.push(note(AlertState::Firing, st.since));
                 }
                 if changed {
-                    if !std::mem::replace(&mut st.dirty, true) {
-                        self.changed.push((ri, key.to_string()));
-                    }
-                    self.reschedule(ri, &key);
+                    let listed = std::mem::replace(&mut st.dirty, true);
+                    self.settle(ri, key.as_ref(), listed);
                 }
             }
             (Some(_), false) => {
@@ -838,10 +851,7 @@ impl Engine {
             prev: rec.prev.clone(),
         }));
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.reschedule(ri, &key);
-        if !listed {
-            self.changed.push((ri, key));
-        }
+        self.settle(ri, key, listed);
     }
 
     /// A record for a `count` rule: it joins its key's window; reaching N
@@ -883,15 +893,12 @@ impl Engine {
             }
         }
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.reschedule(ri, &key);
-        if !listed {
-            self.changed.push((ri, key));
-        }
+        self.settle(ri, key, listed);
     }
 
     /// A `count` key at `now`: records leave its window; a firing key under
-    /// N resolves, or reminds at `repeat`. Returns whether the key is
-    /// forgotten (an empty window, not firing).
+    /// N resolves, or reminds at `repeat`. Returns whether the key changed,
+    /// and whether it is to be forgotten (an empty window, not firing).
     #[allow(clippy::too_many_arguments)]
     fn tick_count(
         c: &Compiled,
@@ -959,8 +966,7 @@ impl Engine {
                         ..KeyState::inactive(now)
                     },
                 );
-                self.reschedule(ri, key);
-                self.changed.push((ri, rule.absent_key.clone()));
+                self.settle(ri, key, false);
             }
         }
     }
@@ -1054,7 +1060,7 @@ impl Engine {
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
         for (ri, rule) in c.rules.iter().enumerate() {
-            if !rule.keeps_snapshot() && rule.count.is_none() {
+            if !rule.timed() {
                 continue;
             }
             for key in self.states[ri].take_due(now) {
@@ -1068,15 +1074,14 @@ impl Engine {
                 } else {
                     (Self::tick_wait(c, rule, &key, st, now, out), false)
                 };
-                let listed = st.dirty && !forget;
-                st.dirty |= changed;
                 if forget {
                     self.states[ri].remove(&key);
-                } else {
-                    self.reschedule(ri, &key);
-                }
-                if (changed || forget) && !listed {
                     self.changed.push((ri, key.into()));
+                } else {
+                    // Visited but unchanged: queued again, not listed.
+                    let listed = st.dirty || !changed;
+                    st.dirty |= changed;
+                    self.settle(ri, key, listed);
                 }
             }
         }
