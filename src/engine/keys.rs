@@ -108,10 +108,6 @@ impl KeyStates {
             .map(|e| e.remove().0.1)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &KeyState)> {
-        self.table.iter().map(|(k, st)| (&**k, st))
-    }
-
     /// Queues `key` to be visited at `at`, unless a deadline no later is
     /// queued for it already.
     pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
@@ -120,12 +116,7 @@ impl KeyStates {
         let Some((_, st)) = self.table.find_mut(h, |e| &*e.0 == key) else {
             return;
         };
-        let ms = at.timestamp_millis();
-        if st.due != NOT_QUEUED && i64::from(st.due) * 1000 <= ms {
-            return;
-        }
-        st.due = ceil_secs(ms);
-        self.timers.push(Reverse((ms, h)));
+        queue(&mut self.timers, st, h, at);
     }
 
     /// The earliest deadline of any key. Entries on top that are stale
@@ -191,18 +182,29 @@ impl KeyStates {
     /// when deadlines may have changed).
     pub fn reschedule_all(&mut self, deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>) {
         self.timers.clear();
-        for (_, st) in self.table.iter_mut() {
+        for (k, st) in self.table.iter_mut() {
             st.due = NOT_QUEUED;
-        }
-        let keys: Vec<(Box<str>, Option<DateTime<Utc>>)> = self
-            .table
-            .iter()
-            .map(|(k, st)| (k.clone(), deadline(st)))
-            .collect();
-        for (k, at) in &keys {
-            self.schedule(k, *at);
+            if let Some(at) = deadline(st) {
+                queue(&mut self.timers, st, hash(k), at);
+            }
         }
     }
+}
+
+/// Queues the key of hash `h` at `at`, unless `st` says a deadline no later
+/// is queued already.
+fn queue(
+    timers: &mut BinaryHeap<Reverse<(i64, u64)>>,
+    st: &mut KeyState,
+    h: u64,
+    at: DateTime<Utc>,
+) {
+    let ms = at.timestamp_millis();
+    if st.due != NOT_QUEUED && i64::from(st.due) * 1000 <= ms {
+        return;
+    }
+    st.due = ceil_secs(ms);
+    timers.push(Reverse((ms, h)));
 }
 
 #[cfg(test)]
