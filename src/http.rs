@@ -174,6 +174,8 @@ pub struct Shared {
     pub health: Mutex<Health>,
     /// The store, for outbox figures at a scrape.
     pub state: PathBuf,
+    /// The scrapes' own connection to it, opened at the first.
+    store: Mutex<Option<crate::store::Store>>,
 }
 
 impl Shared {
@@ -182,6 +184,7 @@ impl Shared {
             metrics: Metrics::new(),
             health: Mutex::new(Health::default()),
             state,
+            store: Mutex::new(None),
         })
     }
 
@@ -246,9 +249,13 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let m = &shared.metrics;
-    let path = shared.state.clone();
+    let s = shared.clone();
     let outbox = tokio::task::spawn_blocking(move || {
-        let store = crate::store::Store::open(&path)?;
+        let mut conn = s.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = match conn.take() {
+            Some(store) => conn.insert(store),
+            None => conn.insert(crate::store::Store::open(&s.state)?),
+        };
         Ok::<_, crate::store::StoreError>((store.outbox_counts()?, store.oldest_pending()?))
     })
     .await;
