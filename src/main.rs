@@ -60,25 +60,15 @@ fn main() -> ExitCode {
             print!("{out}");
             ExitCode::from(code as u8)
         }
-        Command::SendTest { channel } => match tocsin::sendtest::run(&config_path, &channel) {
-            Ok(answer) => {
-                println!("sent to {channel}: {answer}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Silence { command } => {
-            match tocsin::silence::run(&config_path, &command, &mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::SendTest { channel } => exit(
+            tocsin::sendtest::run(&config_path, &channel)
+                .map(|answer| println!("sent to {channel}: {answer}")),
+        ),
+        Command::Silence { command } => exit(tocsin::silence::run(
+            &config_path,
+            &command,
+            &mut std::io::stdout(),
+        )),
         Command::Alerts {
             firing,
             failed,
@@ -91,13 +81,18 @@ fn main() -> ExitCode {
                 since,
                 json,
             };
-            match alerts(&config_path, &opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+            exit(alerts(&config_path, &opts))
+        }
+    }
+}
+
+/// Exit 0, or 1 with the error (and its causes) on stderr.
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -132,8 +127,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Result<()> {
-    let config =
-        config::Config::load(path).map_err(|p| anyhow::anyhow!("{}", daemon::render(&p.0)))?;
+    let config = config::Config::load_or_explain(path)?;
     if !config.state.exists() {
         anyhow::bail!(
             "no store at {} yet: the daemon creates it on its first run",

@@ -37,8 +37,7 @@ pub fn notification(channel: &str) -> Notification {
 
 /// Sends the test notification; returns the server's answer.
 pub fn run(config_path: &Path, channel: &str) -> anyhow::Result<String> {
-    let config = crate::config::Config::load(config_path)
-        .map_err(|p| anyhow::anyhow!("{}", crate::diag::render_all(&p.0)))?;
+    let config = crate::config::Config::load_or_explain(config_path)?;
     let Some(cfg) = config.channels.iter().find(|c| c.name == channel) else {
         let names = config.channels.iter().map(|c| c.name.as_str());
         let hint = crate::diag::did_you_mean(channel, names)

@@ -14,8 +14,7 @@ pub fn run(
     cmd: &SilenceCommand,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let config = crate::config::Config::load(config_path)
-        .map_err(|p| anyhow::anyhow!("{}", crate::diag::render_all(&p.0)))?;
+    let config = crate::config::Config::load_or_explain(config_path)?;
     let now = Utc::now();
     match cmd {
         SilenceCommand::Add {

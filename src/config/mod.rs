@@ -292,6 +292,12 @@ pub enum WebhookFormat {
 
 impl Config {
     /// Reads and validates a config file; every problem comes back at once.
+    /// [`Config::load`] for commands that only need the config: every
+    /// problem rendered (`file:line:col`) into the error.
+    pub fn load_or_explain(path: &Path) -> anyhow::Result<Config> {
+        Config::load(path).map_err(|p| anyhow::anyhow!("{}", crate::diag::render_all(&p.0)))
+    }
+
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Problems(vec![Diagnostic {
