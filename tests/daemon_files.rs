@@ -252,11 +252,7 @@ fn the_shipped_demo_fires_and_resolves() {
     let config = dir.path().join("config/tocsin.yaml");
     // The demo's HTTP port may be in use (the demo itself running): take
     // any free one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("127.0.0.1:9187"));
     std::fs::write(

@@ -227,15 +227,6 @@ fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept(
     d.stop();
 }
 
-/// A free port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET over plain TCP: the status code and the body.
 fn get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -352,14 +343,8 @@ fn a_listener_off_loopback_must_be_asked_for() {
         &format!("rules:\n{}", rule("cn", "CN", 157)),
         "http: { listen: 0.0.0.0:9187 }\n",
     );
-    let out = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = tocsin(&s.config, &["check"]);
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("tocsin.yaml:8:17: error: `0.0.0.0:9187` is not a loopback address"),
         "{text}"

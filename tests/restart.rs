@@ -58,12 +58,6 @@ rules:
     (dir, cfg)
 }
 
-/// A loopback port with nobody listening: connections to it are refused.
-fn refused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// The `out` channel: email to an SMTP server on loopback `port`.
 fn email_channel(port: u16, extra: &str) -> String {
     format!(
@@ -140,7 +134,7 @@ fn restarts_send_only_what_changed_while_down() {
 #[test]
 fn an_alert_committed_while_smtp_is_down_survives_kill_9() {
     // A port with nobody listening: connections are refused.
-    let port = refused_port();
+    let port = free_port();
     let (dir, cfg) = setup(&email_channel(port, ""));
     std::fs::write(
         dir.path().join("tariffs.csv"),
@@ -383,7 +377,7 @@ fn a_digest_channel_sends_one_message_per_tick_and_nothing_when_empty() {
 
 #[test]
 fn alerts_raised_while_smtp_is_down_arrive_in_creation_order() {
-    let port = refused_port();
+    let port = free_port();
     let (dir, cfg) = setup(&email_channel(port, ""));
     std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
     let d = Daemon::start(&cfg, &[]);
@@ -415,7 +409,7 @@ fn alerts_raised_while_smtp_is_down_arrive_in_creation_order() {
 
 #[test]
 fn past_the_retry_budget_a_notification_is_marked_failed() {
-    let port = refused_port();
+    let port = free_port();
     let (dir, cfg) = setup(&email_channel(port, "retry_budget: 2s, "));
     std::fs::write(dir.path().join("tariffs.csv"), "partner,product,rate_pct\n").unwrap();
     let d = Daemon::start(&cfg, &[]);
