@@ -19,21 +19,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum LogFormatArg {
-    Human,
-    Json,
-}
-
-impl From<LogFormatArg> for crate::config::LogFormat {
-    fn from(f: LogFormatArg) -> Self {
-        match f {
-            LogFormatArg::Human => crate::config::LogFormat::Human,
-            LogFormatArg::Json => crate::config::LogFormat::Json,
-        }
-    }
-}
-
 #[derive(Subcommand, Debug)]
 pub enum SilenceCommand {
     /// Silence a rule (RULE) or one of its keys (RULE:KEY) for a while:
@@ -68,7 +53,7 @@ pub enum Command {
         /// `json`: one JSON object per log line [default: the config's
         /// `log.format`, else lines for people]
         #[arg(long, value_enum, value_name = "FORMAT")]
-        log_format: Option<LogFormatArg>,
+        log_format: Option<crate::config::LogFormat>,
     },
     /// Validate the config and all rules; exit 0 when clean, 1 on problems.
     Check,

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { log_format } => run(&config_path, log_format.map(Into::into)),
+        Command::Run { log_format } => run(&config_path, log_format),
         Command::Schema { which } => match tocsin::schema::schema(&which) {
             Some(s) => {
                 println!("{s}");

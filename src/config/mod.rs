@@ -32,7 +32,7 @@ pub struct LogConfig {
     pub format: Option<LogFormat>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Lines for people: coloured on a terminal, without timestamps when
     /// the journal takes them.

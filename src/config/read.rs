@@ -111,21 +111,13 @@ fn log(n: &Node, d: &mut Diags) -> Option<LogConfig> {
             }
         }
     });
-    let format = m.get("format").and_then(|n| {
-        let text = string(n, "format", d)?;
-        match text.as_str() {
-            "human" => Some(LogFormat::Human),
-            "json" => Some(LogFormat::Json),
-            _ => {
-                d.error(
-                    n.pos(),
-                    format!("`{text}` is not a log format"),
-                    Some("write `human` or `json`".into()),
-                );
-                None
-            }
-        }
-    });
+    let format = m
+        .get("format")
+        .and_then(|n| one_of(n, "log format", &["human", "json"], d))
+        .map(|f| match f {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Human,
+        });
     m.finish(d);
     Some(LogConfig { level, format })
 }
