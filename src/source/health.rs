@@ -33,28 +33,24 @@ impl HealthTracker {
     /// state of sources no longer in the config is dropped: their changes
     /// to store come back with the tracker.
     pub fn new(cfg: &Config, stored: Vec<(String, KeyState)>) -> (HealthTracker, Vec<StateChange>) {
-        let (stored, gone): (Vec<_>, Vec<_>) = stored
-            .into_iter()
-            .partition(|(k, _)| cfg.source(k).is_some());
-        let gone = gone
-            .into_iter()
-            .map(|(k, _)| (RULE.into(), k, None))
-            .collect();
-        let tracker = HealthTracker {
-            notify: Arc::from(cfg.health.notify.clone()),
-            fail_after: cfg
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.fail_after))
-                .collect(),
+        let mut tracker = HealthTracker {
+            notify: Arc::from(Vec::new()),
+            fail_after: HashMap::new(),
             failures: HashMap::new(),
             last_error: HashMap::new(),
-            firing: stored
-                .into_iter()
-                .filter(|(_, st)| st.firing)
-                .map(|(k, st)| (k, st.since))
-                .collect(),
+            firing: HashMap::new(),
         };
+        let mut gone = Vec::new();
+        for (k, st) in stored {
+            if cfg.source(&k).is_none() {
+                gone.push((RULE.into(), k, None));
+            } else if st.firing {
+                tracker.firing.insert(k, st.since);
+            }
+        }
+        // Thresholds and channels as a reload sets them; nothing else is
+        // gone by now.
+        gone.extend(tracker.reconfigure(cfg, &[]));
         (tracker, gone)
     }
 
