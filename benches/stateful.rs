@@ -6,8 +6,12 @@
 //! allocator), beside `mlr step -a shift_lag -g key` over the same rows as
 //! CSV in the same run.
 //!
+//! Records come in batches of 4,096, each evaluated at one `now` with
+//! `observe_batch`, as the daemon does.
+//!
 //! Run with `bench/stateful.sh` (installs miller when missing), or
-//! `cargo bench --bench stateful [-- --keys N --rounds N]`.
+//! `cargo bench --bench stateful [-- --keys N --rounds N --runs N
+//! --one-by-one --engine-only]`.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::Write;
@@ -111,6 +115,11 @@ fn main() {
     let keys = arg("--keys", 100_000);
     let rounds = arg("--rounds", 10);
     let runs = arg("--runs", 3);
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    // `--one-by-one`: `observe` per record instead of `observe_batch`;
+    // `--engine-only`: miller is not run (to compare engine changes).
+    let batch = !flag("--one-by-one");
+    let peer = !flag("--engine-only");
     let dir = Path::new("bench/data/stateful");
     std::fs::create_dir_all(dir).unwrap();
 
@@ -200,14 +209,19 @@ fn main() {
                 });
             }
             let at = thread_cpu_ns();
-            for rec in &chunk {
-                engine.observe(rec, rec.observed, &mut out);
-                notes += out.len();
-                out.clear();
+            // The daemon evaluates a batch at one `now`.
+            let now = chunk.last().map_or(t0, |r| r.observed);
+            if batch {
+                engine.observe_batch(&chunk, now, &mut out);
+            } else {
+                for rec in &chunk {
+                    engine.observe(rec, now, &mut out);
+                }
             }
+            notes += out.len();
+            out.clear();
             // Time passes between batches; the daemon hands the store
             // what changed after each.
-            let now = chunk.last().map_or(t0, |r| r.observed);
             engine.tick(now, &mut out);
             notes += out.len();
             out.clear();
@@ -227,6 +241,9 @@ fn main() {
         active = engine.active();
         drop(engine);
 
+        if !peer {
+            continue;
+        }
         // mlr: the previous value per key, over the same rows as CSV.
         let before = proc_cpu(true);
         let status = std::process::Command::new("mlr")

@@ -359,9 +359,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                     continue;
                 }
                 let now = Utc::now();
-                for rec in &batch.records {
-                    engine.observe(rec, now, &mut out);
-                }
+                engine.observe_batch(&batch.records, now, &mut out);
                 checkpoints = batch.checkpoints;
                 let m = &shared.metrics;
                 let src = label("source", &batch.source);

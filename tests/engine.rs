@@ -1014,3 +1014,74 @@ fn take_changes_lists_each_changed_key_once_per_batch() {
     assert_eq!(c.len(), 1);
     assert!(c[0].2.is_some());
 }
+
+#[test]
+fn a_batch_gives_what_its_records_give_one_by_one() {
+    // Short keys are kept inline by the state tables, long ones on the
+    // heap: both kinds, over every kind of rule state.
+    let rules = r#"
+rules:
+  - id: high
+    title: High
+    source: tariffs
+    when: { field: rate_pct, above: 150 }
+    notify: [out]
+  - id: moved
+    title: Moved
+    source: tariffs
+    when: { field: rate_pct, changed: true }
+    notify: [out]
+  - id: bursts
+    title: Bursts
+    source: tariffs
+    key: "{{ partner }}"
+    when: { count: 3, within: 1h }
+    notify: [out]
+  - id: waits
+    title: Waits
+    source: tariffs
+    when: { field: rate_pct, above: 100 }
+    for: 30m
+    notify: [out]
+"#;
+    let mut one = engine(rules);
+    let mut batched = engine(rules);
+    let mut prev: std::collections::HashMap<String, tocsin::record::Row> = Default::default();
+    let mut x: u64 = 11;
+    for round in 0..6 {
+        let now = t0() + Duration::minutes(20 * round);
+        let mut recs = Vec::new();
+        for k in 0..200u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let partner = if k % 3 == 0 {
+                format!("a partner with a long name number {k}")
+            } else {
+                format!("P{k}")
+            };
+            let mut r = row(json!({"partner": partner, "product": "1", "rate_pct": 90 + x % 80}));
+            r.prev = prev.insert(r.key.clone(), r.fields.clone());
+            recs.push(r);
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for r in &recs {
+            one.observe(r, now, &mut a);
+        }
+        batched.observe_batch(&recs, now, &mut b);
+        one.tick(now, &mut a);
+        batched.tick(now, &mut b);
+        let ids = |v: &[Notification]| v.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        assert!(!a.is_empty(), "round {round} notifies something");
+        assert_eq!(ids(&a), ids(&b), "round {round}");
+        let changes = |e: &mut Engine| {
+            e.take_changes()
+                .into_iter()
+                .map(|(r, k, st)| (r.to_string(), k, st.map(|s| (s.firing, s.since.millis()))))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(changes(&mut one), changes(&mut batched), "round {round}");
+    }
+    assert_eq!(one.active(), batched.active());
+    assert!(one.active() > 200, "long and short keys hold state");
+}

@@ -18,12 +18,84 @@ use rustc_hash::FxBuildHasher;
 
 use super::KeyState;
 
+/// A key as the table holds it: short keys (the usual codes and ids)
+/// inline, so that finding one reads no memory beyond its slot; longer ones
+/// on the heap.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// Longest key kept inline: the enum is then as large as a `String`.
+const INLINE: usize = 22;
+
+impl Key {
+    pub fn new(s: &str) -> Key {
+        if s.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Key::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(s.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// Whether this is `key`: compares bytes, nothing to decode.
+    fn is(&self, key: &str) -> bool {
+        self.bytes() == key.as_bytes()
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // SAFETY: the bytes were copied whole from a `str` in `new`.
+            Key::Inline { .. } => unsafe { std::str::from_utf8_unchecked(self.bytes()) },
+            Key::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> String {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// No deadline queued.
 pub(crate) const NOT_QUEUED: u32 = u32::MAX;
 
 #[derive(Clone, Default)]
 pub struct KeyStates {
-    table: HashTable<(Box<str>, KeyState)>,
+    table: HashTable<(Key, KeyState)>,
     /// Min-heap of (deadline in Unix milliseconds, key hash).
     timers: BinaryHeap<Reverse<(i64, u64)>>,
 }
@@ -37,11 +109,11 @@ impl std::fmt::Debug for KeyStates {
     }
 }
 
-fn hash(key: &str) -> u64 {
+pub(crate) fn hash(key: &str) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 
-fn rehash(e: &(Box<str>, KeyState)) -> u64 {
+fn rehash(e: &(Key, KeyState)) -> u64 {
     hash(&e.0)
 }
 
@@ -63,14 +135,22 @@ impl KeyStates {
 
     pub fn get(&self, key: &str) -> Option<&KeyState> {
         self.table
-            .find(hash(key), |e| &*e.0 == key)
+            .find(hash(key), |e| e.0.is(key))
             .map(|(_, st)| st)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut KeyState> {
         self.table
-            .find_mut(hash(key), |e| &*e.0 == key)
+            .find_mut(hash(key), |e| e.0.is(key))
             .map(|(_, st)| st)
+    }
+
+    /// Asks the CPU to fetch the slots `key` (of hash [`hash`]) would be
+    /// found in, ahead of its lookup.
+    pub fn prefetch(&self, h: u64) {
+        for e in self.table.iter_hash(h) {
+            super::prefetch(e as *const _ as *const u8);
+        }
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -79,10 +159,10 @@ impl KeyStates {
 
     /// Sets the state of `key`, copying the key only when it is new.
     pub fn insert(&mut self, key: &str, st: KeyState) {
-        match self.table.entry(hash(key), |e| &*e.0 == key, rehash) {
+        match self.table.entry(hash(key), |e| e.0.is(key), rehash) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = st,
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((key.into(), st));
+                e.insert((Key::new(key), st));
             }
         }
     }
@@ -96,14 +176,14 @@ impl KeyStates {
         let h = hash(key);
         let entry = self
             .table
-            .entry(h, |e| &*e.0 == key, rehash)
-            .or_insert_with(|| (key.into(), make()));
+            .entry(h, |e| e.0.is(key), rehash)
+            .or_insert_with(|| (Key::new(key), make()));
         &mut entry.into_mut().1
     }
 
     pub fn remove(&mut self, key: &str) -> Option<KeyState> {
         self.table
-            .find_entry(hash(key), |e| &*e.0 == key)
+            .find_entry(hash(key), |e| e.0.is(key))
             .ok()
             .map(|e| e.remove().0.1)
     }
@@ -113,7 +193,7 @@ impl KeyStates {
     pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
         let Some(at) = at else { return };
         let h = hash(key);
-        let Some((_, st)) = self.table.find_mut(h, |e| &*e.0 == key) else {
+        let Some((_, st)) = self.table.find_mut(h, |e| e.0.is(key)) else {
             return;
         };
         queue(&mut self.timers, st, h, at);
@@ -158,7 +238,7 @@ impl KeyStates {
     /// The keys whose queued deadline is at or before `now`, each once;
     /// their entries leave the queue, so the caller visits them and queues
     /// their next deadline.
-    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Box<str>> {
+    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Key> {
         let now_ms = now.timestamp_millis();
         let mut keys = Vec::new();
         while let Some(Reverse((ms, h))) = self.timers.peek().copied() {
@@ -217,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_up_to_the_inline_length_and_beyond_are_found() {
+        let mut m = KeyStates::default();
+        let short = "x".repeat(INLINE);
+        let long = "x".repeat(INLINE + 1);
+        assert!(matches!(Key::new(&short), Key::Inline { .. }));
+        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        for k in ["", "é", short.as_str(), long.as_str()] {
+            m.insert(k, KeyState::inactive(at(0)));
+        }
+        for k in ["", "é", short.as_str(), long.as_str()] {
+            assert!(m.contains_key(k), "{k:?}");
+            assert_eq!(Key::new(k).as_str(), k);
+        }
+        assert!(!m.contains_key(&"x".repeat(INLINE - 1)));
+        assert!(!m.contains_key(&"x".repeat(INLINE + 2)));
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
     fn a_deadline_moved_later_is_found_at_its_new_time() {
         let mut m = KeyStates::default();
         m.insert("a", KeyState::inactive(at(0)));
@@ -227,7 +326,7 @@ mod tests {
         assert_eq!(m.next_timer(|_| Some(at(30))), Some(at(30)));
         assert_eq!(m.timers.len(), 1);
         assert!(m.take_due(at(29)).is_empty());
-        assert_eq!(m.take_due(at(30)), vec![Box::from("a")]);
+        assert_eq!(m.take_due(at(30)), vec![Key::new("a")]);
     }
 
     #[test]
@@ -247,11 +346,11 @@ mod tests {
         assert_eq!(m.next_timer(fixed(5)), Some(at(5)));
         assert_eq!(m.timers.len(), 3, "nothing stale on top yet");
         assert!(m.take_due(at(4)).is_empty());
-        assert_eq!(m.take_due(at(5)), vec![Box::from("b")]);
+        assert_eq!(m.take_due(at(5)), vec![Key::new("b")]);
         // b's stale entry at 20 finds it not queued: not returned.
         let mut due = m.take_due(at(30));
         due.sort();
-        assert_eq!(due, vec![Box::from("a")]);
+        assert_eq!(due, vec![Key::new("a")]);
         assert!(m.timers.is_empty());
         assert!(m.take_due(at(100)).is_empty(), "c was never queued");
     }
@@ -280,6 +379,6 @@ mod tests {
         let early = at(10) + chrono::Duration::milliseconds(100);
         m.schedule("a", Some(early));
         assert_eq!(m.next_timer(|_| Some(early)), Some(early));
-        assert_eq!(m.take_due(early), vec![Box::from("a")]);
+        assert_eq!(m.take_due(early), vec![Key::new("a")]);
     }
 }

@@ -45,7 +45,7 @@ impl HealthTracker {
             if cfg.source(&k).is_none() {
                 gone.push((RULE.into(), k, None));
             } else if st.firing {
-                tracker.firing.insert(k, st.since);
+                tracker.firing.insert(k, st.since.get());
             }
         }
         // Thresholds and channels as a reload sets them; nothing else is
@@ -134,7 +134,7 @@ impl HealthTracker {
                     source.to_string(),
                     Some(KeyState {
                         firing: true,
-                        last_sent: Some(now),
+                        last_sent: Some(now.into()),
                         ..KeyState::inactive(now)
                     }),
                 ))

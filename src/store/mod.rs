@@ -254,8 +254,8 @@ impl Store {
                     r.get::<_, String>(1)?,
                     KeyState {
                         firing: r.get::<_, i64>(2)? != 0,
-                        since: parse_ts(&r.get::<_, String>(3)?),
-                        last_sent: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+                        since: parse_ts(&r.get::<_, String>(3)?).into(),
+                        last_sent: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s).into()),
                         snapshot: snapshot
                             .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
                             .map(std::sync::Arc::new),
@@ -398,7 +398,7 @@ impl Store {
                     tx.execute(
                         "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7, recent = ?8",
-                        params![rule, key, s.firing as i64, ts(s.since), s.last_sent.map(ts), snapshot, None::<String>, recent],
+                        params![rule, key, s.firing as i64, ts(s.since.get()), s.last_sent.map(|t| ts(t.get())), snapshot, None::<String>, recent],
                     )
                     .map_err(err)?;
                 }
@@ -827,7 +827,7 @@ mod tests {
             let mut s = Store::open(&path).unwrap();
             let st = KeyState {
                 firing: true,
-                last_sent: Some(now),
+                last_sent: Some(now.into()),
                 window: crate::engine::Times::from(vec![now]),
                 ..KeyState::inactive(now)
             };
