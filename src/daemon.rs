@@ -504,7 +504,7 @@ fn count(
     for n in out {
         m.notifications
             .get_or_create(&vec![
-                ("rule", n.rule.clone()),
+                ("rule", n.rule.to_string()),
                 ("state", n.state.as_str().to_string()),
             ])
             .inc();

@@ -47,7 +47,7 @@ fn explain_rule(
         }
         None => true,
     };
-    let mine: Vec<&Notification> = notes.iter().filter(|n| n.rule == def.id).collect();
+    let mine: Vec<&Notification> = notes.iter().filter(|n| *n.rule == *def.id).collect();
     let verdict = if !mine.is_empty() {
         let states: Vec<String> = mine
             .iter()

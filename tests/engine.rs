@@ -111,7 +111,7 @@ fn tick(e: &mut Engine, now: DateTime<Utc>) -> Vec<Notification> {
 }
 
 fn states(v: &[Notification]) -> Vec<(String, AlertState)> {
-    v.iter().map(|n| (n.rule.clone(), n.state)).collect()
+    v.iter().map(|n| (n.rule.to_string(), n.state)).collect()
 }
 
 const CN_157: &str = r#"
@@ -905,7 +905,7 @@ rules:
         json!({"partner": "CN", "product": "1", "rate_pct": "160"}),
         t0(),
     );
-    let rules: Vec<&str> = out.iter().map(|n| n.rule.as_str()).collect();
+    let rules: Vec<&str> = out.iter().map(|n| &*n.rule).collect();
     assert_eq!(rules, ["watched"]);
     assert!(
         e.stats.expr_errors >= 1,
@@ -930,7 +930,7 @@ rules:
         t0(),
     );
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].rule, "crossing");
+    assert_eq!(&*out[0].rule, "crossing");
     // A partner not in the list, first seen: nothing.
     let out = t.set(
         &mut e,

@@ -97,7 +97,7 @@ impl Email {
 
 /// `FIRING critical` or `RESOLVED`.
 pub fn prefix(n: &Notification) -> String {
-    if n.rule == crate::engine::DIGEST_RULE {
+    if &*n.rule == crate::engine::DIGEST_RULE {
         return "DIGEST".to_string();
     }
     match n.state {

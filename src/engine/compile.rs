@@ -135,7 +135,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
         }
         rules.push(Rule {
             id: Arc::from(def.id.as_str()),
-            title: def.title.clone(),
+            title: def.title.as_str().into(),
             severity: def.severity,
             labels: Arc::new(def.labels.clone()),
             expr,
@@ -190,7 +190,8 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 .iter()
                 .map(|(s, _)| s.as_str())
                 .collect::<Vec<_>>()
-                .join(","),
+                .join(",")
+                .into(),
             shown_fields: shown,
         });
         out.append(&mut d.out);

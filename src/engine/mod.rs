@@ -70,7 +70,7 @@ pub struct Guard {
 #[derive(Debug)]
 pub struct Rule {
     pub id: Arc<str>,
-    pub title: String,
+    pub title: Arc<str>,
     pub severity: Severity,
     pub labels: Arc<BTreeMap<String, String>>,
     pub expr: Option<Expr>,
@@ -92,7 +92,7 @@ pub struct Rule {
     /// within D.
     pub count: Option<(u32, Duration)>,
     /// The one key of an `absent` rule without `key:` (its sources).
-    pub absent_key: String,
+    pub absent_key: Arc<str>,
     /// A `key:` template that only names a field (`{{ partner }}`): read
     /// directly, without rendering.
     pub key_field: Option<String>,
@@ -151,15 +151,15 @@ impl AlertState {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,
-    pub rule: String,
-    pub title: String,
+    pub rule: Arc<str>,
+    pub title: Arc<str>,
     pub severity: Severity,
     pub state: AlertState,
     pub key: String,
     pub summary: String,
     pub body: String,
-    pub source: String,
-    pub labels: BTreeMap<String, String>,
+    pub source: Arc<str>,
+    pub labels: Arc<BTreeMap<String, String>>,
     pub fields: Row,
     pub prev: Option<Changed>,
     pub link: Option<String>,
@@ -240,27 +240,38 @@ pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
     }
 }
 
-/// The 20 bytes of [`format_ts`], for years 0 to 9999.
+/// The 20 bytes of [`format_ts`], for years 0 to 9999. The date comes from
+/// the day number by arithmetic (H. Hinnant's `civil_from_days`), a tenth
+/// of what asking chrono for year, month and day costs.
 fn ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
-    use chrono::{Datelike, Timelike};
-    let y = t.year();
-    if !(0..=9999).contains(&y) {
+    let secs = t.timestamp();
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
         return None;
     }
     let mut b = *b"0000-00-00T00:00:00Z";
-    let mut put = |at: usize, v: u32, width: usize| {
+    let mut put = |at: usize, v: i64, width: usize| {
         let mut v = v;
         for k in (0..width).rev() {
             b[at + k] = b'0' + (v % 10) as u8;
             v /= 10;
         }
     };
-    put(0, y as u32, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, sod / 3_600, 2);
+    put(14, sod / 60 % 60, 2);
+    put(17, sod % 60, 2);
     Some(b)
 }
 
@@ -1008,7 +1019,7 @@ impl Engine {
                 rule,
                 key,
                 state,
-                rule.absent_key.as_str(),
+                &rule.absent_key,
                 &empty,
                 None,
                 started,
@@ -1040,7 +1051,7 @@ impl Engine {
             if rule.absent.is_none() || rule.key.is_some() {
                 continue;
             }
-            let key = rule.absent_key.as_str();
+            let key = &*rule.absent_key;
             if !self.states[ri].contains_key(key) {
                 self.states[ri].insert(
                     key,
@@ -1083,8 +1094,8 @@ impl Engine {
         st.last_sent = Some(now.into());
         let empty = Row::default();
         let (source, fields, prev) = match &st.snapshot {
-            Some(s) => (&*s.source, &s.fields, s.prev.as_deref()),
-            None => (rule.absent_key.as_str(), &empty, None),
+            Some(s) => (&s.source, &s.fields, s.prev.as_deref()),
+            None => (&rule.absent_key, &empty, None),
         };
         out.push(make(
             c,
@@ -1419,7 +1430,7 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
 fn window_key(c: &Compiled, rule: &Rule, rec: &Record) -> String {
     match &rule.key {
         Some(t) => render_key(c, t, rule, rec),
-        None => rule.absent_key.clone(),
+        None => rule.absent_key.to_string(),
     }
 }
 
@@ -1453,7 +1464,7 @@ pub fn make(
     rule: &Rule,
     key: &str,
     state: AlertState,
-    source: &str,
+    source: &Arc<str>,
     fields: &Row,
     prev: Option<&Fields>,
     started_at: DateTime<Utc>,
@@ -1474,15 +1485,15 @@ pub fn make(
         .map(str::to_string);
     let mut n = Notification {
         id: notification_id(&rule.id, key, state, now),
-        rule: rule.id.to_string(),
+        rule: rule.id.clone(),
         title: rule.title.clone(),
         severity: rule.severity,
         state,
         key: key.to_string(),
         summary: String::new(),
         body: String::new(),
-        source: source.to_string(),
-        labels: (*rule.labels).clone(),
+        source: source.clone(),
+        labels: rule.labels.clone(),
         fields: Arc::clone(fields),
         prev: prev_changed,
         link,
@@ -1687,7 +1698,7 @@ pub fn digest<'a>(
     Notification {
         id,
         rule: DIGEST_RULE.into(),
-        title: format!("tocsin digest for {channel}"),
+        title: format!("tocsin digest for {channel}").into(),
         severity,
         state: AlertState::Firing,
         key: channel.to_string(),
@@ -1698,7 +1709,7 @@ pub fn digest<'a>(
         ),
         body,
         source: "tocsin".into(),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         fields: Arc::new(fields),
         prev: None,
         link: None,
@@ -1769,6 +1780,35 @@ mod tests {
         // Below the millisecond is dropped.
         let t = Utc.timestamp_opt(5, 1_999_999).unwrap();
         assert_eq!(Stamp::from(t).millis(), 5_001);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let mut x: u64 = 3;
+        let min = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap().timestamp();
+        let max = Utc
+            .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+            .unwrap()
+            .timestamp();
+        let mut secs: Vec<i64> = vec![min, max, 0, -1, 951_782_400, 4_107_542_399];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            secs.push(min + (x % (max - min) as u64) as i64);
+        }
+        for s in secs {
+            let t = Utc.timestamp_opt(s, 123_456_789).unwrap();
+            let want = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            assert_eq!(format_ts(t), want);
+            assert_eq!(ts_bytes(t).map(|b| b.to_vec()), Some(want.into_bytes()));
+        }
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert!(ts_bytes(far).is_none());
+        assert_eq!(
+            format_ts(far),
+            far.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
 
     #[test]

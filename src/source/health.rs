@@ -4,7 +4,7 @@
 //! Its state lives in the store with the rules' state, so a restart
 //! neither repeats nor forgets it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -179,7 +179,7 @@ impl HealthTracker {
             summary,
             body,
             source: source.into(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             fields: std::sync::Arc::new(fields),
             prev: None,
             link: None,

@@ -163,7 +163,7 @@ impl Silence {
     pub fn matches(&self, n: &Notification, now: DateTime<Utc>) -> bool {
         self.starts_at <= now
             && now < self.ends_at
-            && self.rule == n.rule
+            && *self.rule == *n.rule
             && self.key.as_ref().is_none_or(|k| *k == n.key)
     }
 }
