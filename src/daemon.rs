@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Problems};
+use crate::engine::keys::Key;
 use crate::engine::{Compiled, Engine};
 use crate::http::{Shared, label};
 use crate::rules::RuleSet;
@@ -316,7 +317,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         tracing::info!(rules = ?rules, "dropping the state of rules that no longer exist");
         let changes: Vec<_> = gone
             .into_iter()
-            .map(|(r, k)| (Arc::from(r), k, None))
+            .map(|(r, k)| (Arc::from(r), Key::new(&k), None))
             .collect();
         store.commit(&changes, &[], &[], Utc::now())?;
     }

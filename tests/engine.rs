@@ -764,7 +764,7 @@ fn absent_clock_survives_a_restart_and_a_clock_jump() {
     let stored: Vec<_> = e
         .take_changes()
         .into_iter()
-        .filter_map(|(r, k, s)| Some((r.to_string(), k, s?)))
+        .filter_map(|(r, k, s)| Some((r.to_string(), k.to_string(), s?)))
         .collect();
     // Restarted an hour later: the clock keeps its start.
     let mut e = engine(rules);
@@ -844,7 +844,7 @@ fn count_windows_are_instants_across_dst_and_survive_restarts_and_clock_jumps() 
     let stored: Vec<_> = e
         .take_changes()
         .into_iter()
-        .filter_map(|(r, k, s)| Some((r.to_string(), k, s?)))
+        .filter_map(|(r, k, s)| Some((r.to_string(), k.to_string(), s?)))
         .collect();
     assert_eq!(stored.len(), 1);
     let mut e = engine(rules);

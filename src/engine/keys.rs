@@ -78,6 +78,12 @@ impl AsRef<str> for Key {
     }
 }
 
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key::new(s)
+    }
+}
+
 impl From<Key> for String {
     fn from(k: Key) -> String {
         k.as_str().to_string()

@@ -412,7 +412,7 @@ pub struct Engine {
     scratch: Scratch,
     pub stats: Stats,
     /// (rule, key) pairs whose state changed since the last `take_changes`.
-    changed: Vec<(usize, String)>,
+    changed: Vec<(usize, keys::Key)>,
     /// Per rule: conditions evaluated since the last `take_evaluations`.
     evaluated: Vec<u64>,
 }
@@ -472,7 +472,23 @@ impl Engine {
         // listed twice.
         let rules = &self.compiled.rules;
         let states = &mut self.states;
+        // The slots were touched during the batch but may have left the
+        // caches since: fetched a few keys ahead.
+        const AHEAD: usize = 8;
+        for (ri, key) in self.changed.iter().take(AHEAD) {
+            states[*ri].prefetch(keys::hash(key));
+        }
+        let hashes: Vec<(usize, u64)> = self
+            .changed
+            .iter()
+            .skip(AHEAD)
+            .map(|(ri, k)| (*ri, keys::hash(k)))
+            .collect();
+        let mut ahead = hashes.into_iter();
         out.extend(self.changed.drain(..).filter_map(|(ri, key)| {
+            if let Some((r, h)) = ahead.next() {
+                states[r].prefetch(h);
+            }
             let st = match states[ri].get_mut(&key) {
                 Some(st) if !st.dirty => return None,
                 Some(st) => {
@@ -539,10 +555,10 @@ impl Engine {
     /// After `key` of rule `ri` changed (and is marked dirty): queues its
     /// next deadline and lists it for `take_changes`, unless `listed`
     /// already since the last call.
-    fn settle(&mut self, ri: usize, key: impl AsRef<str> + Into<String>, listed: bool) {
-        self.reschedule(ri, key.as_ref());
+    fn settle(&mut self, ri: usize, key: &str, listed: bool) {
+        self.reschedule(ri, key);
         if !listed {
-            self.changed.push((ri, key.into()));
+            self.changed.push((ri, keys::Key::new(key)));
         }
     }
 
@@ -898,7 +914,7 @@ impl Engine {
                 if event && !resolve {
                     return; // events that do not match leave a keyed alert alone
                 }
-                self.changed.push((ri, key.to_string()));
+                self.changed.push((ri, keys::Key::new(&key)));
                 if let Some(st) = states.remove(key.as_ref())
                     && st.firing
                     && resolve
@@ -946,7 +962,7 @@ impl Engine {
             prev: rec.prev.clone(),
         }));
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.settle(ri, key, listed);
+        self.settle(ri, &key, listed);
     }
 
     /// A record for a `count` rule: it joins its key's window; reaching N
@@ -988,7 +1004,7 @@ impl Engine {
             }
         }
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.settle(ri, key, listed);
+        self.settle(ri, &key, listed);
     }
 
     /// A `count` key at `now`: records leave its window; a firing key under
@@ -1171,12 +1187,12 @@ impl Engine {
                 };
                 if forget {
                     self.states[ri].remove(&key);
-                    self.changed.push((ri, key.into()));
+                    self.changed.push((ri, key));
                 } else {
                     // Visited but unchanged: queued again, not listed.
                     let listed = st.dirty || !changed;
                     st.dirty |= changed;
-                    self.settle(ri, key, listed);
+                    self.settle(ri, &key, listed);
                 }
             }
         }

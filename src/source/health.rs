@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::Health;
 use crate::config::Config;
+use crate::engine::keys::Key;
 use crate::engine::{AlertState, KeyState, Notification, notification_id};
 use crate::rules::Severity;
 use crate::store::StateChange;
@@ -43,7 +44,7 @@ impl HealthTracker {
         let mut gone = Vec::new();
         for (k, st) in stored {
             if cfg.source(&k).is_none() {
-                gone.push((RULE.into(), k, None));
+                gone.push((RULE.into(), Key::new(&k), None));
             } else if st.firing {
                 tracker.firing.insert(k, st.since.get());
             }
@@ -78,7 +79,7 @@ impl HealthTracker {
         gone.into_iter()
             .map(|k| {
                 self.firing.remove(&k);
-                (RULE.into(), k, None)
+                (RULE.into(), Key::new(&k), None)
             })
             .collect()
     }
@@ -115,7 +116,7 @@ impl HealthTracker {
                 tracing::info!(source, "source recovered");
                 let error = self.last_error.remove(source).unwrap_or_default();
                 out.push(self.note(source, AlertState::Resolved, since, 0, &error, now));
-                Some((RULE.into(), source.to_string(), None))
+                Some((RULE.into(), Key::new(source), None))
             }
             Health::Failed(e) => {
                 let n = self.failures.entry(source.to_string()).or_default();
@@ -131,7 +132,7 @@ impl HealthTracker {
                 out.push(self.note(source, AlertState::Firing, now, n, e, now));
                 Some((
                     RULE.into(),
-                    source.to_string(),
+                    Key::new(source),
                     Some(KeyState {
                         firing: true,
                         last_sent: Some(now.into()),
@@ -238,7 +239,7 @@ mod tests {
         );
         assert_eq!(h.unhealthy().len(), 1);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].1, "old-feed");
+        assert_eq!(gone[0].1.as_str(), "old-feed");
         assert!(gone[0].2.is_none());
     }
 }

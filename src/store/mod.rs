@@ -130,7 +130,11 @@ pub struct PollState {
 
 /// One (rule, key)'s state after a batch: `None` when it went inactive.
 /// A (rule, key) state to store, `None` to delete it.
-pub type StateChange = (std::sync::Arc<str>, String, Option<KeyState>);
+pub type StateChange = (
+    std::sync::Arc<str>,
+    crate::engine::keys::Key,
+    Option<KeyState>,
+);
 
 /// A notification waiting in the outbox for one channel.
 #[derive(Clone, Debug)]
@@ -398,14 +402,14 @@ impl Store {
                     tx.execute(
                         "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7, recent = ?8",
-                        params![rule, key, s.firing as i64, ts(s.since.get()), s.last_sent.map(|t| ts(t.get())), snapshot, None::<String>, recent],
+                        params![rule, key.as_str(), s.firing as i64, ts(s.since.get()), s.last_sent.map(|t| ts(t.get())), snapshot, None::<String>, recent],
                     )
                     .map_err(err)?;
                 }
                 None => {
                     tx.execute(
                         "DELETE FROM rule_state WHERE rule = ?1 AND key = ?2",
-                        params![rule, key],
+                        params![rule, key.as_str()],
                     )
                     .map_err(err)?;
                 }
