@@ -244,6 +244,22 @@ pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
 /// the day number by arithmetic (H. Hinnant's `civil_from_days`), a tenth
 /// of what asking chrono for year, month and day costs.
 fn ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
+    thread_local! {
+        /// The last time written: the notifications of a batch share it.
+        static LAST: std::cell::Cell<Option<(DateTime<Utc>, [u8; 20])>> =
+            const { std::cell::Cell::new(None) };
+    }
+    if let Some((last, b)) = LAST.get()
+        && last == t
+    {
+        return Some(b);
+    }
+    let b = civil_ts_bytes(t)?;
+    LAST.set(Some((t, b)));
+    Some(b)
+}
+
+fn civil_ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
     let secs = t.timestamp();
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
@@ -610,11 +626,12 @@ impl Engine {
         out: &mut Vec<Notification>,
     ) {
         // Each step needs the memory the one before fetched: the rows, then
-        // their entries, then the names and texts they point to (of the
-        // row and of the previous row, which `changed` and the like read),
-        // and the state slots of their keys. More prefetches than these
-        // (the second line of each entry, steps taken for groups of
-        // records) measured slower: they queue behind each other.
+        // their entries, then the names they point to (of the row and of
+        // the previous row, which `changed` and the like read), and the
+        // state slots of their keys. More prefetches than these (the
+        // second line of each entry and the texts of values, steps taken
+        // for groups of records) measured slower: they queue behind each
+        // other, and reading a value's kind to find its text stalls.
         const AHEAD: usize = 4;
         for (i, rec) in recs.iter().enumerate() {
             if let Some(r) = recs.get(i + 3 * AHEAD) {
@@ -639,11 +656,8 @@ impl Engine {
 
     fn prefetch_record(&self, r: &Record) {
         for f in std::iter::once(&r.fields).chain(&r.prev) {
-            for (k, v) in f.iter() {
+            for (k, _) in f.iter() {
                 prefetch(k.as_ptr());
-                if let Value::String(s) = v {
-                    prefetch(s.as_ptr());
-                }
             }
         }
         let c = &*self.compiled;
@@ -1817,7 +1831,14 @@ mod tests {
             let t = Utc.timestamp_opt(s, 123_456_789).unwrap();
             let want = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             assert_eq!(format_ts(t), want);
-            assert_eq!(ts_bytes(t).map(|b| b.to_vec()), Some(want.into_bytes()));
+            assert_eq!(
+                ts_bytes(t).map(|b| b.to_vec()),
+                Some(want.clone().into_bytes())
+            );
+            assert_eq!(
+                civil_ts_bytes(t).map(|b| b.to_vec()),
+                Some(want.into_bytes())
+            );
         }
         let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
         assert!(ts_bytes(far).is_none());
