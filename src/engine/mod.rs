@@ -1418,8 +1418,9 @@ fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
         let b = &mut small[..t.len()];
         b.copy_from_slice(t.as_bytes());
         b.make_ascii_lowercase();
-        // ASCII in, ASCII out.
-        Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default())
+        // SAFETY: ASCII in (checked above), ASCII out; checking it again
+        // was a twentieth of the engine's instructions on table rows.
+        Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) })
     } else {
         condition::lower_trim(t)
     }
@@ -1591,7 +1592,17 @@ fn push_value(b: &mut String, v: &Value) {
     match v {
         Value::String(s) => b.push_str(s),
         Value::Number(n) => {
-            let _ = write!(b, "{n}");
+            // What `Display` writes (serde_json formats with these two),
+            // without the formatting machinery around them.
+            if let Some(u) = n.as_u64() {
+                b.push_str(itoa::Buffer::new().format(u));
+            } else if let Some(i) = n.as_i64() {
+                b.push_str(itoa::Buffer::new().format(i));
+            } else if let Some(f) = n.as_f64() {
+                b.push_str(zmij::Buffer::new().format_finite(f));
+            } else {
+                let _ = write!(b, "{n}");
+            }
         }
         other => b.push_str(&other.to_string()),
     }
@@ -1846,6 +1857,38 @@ mod tests {
             format_ts(far),
             far.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
+    }
+
+    #[test]
+    fn numbers_in_bodies_are_written_as_display_writes_them() {
+        let mut x: u64 = 5;
+        let mut numbers = vec![
+            Value::from(0),
+            Value::from(-7),
+            Value::from(u64::MAX),
+            Value::from(i64::MIN),
+            Value::from(i64::MAX),
+            Value::from(157.5),
+            Value::from(0.1),
+            Value::from(1e300),
+            Value::from(-2.5e-300),
+            Value::from(f64::MAX),
+            Value::from(95.0),
+            Value::from(-0.0),
+        ];
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            numbers.push(Value::from(f64::from_bits(x >> 2)));
+            numbers.push(Value::from(x as i64));
+            numbers.push(Value::from((x % 100_000) as f64 / 10.0));
+        }
+        for v in numbers {
+            let mut b = String::from("x=");
+            push_value(&mut b, &v);
+            assert_eq!(b, format!("x={v}"));
+        }
     }
 
     #[test]
