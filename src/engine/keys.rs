@@ -217,7 +217,7 @@ impl KeyStates {
             let mut live = false;
             let mut moved = Vec::new();
             for (k, st) in self.table.iter_hash_mut(h) {
-                if st.due != due {
+                if st.due != due || hash(k) != h {
                     continue;
                 }
                 match deadline(st) {
@@ -253,9 +253,10 @@ impl KeyStates {
             }
             self.timers.pop();
             // Every key with this hash (almost always one) is looked at;
-            // one that is not due is queued again by the caller.
+            // one that is not due is queued again by the caller. The slots
+            // found by hash may hold other keys that share its tag.
             for (k, st) in self.table.iter_hash_mut(h) {
-                if st.due != NOT_QUEUED {
+                if st.due != NOT_QUEUED && hash(k) == h {
                     st.due = NOT_QUEUED;
                     keys.push(k.clone());
                 }
@@ -373,6 +374,34 @@ mod tests {
         assert!(m.remove("a").is_some());
         assert!(m.take_due(at(10)).is_empty());
         assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn a_key_comes_up_at_its_own_deadline_not_with_keys_sharing_its_tag() {
+        let mut m = KeyStates::default();
+        let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        // Queued in order, then earlier, then later again; 50 keys in a
+        // small table share slot tags, which must not bring them up early.
+        let secs = |i: usize| match i {
+            0..20 => 100 + i as i64,
+            20..35 => 60 + (i as i64 * 7) % 40,
+            _ => 200 - (i as i64 % 4),
+        };
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(k, KeyState::inactive(at(0)));
+            m.schedule(k, Some(at(secs(i))));
+        }
+        let mut seen = Vec::new();
+        for t in 0..=200 {
+            for k in m.take_due(at(t)) {
+                let i: usize = k[1..].parse().unwrap();
+                assert_eq!(secs(i), t, "{k:?} came up at {t}");
+                seen.push(i);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        assert!(m.timers.is_empty());
     }
 
     #[test]
