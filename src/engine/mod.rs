@@ -586,7 +586,18 @@ impl Engine {
     /// Evaluates one record against the rules of its source.
     pub fn observe(&mut self, rec: &Record, now: DateTime<Utc>, out: &mut Vec<Notification>) {
         let compiled = Arc::clone(&self.compiled);
-        let c = &*compiled;
+        self.observe_with(&compiled, rec, now, out);
+    }
+
+    /// [`Engine::observe`] with the rules at hand (held by the caller, so
+    /// that a batch takes them once).
+    fn observe_with(
+        &mut self,
+        c: &Compiled,
+        rec: &Record,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
         let Some(plan) = c.plans.get(&*rec.source) else {
             return;
         };
@@ -633,6 +644,7 @@ impl Engine {
         // for groups of records) measured slower: they queue behind each
         // other, and reading a value's kind to find its text stalls.
         const AHEAD: usize = 4;
+        let compiled = Arc::clone(&self.compiled);
         for (i, rec) in recs.iter().enumerate() {
             if let Some(r) = recs.get(i + 3 * AHEAD) {
                 prefetch(r.key.as_ptr());
@@ -650,7 +662,7 @@ impl Engine {
             if let Some(r) = recs.get(i + AHEAD) {
                 self.prefetch_record(r);
             }
-            self.observe(rec, now, out);
+            self.observe_with(&compiled, rec, now, out);
         }
     }
 
