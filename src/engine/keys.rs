@@ -96,6 +96,21 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// Queues the deadline of the key [`KeyStates::get_or_insert_queued`]
+/// found.
+pub struct Queue<'a> {
+    timers: &'a mut BinaryHeap<Reverse<(i64, u64)>>,
+    h: u64,
+}
+
+impl Queue<'_> {
+    pub fn schedule(self, st: &mut KeyState, at: Option<DateTime<Utc>>) {
+        if let Some(at) = at {
+            queue(self.timers, st, self.h, at);
+        }
+    }
+}
+
 /// No deadline queued.
 pub(crate) const NOT_QUEUED: u32 = u32::MAX;
 
@@ -173,18 +188,24 @@ impl KeyStates {
         }
     }
 
-    /// The state of `key`, made by `make` when it has none.
-    pub fn get_or_insert_with(
+    /// The state of `key`, made by `make` when it has none, with the means
+    /// to queue the key's next deadline once the state is changed, without
+    /// finding the key again.
+    pub fn get_or_insert_queued(
         &mut self,
         key: &str,
         make: impl FnOnce() -> KeyState,
-    ) -> &mut KeyState {
+    ) -> (&mut KeyState, Queue<'_>) {
         let h = hash(key);
         let entry = self
             .table
             .entry(h, |e| e.0.is(key), rehash)
             .or_insert_with(|| (Key::new(key), make()));
-        &mut entry.into_mut().1
+        let queue = Queue {
+            timers: &mut self.timers,
+            h,
+        };
+        (&mut entry.into_mut().1, queue)
     }
 
     pub fn remove(&mut self, key: &str) -> Option<KeyState> {

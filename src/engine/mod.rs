@@ -573,6 +573,11 @@ impl Engine {
     /// already since the last call.
     fn settle(&mut self, ri: usize, key: &str, listed: bool) {
         self.reschedule(ri, key);
+        self.list(ri, key, listed);
+    }
+
+    /// Lists `key` of rule `ri` for `take_changes`, unless `listed` already.
+    fn list(&mut self, ri: usize, key: &str, listed: bool) {
         if !listed {
             self.changed.push((ri, keys::Key::new(key)));
         }
@@ -964,7 +969,7 @@ impl Engine {
     ) {
         let rule = &c.rules[ri];
         let key = window_key(c, rule, rec);
-        let st = self.states[ri].get_or_insert_with(&key, || KeyState::inactive(now));
+        let (st, queue) = self.states[ri].get_or_insert_queued(&key, || KeyState::inactive(now));
         if st.firing {
             st.firing = false;
             if rule.resolve != Some(false) {
@@ -988,7 +993,8 @@ impl Engine {
             prev: rec.prev.clone(),
         }));
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.settle(ri, &key, listed);
+        queue.schedule(st, deadline(rule, st));
+        self.list(ri, &key, listed);
     }
 
     /// A record for a `count` rule: it joins its key's window; reaching N
@@ -1006,7 +1012,7 @@ impl Engine {
             return;
         };
         let key = window_key(c, rule, rec);
-        let st = self.states[ri].get_or_insert_with(&key, || KeyState::inactive(now));
+        let (st, queue) = self.states[ri].get_or_insert_queued(&key, || KeyState::inactive(now));
         let cutoff = now - within;
         st.window.retain(|t| *t > cutoff);
         if st.window.len() >= n as usize {
@@ -1030,7 +1036,8 @@ impl Engine {
             }
         }
         let listed = std::mem::replace(&mut st.dirty, true);
-        self.settle(ri, &key, listed);
+        queue.schedule(st, deadline(rule, st));
+        self.list(ri, &key, listed);
     }
 
     /// A `count` key at `now`: records leave its window; a firing key under
