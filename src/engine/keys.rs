@@ -208,6 +208,18 @@ impl KeyStates {
         (&mut entry.into_mut().1, queue)
     }
 
+    /// The state of `key`, if any, with the means to queue its next
+    /// deadline (as [`KeyStates::get_or_insert_queued`]).
+    pub fn get_queued(&mut self, key: &str) -> Option<(&mut KeyState, Queue<'_>)> {
+        let h = hash(key);
+        let (_, st) = self.table.find_mut(h, |e| e.0.is(key))?;
+        let queue = Queue {
+            timers: &mut self.timers,
+            h,
+        };
+        Some((st, queue))
+    }
+
     pub fn remove(&mut self, key: &str) -> Option<KeyState> {
         self.table
             .find_entry(hash(key), |e| e.0.is(key))

@@ -1208,7 +1208,7 @@ impl Engine {
                 continue;
             }
             for key in self.states[ri].take_due(now) {
-                let Some(st) = self.states[ri].get_mut(&key) else {
+                let Some((st, queue)) = self.states[ri].get_queued(&key) else {
                     continue;
                 };
                 let (changed, forget) = if let Some(a) = rule.absent {
@@ -1225,7 +1225,8 @@ impl Engine {
                     // Visited but unchanged: queued again, not listed.
                     let listed = st.dirty || !changed;
                     st.dirty |= changed;
-                    self.settle(ri, &key, listed);
+                    queue.schedule(st, deadline(rule, st));
+                    self.list(ri, &key, listed);
                 }
             }
         }
