@@ -486,35 +486,38 @@ impl Engine {
         out.clear();
         // A key is listed once while dirty; a key that went inactive may be
         // listed twice.
-        let rules = &self.compiled.rules;
-        let states = &mut self.states;
+        let (rules, states, changed) = (&self.compiled.rules, &mut self.states, &self.changed);
         // The slots were touched during the batch but may have left the
         // caches since: fetched a few keys ahead.
         const AHEAD: usize = 8;
-        for (ri, key) in self.changed.iter().take(AHEAD) {
-            states[*ri].prefetch(keys::hash(key));
+        for (r, k) in changed.iter().take(AHEAD) {
+            states[*r].prefetch(keys::hash(k));
         }
-        let hashes: Vec<(usize, u64)> = self
-            .changed
+        let ahead = changed
             .iter()
             .skip(AHEAD)
-            .map(|(ri, k)| (*ri, keys::hash(k)))
-            .collect();
-        let mut ahead = hashes.into_iter();
-        out.extend(self.changed.drain(..).filter_map(|(ri, key)| {
-            if let Some((r, h)) = ahead.next() {
-                states[r].prefetch(h);
-            }
-            let st = match states[ri].get_mut(&key) {
-                Some(st) if !st.dirty => return None,
-                Some(st) => {
-                    st.dirty = false;
-                    Some(st.clone())
-                }
-                None => None,
-            };
-            Some((rules[ri].id.clone(), key, st))
-        }));
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        out.extend(
+            changed
+                .iter()
+                .zip(ahead)
+                .filter_map(|(&(ri, ref key), next)| {
+                    if let Some((r, k)) = next {
+                        states[*r].prefetch(keys::hash(k));
+                    }
+                    let st = match states[ri].get_mut(key) {
+                        Some(st) if !st.dirty => return None,
+                        Some(st) => {
+                            st.dirty = false;
+                            Some(st.clone())
+                        }
+                        None => None,
+                    };
+                    Some((rules[ri].id.clone(), key.clone(), st))
+                }),
+        );
+        self.changed.clear();
     }
 
     /// Per rule, how many records its condition was evaluated on since the
