@@ -72,21 +72,9 @@ impl std::ops::Deref for Key {
     }
 }
 
-impl AsRef<str> for Key {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl From<&str> for Key {
     fn from(s: &str) -> Key {
         Key::new(s)
-    }
-}
-
-impl From<Key> for String {
-    fn from(k: Key) -> String {
-        k.as_str().to_string()
     }
 }
 
