@@ -34,18 +34,35 @@ pub struct Record {
 }
 
 /// The fields of a previous row that differ from the current one, as a
-/// notification carries them (`prev`): a JSON object, kept as a short list
-/// (usually one field) so that making it hashes nothing.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Changed(pub Vec<(String, Value)>);
+/// notification carries them (`prev`): a JSON object. Kept as the two rows,
+/// shared, and compared when read, so that making one copies nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Changed {
+    prev: Row,
+    now: Row,
+}
 
 impl Changed {
+    /// The fields of `prev` that `now` lacks or has with another value.
+    pub fn new(prev: Row, now: Row) -> Changed {
+        Changed { prev, now }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        let v = get(&self.prev, name)?;
+        (get(&self.now, name) != Some(v)).then_some(v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.prev
+            .iter()
+            .filter(|(k, v)| get(&self.now, k) != Some(*v))
+    }
+}
+
+impl PartialEq for Changed {
+    fn eq(&self, other: &Changed) -> bool {
+        self.iter().eq(other.iter())
     }
 }
 
@@ -65,7 +82,7 @@ impl serde::Serialize for Changed {
 
 impl<'de> serde::Deserialize<'de> for Changed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Changed, D::Error> {
-        Fields::deserialize(d).map(|m| Changed(m.into_iter().collect()))
+        Fields::deserialize(d).map(|m| Changed::new(Arc::new(m), Row::default()))
     }
 }
 
@@ -186,6 +203,30 @@ pub fn is_present(v: Option<&Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_lists_only_the_previous_fields_that_differ_in_their_order() {
+        let row = |v: Value| Arc::new(v.as_object().unwrap().clone());
+        let prev = row(serde_json::json!({"b": 1, "a": "x", "gone": true, "c": [1]}));
+        let now = row(serde_json::json!({"a": "y", "b": 1, "c": [1], "new": 2}));
+        let c = Changed::new(prev, now);
+        let listed: Vec<(&str, &Value)> = c.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(
+            listed,
+            [("a", &serde_json::json!("x")), ("gone", &Value::Bool(true))]
+        );
+        assert_eq!(c.get("a"), Some(&serde_json::json!("x")));
+        assert_eq!(c.get("b"), None, "unchanged");
+        assert_eq!(c.get("new"), None, "not in the previous row");
+        assert_eq!(c["b"], Value::Null);
+        // As the payload and the store carry it: only what changed.
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(text, r#"{"a":"x","gone":true}"#);
+        let back: Changed = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.get("a"), Some(&serde_json::json!("x")));
+        assert_ne!(back, Changed::default());
+    }
 
     #[test]
     fn numbers_in_text_parse() {

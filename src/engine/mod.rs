@@ -1146,7 +1146,7 @@ impl Engine {
         st.last_sent = Some(now.into());
         let empty = Row::default();
         let (source, fields, prev) = match &st.snapshot {
-            Some(s) => (&s.source, &s.fields, s.prev.as_deref()),
+            Some(s) => (&s.source, &s.fields, s.prev.as_ref()),
             None => (&rule.absent_key, &empty, None),
         };
         out.push(make(
@@ -1192,7 +1192,7 @@ impl Engine {
             AlertState::Firing,
             &snap.source,
             &snap.fields,
-            snap.prev.as_deref(),
+            snap.prev.as_ref(),
             st.since.get(),
             now,
         ));
@@ -1505,7 +1505,7 @@ fn make_for(
         state,
         &rec.source,
         &rec.fields,
-        rec.prev.as_deref(),
+        rec.prev.as_ref(),
         started_at,
         now,
     )
@@ -1520,19 +1520,12 @@ pub fn make(
     state: AlertState,
     source: &Arc<str>,
     fields: &Row,
-    prev: Option<&Fields>,
+    prev: Option<&Row>,
     started_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Notification {
     // Only fields that changed are worth showing as "previous".
-    let prev_changed: Option<Changed> = prev.map(|p| {
-        Changed(
-            p.iter()
-                .filter(|(k, v)| crate::record::get(fields, k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
-    });
+    let prev_changed = prev.map(|p| Changed::new(Arc::clone(p), Arc::clone(fields)));
     let link = ["link", "url"]
         .iter()
         .find_map(|k| crate::record::get(fields, k).and_then(Value::as_str))
@@ -1557,7 +1550,7 @@ pub fn make(
     };
     let mut errors = Vec::new();
     if rule.summary.is_some() || rule.body.is_some() {
-        let ctx = template_context(&n, rule, prev);
+        let ctx = template_context(&n, rule, prev.map(|p| &**p));
         for (which, name) in [("summary", &rule.summary), ("body", &rule.body)] {
             let Some(name) = name else { continue };
             match c.env.get_template(name).and_then(|t| t.render(ctx.clone())) {
