@@ -178,6 +178,7 @@ pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
 
 /// A field by its exact name. Records have a handful of fields: comparing
 /// names beats hashing them up to a dozen or so.
+#[inline]
 pub fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     if fields.len() <= 12 {
         fields

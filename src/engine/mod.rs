@@ -235,7 +235,8 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
 /// it runs several times per notification.
 pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
     match ts_bytes(t) {
-        Some(b) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+        // SAFETY: `ts_bytes` writes ASCII digits and separators only.
+        Some(b) => unsafe { out.as_mut_vec().extend_from_slice(&b) },
         None => out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }
 }
