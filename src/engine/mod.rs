@@ -1616,13 +1616,50 @@ fn push_value(b: &mut String, v: &Value) {
             } else if let Some(i) = n.as_i64() {
                 b.push_str(itoa::Buffer::new().format(i));
             } else if let Some(f) = n.as_f64() {
-                b.push_str(zmij::Buffer::new().format_finite(f));
+                push_f64(b, f);
             } else {
                 let _ = write!(b, "{n}");
             }
         }
         other => b.push_str(&other.to_string()),
     }
+}
+
+/// `f` (finite) as `Display` writes it: the shortest decimal that reads
+/// back as `f`. Values with at most two decimals (rates, prices, readings)
+/// are found by trying 0, 1 and 2 decimals and checking that the decimal
+/// reads back the same (a division, rounded as reading rounds): no decimal
+/// with fewer digits can, and no other with as many is as close. Others go
+/// to `zmij`, which `serde_json` uses.
+fn push_f64(b: &mut String, f: f64) {
+    let a = f.abs();
+    if (0.01..1e9).contains(&a) {
+        for (k, scale) in [(0usize, 1.0), (1, 10.0), (2, 100.0)] {
+            // Rounded by adding a half and truncating (the product is below
+            // 1e11): `round` is a library call on baseline x86-64.
+            let m = (a * scale + 0.5) as u64;
+            if m as f64 / scale != a {
+                continue;
+            }
+            let unit = [1, 10, 100][k];
+            if f < 0.0 {
+                b.push('-');
+            }
+            b.push_str(itoa::Buffer::new().format(m / unit));
+            b.push('.');
+            let frac = m % unit;
+            match k {
+                0 => b.push('0'),
+                1 => b.push(char::from(b'0' + frac as u8)),
+                _ => {
+                    b.push(char::from(b'0' + (frac / 10) as u8));
+                    b.push(char::from(b'0' + (frac % 10) as u8));
+                }
+            }
+            return;
+        }
+    }
+    b.push_str(zmij::Buffer::new().format_finite(f));
 }
 
 fn default_summary(n: &Notification, rule: &Rule) -> String {
@@ -1943,6 +1980,30 @@ mod tests {
             Value::from(95.0),
             Value::from(-0.0),
         ];
+        for f in [
+            0.01,
+            0.015,
+            0.1,
+            0.29,
+            0.3,
+            1.05,
+            2.675,
+            96.3,
+            999_999_999.99,
+            1e9,
+            1e9 - 0.01,
+            0.009_999,
+            123_456.78,
+            0.07,
+            1e-3,
+            5e-324,
+            1e15,
+            1e16,
+            4503599627370497.0,
+        ] {
+            numbers.push(Value::from(f));
+            numbers.push(Value::from(-f));
+        }
         for _ in 0..10_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -1950,6 +2011,15 @@ mod tests {
             numbers.push(Value::from(f64::from_bits(x >> 2)));
             numbers.push(Value::from(x as i64));
             numbers.push(Value::from((x % 100_000) as f64 / 10.0));
+            // Decimals with one, two and three places, and their negatives,
+            // around and past the ends of the quick path.
+            numbers.push(Value::from((x % 10_000_000) as f64 / 100.0));
+            numbers.push(Value::from(
+                -(((x >> 20) % 1_000_000_000_000) as f64) / 100.0,
+            ));
+            numbers.push(Value::from((x % 100_000) as f64 / 1000.0));
+            numbers.push(Value::from((x % 1000) as f64 / 10_000.0));
+            numbers.push(Value::from((x >> 11) as f64 * 1e-16));
         }
         for v in numbers {
             let mut b = String::from("x=");
