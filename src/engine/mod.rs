@@ -1634,14 +1634,13 @@ fn push_value(b: &mut String, v: &Value) {
 fn push_f64(b: &mut String, f: f64) {
     let a = f.abs();
     if (0.01..1e9).contains(&a) {
-        for (k, scale) in [(0usize, 1.0), (1, 10.0), (2, 100.0)] {
+        for (k, scale, unit) in [(0, 1.0, 1), (1, 10.0, 10), (2, 100.0, 100)] {
             // Rounded by adding a half and truncating (the product is below
             // 1e11): `round` is a library call on baseline x86-64.
             let m = (a * scale + 0.5) as u64;
             if m as f64 / scale != a {
                 continue;
             }
-            let unit = [1, 10, 100][k];
             if f < 0.0 {
                 b.push('-');
             }
