@@ -1904,6 +1904,24 @@ mod tests {
                 "f9f8771ef853dedf7b8ddfb676fe959e",
             ]
         );
+        // Around the ends of one and two padded blocks (55/56 and 119/120
+        // bytes hashed) and of the stack buffer (128/129), as hashlib gives
+        // them.
+        for (n, want) in [
+            (37, "2677085f0bce459332bf42c8c80af607"),
+            (38, "8b67cb1fb67bb9de47050a0972731a10"),
+            (101, "34cf474dfd6335ef213c08fd01deec41"),
+            (102, "4e575e97be7f0a6ba5777d8d3e668b83"),
+            (110, "9e9b7d7be2dd0ade477ba271830f169f"),
+            (111, "496f6756340d76faed85c5041737b707"),
+        ] {
+            let key = "k".repeat(n);
+            assert_eq!(
+                notification_id("r", &key, AlertState::Firing, at),
+                want,
+                "{n}"
+            );
+        }
     }
 
     #[test]
