@@ -494,30 +494,20 @@ impl Engine {
         for (r, k) in changed.iter().take(AHEAD) {
             states[*r].prefetch(keys::hash(k));
         }
-        let ahead = changed
-            .iter()
-            .skip(AHEAD)
-            .map(Some)
-            .chain(std::iter::repeat(None));
-        out.extend(
-            changed
-                .iter()
-                .zip(ahead)
-                .filter_map(|(&(ri, ref key), next)| {
-                    if let Some((r, k)) = next {
-                        states[*r].prefetch(keys::hash(k));
-                    }
-                    let st = match states[ri].get_mut(key) {
-                        Some(st) if !st.dirty => return None,
-                        Some(st) => {
-                            st.dirty = false;
-                            Some(st.clone())
-                        }
-                        None => None,
-                    };
-                    Some((rules[ri].id.clone(), key.clone(), st))
-                }),
-        );
+        for (i, (ri, key)) in changed.iter().enumerate() {
+            if let Some((r, k)) = changed.get(i + AHEAD) {
+                states[*r].prefetch(keys::hash(k));
+            }
+            let st = match states[*ri].get_mut(key) {
+                Some(st) if !st.dirty => continue,
+                Some(st) => {
+                    st.dirty = false;
+                    Some(st.clone())
+                }
+                None => None,
+            };
+            out.push((rules[*ri].id.clone(), key.clone(), st));
+        }
         self.changed.clear();
     }
 
