@@ -1471,11 +1471,11 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
 }
 
 /// The key of an `absent` or `count` rule: its `key:` template, else one
-/// key for the rule.
-fn window_key(c: &Compiled, rule: &Rule, rec: &Record) -> String {
+/// key for the rule (borrowed, not copied for each record).
+fn window_key<'a>(c: &Compiled, rule: &'a Rule, rec: &Record) -> Cow<'a, str> {
     match &rule.key {
-        Some(t) => render_key(c, t, rule, rec),
-        None => rule.absent_key.to_string(),
+        Some(t) => Cow::Owned(render_key(c, t, rule, rec)),
+        None => Cow::Borrowed(&rule.absent_key),
     }
 }
 
