@@ -50,13 +50,16 @@ impl Changed {
 
     pub fn get(&self, name: &str) -> Option<&Value> {
         let v = get(&self.prev, name)?;
-        (get(&self.now, name) != Some(v)).then_some(v)
+        self.differs(name, v).then_some(v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.prev
-            .iter()
-            .filter(|(k, v)| get(&self.now, k) != Some(*v))
+        self.prev.iter().filter(|(k, v)| self.differs(k, v))
+    }
+
+    /// Whether the previous value `v` of `name` is not what `now` has.
+    fn differs(&self, name: &str, v: &Value) -> bool {
+        get(&self.now, name) != Some(v)
     }
 }
 
