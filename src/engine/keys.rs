@@ -9,7 +9,7 @@
 //! queued again.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 
 use chrono::{DateTime, Utc};
@@ -84,10 +84,65 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// A min-queue of (deadline in Unix milliseconds, key hash). A rule's
+/// deadlines mostly come in order (now plus the rule's one duration), so
+/// those that do are kept in a plain queue, taken from its front, and only
+/// the others go to a heap: a pop from a heap of many keys reads a line at
+/// each of its levels.
+#[derive(Clone, Default)]
+pub(crate) struct Timers {
+    /// Deadlines that came no earlier than the one queued before them.
+    sorted: VecDeque<(i64, u64)>,
+    /// The others.
+    heap: BinaryHeap<Reverse<(i64, u64)>>,
+}
+
+impl Timers {
+    fn push(&mut self, t: (i64, u64)) {
+        if self.sorted.back().is_none_or(|b| *b <= t) {
+            self.sorted.push_back(t);
+        } else {
+            self.heap.push(Reverse(t));
+        }
+    }
+
+    /// The earliest entry.
+    fn peek(&self) -> Option<(i64, u64)> {
+        match (self.sorted.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(*a.min(b)),
+            (a, b) => a.copied().or(b.map(|r| r.0)),
+        }
+    }
+
+    /// Removes the earliest entry.
+    fn pop(&mut self) {
+        match (self.sorted.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) if b < a => {
+                self.heap.pop();
+            }
+            (Some(_), _) => {
+                self.sorted.pop_front();
+            }
+            (None, _) => {
+                self.heap.pop();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.sorted.clear();
+        self.heap.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len() + self.heap.len()
+    }
+}
+
 /// Queues the deadline of the key [`KeyStates::get_or_insert_queued`]
 /// found.
 pub struct Queue<'a> {
-    timers: &'a mut BinaryHeap<Reverse<(i64, u64)>>,
+    timers: &'a mut Timers,
     h: u64,
 }
 
@@ -105,8 +160,7 @@ pub(crate) const NOT_QUEUED: u32 = u32::MAX;
 #[derive(Clone, Default)]
 pub struct KeyStates {
     table: HashTable<(Key, KeyState)>,
-    /// Min-heap of (deadline in Unix milliseconds, key hash).
-    timers: BinaryHeap<Reverse<(i64, u64)>>,
+    timers: Timers,
 }
 
 impl std::fmt::Debug for KeyStates {
@@ -233,7 +287,7 @@ impl KeyStates {
         &mut self,
         deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>,
     ) -> Option<DateTime<Utc>> {
-        while let Some(Reverse((ms, h))) = self.timers.peek().copied() {
+        while let Some((ms, h)) = self.timers.peek() {
             let due = ceil_secs(ms);
             let mut live = false;
             let mut moved = Vec::new();
@@ -268,7 +322,7 @@ impl KeyStates {
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Key> {
         let now_ms = now.timestamp_millis();
         let mut keys = Vec::new();
-        while let Some(Reverse((ms, h))) = self.timers.peek().copied() {
+        while let Some((ms, h)) = self.timers.peek() {
             if ms > now_ms {
                 break;
             }
@@ -301,18 +355,13 @@ impl KeyStates {
 
 /// Queues the key of hash `h` at `at`, unless `st` says a deadline no later
 /// is queued already.
-fn queue(
-    timers: &mut BinaryHeap<Reverse<(i64, u64)>>,
-    st: &mut KeyState,
-    h: u64,
-    at: DateTime<Utc>,
-) {
+fn queue(timers: &mut Timers, st: &mut KeyState, h: u64, at: DateTime<Utc>) {
     let ms = at.timestamp_millis();
     if st.due != NOT_QUEUED && i64::from(st.due) * 1000 <= ms {
         return;
     }
     st.due = ceil_secs(ms);
-    timers.push(Reverse((ms, h)));
+    timers.push((ms, h));
 }
 
 #[cfg(test)]
@@ -322,6 +371,52 @@ mod tests {
 
     fn at(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn timers_come_out_earliest_first_in_order_or_not() {
+        // In order, out of order, equal and interleaved pushes and pops.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = Timers::default();
+        let mut model: Vec<(i64, u64)> = Vec::new();
+        let mut clock = 0i64;
+        for i in 0..20_000u64 {
+            match rnd() % 10 {
+                // Mostly later than the last, as a rule's deadlines come.
+                0..=5 => clock += (rnd() % 3) as i64,
+                6 => clock -= (rnd() % 50) as i64,
+                _ => {}
+            }
+            if rnd() % 3 == 0 {
+                let want = model.iter().min().copied();
+                assert_eq!(t.peek(), want, "step {i}");
+                if let Some(w) = want {
+                    model.remove(model.iter().position(|m| *m == w).unwrap());
+                    t.pop();
+                }
+            } else {
+                let e = (clock, rnd() % 4);
+                t.push(e);
+                model.push(e);
+            }
+            assert_eq!(t.len(), model.len());
+        }
+        assert!(
+            !t.heap.is_empty() && !t.sorted.is_empty(),
+            "both parts used"
+        );
+        model.sort();
+        for m in model {
+            assert_eq!(t.peek(), Some(m));
+            t.pop();
+        }
+        assert_eq!(t.peek(), None);
     }
 
     #[test]
@@ -379,7 +474,7 @@ mod tests {
         let mut due = m.take_due(at(30));
         due.sort();
         assert_eq!(due, vec![Key::new("a")]);
-        assert!(m.timers.is_empty());
+        assert_eq!(m.timers.len(), 0);
         assert!(m.take_due(at(100)).is_empty(), "c was never queued");
     }
 
@@ -422,7 +517,7 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
-        assert!(m.timers.is_empty());
+        assert_eq!(m.timers.len(), 0);
     }
 
     #[test]
