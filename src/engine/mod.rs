@@ -9,6 +9,7 @@ pub mod compile;
 pub mod condition;
 pub mod keys;
 pub mod text;
+mod times;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use keys::{KeyStates, NOT_QUEUED};
 use text::{PhraseRef, PhraseSet};
 
 pub use compile::compile;
+pub use times::Times;
 
 /// The rules of one source, with the field slots they read and the guards
 /// that let most rules be skipped without evaluating them.
@@ -352,46 +354,6 @@ impl std::fmt::Debug for Stamp {
     }
 }
 
-/// A few times in one allocation that holds its length too: a key with
-/// none costs one pointer and no allocation, and reading them is one
-/// pointer away (a boxed `Vec` would be two).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Times(thin_vec::ThinVec<DateTime<Utc>>);
-
-impl Times {
-    pub fn push(&mut self, t: DateTime<Utc>) {
-        self.0.push(t);
-    }
-
-    pub fn remove(&mut self, i: usize) -> DateTime<Utc> {
-        self.0.remove(i)
-    }
-
-    pub fn retain(&mut self, f: impl FnMut(&DateTime<Utc>) -> bool) {
-        self.0.retain(f);
-        if self.0.is_empty() {
-            self.0 = thin_vec::ThinVec::new();
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.0 = thin_vec::ThinVec::new();
-    }
-}
-
-impl From<Vec<DateTime<Utc>>> for Times {
-    fn from(v: Vec<DateTime<Utc>>) -> Times {
-        Times(v.into_iter().collect())
-    }
-}
-
-impl std::ops::Deref for Times {
-    type Target = [DateTime<Utc>];
-    fn deref(&self) -> &[DateTime<Utc>] {
-        &self.0
-    }
-}
-
 impl KeyState {
     /// A key that holds nothing yet, as of `now`.
     pub fn inactive(now: DateTime<Utc>) -> KeyState {
@@ -408,7 +370,7 @@ impl KeyState {
 
     /// When an `absent` rule's key last had a record.
     pub fn seen(&self) -> DateTime<Utc> {
-        self.window.last().copied().unwrap_or(self.since.get())
+        self.window.last().unwrap_or(self.since.get())
     }
 }
 
@@ -1008,7 +970,7 @@ impl Engine {
         let key = window_key(c, rule, rec);
         let (st, queue) = self.states[ri].get_or_insert_queued(&key, || KeyState::inactive(now));
         let cutoff = now - within;
-        st.window.retain(|t| *t > cutoff);
+        st.window.keep_after(cutoff);
         if st.window.len() >= n as usize {
             st.window.remove(0);
         }
@@ -1051,7 +1013,7 @@ impl Engine {
         // Records at or before the cutoff have left the window.
         let cutoff = now - within;
         let before = st.window.len();
-        st.window.retain(|t| *t > cutoff);
+        st.window.keep_after(cutoff);
         let mut changed = st.window.len() != before;
         // Count rules keep no record: notifications from time passing
         // carry the key and the rule's sources.
@@ -1263,9 +1225,9 @@ fn deadline(rule: &Rule, st: &KeyState) -> Option<DateTime<Utc>> {
             st.window
                 .len()
                 .checked_sub(n as usize)
-                .map(|i| st.window[i])
+                .and_then(|i| st.window.get(i))
         } else {
-            st.window.first().copied()
+            st.window.first()
         };
         let drop = leaving.map(|t| t + within);
         let remind = if st.firing { remind() } else { None };
