@@ -829,7 +829,7 @@ impl Engine {
         let rule = &c.rules[ri];
         let event = rec.kind == RecordKind::Event;
         let key: Cow<str> = match &rule.key {
-            Some(t) => Cow::Owned(render_key(c, t, rule, rec)),
+            Some(t) => render_key(c, t, rule, rec),
             None => Cow::Borrowed(&rec.key),
         };
         let note = |state: AlertState, started: DateTime<Utc>| {
@@ -1414,12 +1414,15 @@ fn field_text(v: Option<&Value>) -> Option<Cow<'_, str>> {
     }
 }
 
-fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
+/// The key a rule's `key:` template gives `rec`; a template that names
+/// one text field borrows it.
+fn render_key<'a>(c: &Compiled, name: &str, rule: &Rule, rec: &'a Record) -> Cow<'a, str> {
     if let Some(f) = &rule.key_field {
-        return lookup(&rec.fields, f)
-            .and_then(as_text)
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default();
+        return match lookup(&rec.fields, f).and_then(as_text) {
+            Some(Cow::Borrowed(t)) => Cow::Borrowed(t.trim()),
+            Some(Cow::Owned(t)) => Cow::Owned(t.trim().to_string()),
+            None => Cow::Borrowed(""),
+        };
     }
     let ctx = minijinja::context! {
         source => &*rec.source,
@@ -1427,16 +1430,16 @@ fn render_key(c: &Compiled, name: &str, rule: &Rule, rec: &Record) -> String {
         ..minijinja::Value::from(minijinja::value::Serde(&rec.fields))
     };
     match c.env.get_template(name).and_then(|t| t.render(ctx)) {
-        Ok(k) => k.trim().to_string(),
-        Err(_) => rec.key.clone(),
+        Ok(k) => Cow::Owned(k.trim().to_string()),
+        Err(_) => Cow::Borrowed(&rec.key),
     }
 }
 
 /// The key of an `absent` or `count` rule: its `key:` template, else one
 /// key for the rule (borrowed, not copied for each record).
-fn window_key<'a>(c: &Compiled, rule: &'a Rule, rec: &Record) -> Cow<'a, str> {
+fn window_key<'a>(c: &Compiled, rule: &'a Rule, rec: &'a Record) -> Cow<'a, str> {
     match &rule.key {
-        Some(t) => Cow::Owned(render_key(c, t, rule, rec)),
+        Some(t) => render_key(c, t, rule, rec),
         None => Cow::Borrowed(&rule.absent_key),
     }
 }
