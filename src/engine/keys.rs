@@ -2,11 +2,14 @@
 //! visits only the keys that are due, not every key the rule holds.
 //!
 //! The queue holds (deadline, key hash) pairs and no copy of the key: keys
-//! are found again by their hash. Entries are never updated in place; a key
-//! whose deadline moved has a stale entry, which is checked and dropped
-//! when it comes up. Each state remembers (to the second, rounded up) the
-//! latest deadline queued for it, so a deadline already queued is not
-//! queued again.
+//! are found again by their hash. Entries are never updated in place: a key
+//! whose deadline moves is queued again at the new one, and each state
+//! remembers (to the millisecond) the deadline last queued for it, so an
+//! entry for another deadline is stale and dropped when it comes up, and a
+//! deadline already queued is not queued again. A key's deadline mostly
+//! moves later with each record (a window's or a silence's end), so queued
+//! again at once it stays in the order the queue is filled in; left for its
+//! old entry to come up, it would be queued again out of order.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -154,8 +157,21 @@ impl Queue<'_> {
     }
 }
 
+/// The deadline queued for a key, in milliseconds since 1970 in 48 bits
+/// (clamped to 1970 to about the year 10,000), or none: 6 bytes, so that a
+/// key state keeps to 40 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Due([u16; 3]);
+
+impl Due {
+    fn at(ms: i64) -> Due {
+        let v = ms.clamp(0, (1 << 48) - 2) as u64;
+        Due([v as u16, (v >> 16) as u16, (v >> 32) as u16])
+    }
+}
+
 /// No deadline queued.
-pub(crate) const NOT_QUEUED: u32 = u32::MAX;
+pub(crate) const NOT_QUEUED: Due = Due([u16::MAX; 3]);
 
 #[derive(Clone, Default)]
 pub struct KeyStates {
@@ -178,13 +194,6 @@ pub(crate) fn hash(key: &str) -> u64 {
 
 fn rehash(e: &(Key, KeyState)) -> u64 {
     hash(&e.0)
-}
-
-/// Unix seconds, rounded up, saturating: what a state remembers of its
-/// queued deadline.
-fn ceil_secs(ms: i64) -> u32 {
-    let s = ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0);
-    s.clamp(0, i64::from(NOT_QUEUED - 1)) as u32
 }
 
 impl KeyStates {
@@ -281,14 +290,15 @@ impl KeyStates {
     }
 
     /// The earliest deadline of any key. Entries on top that are stale
-    /// (the key is gone, or its deadline moved later, as `deadline` says)
-    /// are dropped, and moved keys queued at their new deadline.
+    /// (the key is gone or was queued again, or its deadline moved later,
+    /// as `deadline` says) are dropped, and moved keys queued at their new
+    /// deadline.
     pub fn next_timer(
         &mut self,
         deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>,
     ) -> Option<DateTime<Utc>> {
         while let Some((ms, h)) = self.timers.peek() {
-            let due = ceil_secs(ms);
+            let due = Due::at(ms);
             let mut live = false;
             let mut moved = Vec::new();
             for (k, st) in self.table.iter_hash_mut(h) {
@@ -327,11 +337,13 @@ impl KeyStates {
                 break;
             }
             self.timers.pop();
-            // Every key with this hash (almost always one) is looked at;
-            // one that is not due is queued again by the caller. The slots
-            // found by hash may hold other keys that share its tag.
+            // Every key with this hash (almost always one) and this
+            // deadline is looked at; one that is not due after all is
+            // queued again by the caller. The slots found by hash may hold
+            // other keys that share its tag.
+            let due = Due::at(ms);
             for (k, st) in self.table.iter_hash_mut(h) {
-                if st.due != NOT_QUEUED && hash(k) == h {
+                if st.due == due && hash(k) == h {
                     st.due = NOT_QUEUED;
                     keys.push(k.clone());
                 }
@@ -353,14 +365,15 @@ impl KeyStates {
     }
 }
 
-/// Queues the key of hash `h` at `at`, unless `st` says a deadline no later
-/// is queued already.
+/// Queues the key of hash `h` at `at`, unless `st` says it is queued then
+/// already; an entry for another time becomes stale.
 fn queue(timers: &mut Timers, st: &mut KeyState, h: u64, at: DateTime<Utc>) {
     let ms = at.timestamp_millis();
-    if st.due != NOT_QUEUED && i64::from(st.due) * 1000 <= ms {
+    let due = Due::at(ms);
+    if st.due == due {
         return;
     }
-    st.due = ceil_secs(ms);
+    st.due = due;
     timers.push((ms, h));
 }
 
@@ -443,13 +456,22 @@ mod tests {
         let mut m = KeyStates::default();
         m.insert("a", KeyState::inactive(at(0)));
         m.schedule("a", Some(at(10)));
-        // Later: not queued again, but the stale entry gives way to it.
+        // Later: queued again (in order); the entry at 10 is stale.
         m.schedule("a", Some(at(30)));
-        assert_eq!(m.timers.len(), 1);
+        assert_eq!(m.timers.len(), 2);
+        // The same again: nothing added.
+        m.schedule("a", Some(at(30)));
+        assert_eq!(m.timers.len(), 2);
         assert_eq!(m.next_timer(|_| Some(at(30))), Some(at(30)));
-        assert_eq!(m.timers.len(), 1);
+        assert_eq!(m.timers.len(), 1, "the stale entry is dropped");
         assert!(m.take_due(at(29)).is_empty());
         assert_eq!(m.take_due(at(30)), vec![Key::new("a")]);
+        // Left for its old entry to come up, without a look ahead.
+        m.schedule("a", Some(at(40)));
+        m.schedule("a", Some(at(50)));
+        assert!(m.take_due(at(49)).is_empty(), "40 is stale");
+        assert_eq!(m.take_due(at(50)), vec![Key::new("a")]);
+        assert_eq!(m.timers.len(), 0);
     }
 
     #[test]
@@ -460,16 +482,17 @@ mod tests {
         }
         m.schedule("a", Some(at(10)));
         m.schedule("b", Some(at(20)));
-        // Queued again later: already queued no later, so nothing added.
+        // Queued again, later and earlier: the first entries go stale.
         m.schedule("a", Some(at(15)));
-        // Earlier: queued again.
         m.schedule("b", Some(at(5)));
-        assert_eq!(m.timers.len(), 3);
+        assert_eq!(m.timers.len(), 4);
         let fixed = |d| move |_: &KeyState| Some(at(d));
         assert_eq!(m.next_timer(fixed(5)), Some(at(5)));
-        assert_eq!(m.timers.len(), 3, "nothing stale on top yet");
+        assert_eq!(m.timers.len(), 4, "nothing stale on top yet");
         assert!(m.take_due(at(4)).is_empty());
         assert_eq!(m.take_due(at(5)), vec![Key::new("b")]);
+        // a's stale entry at 10 does not bring it up early.
+        assert!(m.take_due(at(14)).is_empty());
         // b's stale entry at 20 finds it not queued: not returned.
         let mut due = m.take_due(at(30));
         due.sort();

@@ -314,8 +314,8 @@ pub struct KeyState {
     /// at most N are kept, since N within the window is all that matters.
     /// `absent` rules: when the key last had a record (one time).
     pub window: Times,
-    /// The latest deadline queued for the key (see [`keys`]); not stored.
-    pub(crate) due: u32,
+    /// The deadline last queued for the key (see [`keys`]); not stored.
+    pub(crate) due: keys::Due,
     /// Changed since the last `take_changes` (listed there once); not stored.
     pub(crate) dirty: bool,
 }
@@ -1219,15 +1219,17 @@ fn deadline(rule: &Rule, st: &KeyState) -> Option<DateTime<Utc>> {
             .map(|rep| st.last_sent.unwrap_or(st.since).get() + rep)
     };
     if let Some((n, within)) = rule.count {
-        // When the window next loses a record: the key falls under N
-        // (firing) or is forgotten (not firing).
+        // Firing: when the window next loses a record and falls under N.
+        // Not firing: when it has lost them all and the key is forgotten;
+        // records leaving before then change nothing a record would not
+        // (each record prunes the window first), so they are not visited.
         let leaving = if st.firing {
             st.window
                 .len()
                 .checked_sub(n as usize)
                 .and_then(|i| st.window.get(i))
         } else {
-            st.window.first()
+            st.window.last()
         };
         let drop = leaving.map(|t| t + within);
         let remind = if st.firing { remind() } else { None };
