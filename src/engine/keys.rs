@@ -9,7 +9,9 @@
 //! deadline already queued is not queued again. A key's deadline mostly
 //! moves later with each record (a window's or a silence's end), so queued
 //! again at once it stays in the order the queue is filled in; left for its
-//! old entry to come up, it would be queued again out of order.
+//! old entry to come up, it would be queued again out of order. Stale
+//! entries that outnumber the keys twice over are dropped all at once, so
+//! a busy key with a long silence does not fill the queue.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -135,6 +137,12 @@ impl Timers {
     fn clear(&mut self) {
         self.sorted.clear();
         self.heap.clear();
+    }
+
+    /// Keeps the entries `keep` says to, in their order.
+    fn retain(&mut self, mut keep: impl FnMut(&(i64, u64)) -> bool) {
+        self.sorted.retain(&mut keep);
+        self.heap.retain(|Reverse(t)| keep(t));
     }
 
     fn len(&self) -> usize {
@@ -330,6 +338,9 @@ impl KeyStates {
     /// their entries leave the queue, so the caller visits them and queues
     /// their next deadline.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Key> {
+        if self.timers.len() > 2 * self.table.len() + 64 {
+            self.drop_stale();
+        }
         let now_ms = now.timestamp_millis();
         let mut keys = Vec::new();
         while let Some((ms, h)) = self.timers.peek() {
@@ -350,6 +361,18 @@ impl KeyStates {
             }
         }
         keys
+    }
+
+    /// Drops the queue's stale entries: those of keys that are gone or
+    /// were queued again at another time since.
+    fn drop_stale(&mut self) {
+        let table = &self.table;
+        self.timers.retain(|&(ms, h)| {
+            let due = Due::at(ms);
+            table
+                .find(h, |(k, st)| st.due == due && hash(k) == h)
+                .is_some()
+        });
     }
 
     /// Queues every key again from scratch (after a restore or a reload,
@@ -471,6 +494,31 @@ mod tests {
         m.schedule("a", Some(at(50)));
         assert!(m.take_due(at(49)).is_empty(), "40 is stale");
         assert_eq!(m.take_due(at(50)), vec![Key::new("a")]);
+        assert_eq!(m.timers.len(), 0);
+    }
+
+    #[test]
+    fn a_key_queued_again_and_again_does_not_fill_the_queue() {
+        let mut m = KeyStates::default();
+        m.insert("busy", KeyState::inactive(at(0)));
+        m.insert("quiet", KeyState::inactive(at(0)));
+        m.schedule("quiet", Some(at(1_000_000)));
+        // A record a second for a key with a day's silence: each moves its
+        // deadline a second later.
+        for s in 0..10_000 {
+            m.schedule("busy", Some(at(s + 86_400)));
+            if s % 100 == 0 {
+                assert!(m.take_due(at(s)).is_empty());
+                assert!(
+                    m.timers.len() <= 2 * m.len() + 64 + 100,
+                    "{}",
+                    m.timers.len()
+                );
+            }
+        }
+        assert!(m.take_due(at(10_000 + 86_398)).is_empty());
+        assert_eq!(m.take_due(at(10_000 + 86_399)), vec![Key::new("busy")]);
+        assert_eq!(m.take_due(at(1_000_000)), vec![Key::new("quiet")]);
         assert_eq!(m.timers.len(), 0);
     }
 
