@@ -33,18 +33,16 @@ struct Header {
 }
 
 impl Header {
-    fn read(p: *const i64) -> Header {
-        // SAFETY: callers pass the address of a live block.
-        let w = unsafe { *p } as u64;
+    fn of(w: i64) -> Header {
+        let w = w as u64;
         Header {
             len: (w & 0xffff_ffff) as usize,
             cap: (w >> 32) as usize,
         }
     }
 
-    fn write(&self, p: *mut i64) {
-        // SAFETY: callers pass the address of a live block they own.
-        unsafe { *p = ((self.cap as u64) << 32 | self.len as u64) as i64 };
+    fn word(&self) -> i64 {
+        ((self.cap as u64) << 32 | self.len as u64) as i64
     }
 }
 
@@ -61,10 +59,12 @@ fn alloc_block(ms: &[i64], cap: usize) -> *mut i64 {
     if p.is_null() {
         std::alloc::handle_alloc_error(layout(cap));
     }
-    Header { len: ms.len(), cap }.write(p);
-    // SAFETY: the block has room for `cap >= ms.len()` times after its
-    // header, and is new, so it does not overlap `ms`.
-    unsafe { ptr::copy_nonoverlapping(ms.as_ptr(), p.add(1), ms.len()) };
+    // SAFETY: the block is new, with room for its header and for
+    // `cap >= ms.len()` times after it, so it does not overlap `ms`.
+    unsafe {
+        *p = Header { len: ms.len(), cap }.word();
+        ptr::copy_nonoverlapping(ms.as_ptr(), p.add(1), ms.len());
+    }
     p
 }
 
@@ -98,12 +98,27 @@ impl Times {
         (a & 1 == 1).then_some((a as i64) >> 1)
     }
 
-    /// The block's times, if this holds a block.
-    fn block(&self) -> Option<&[i64]> {
+    /// The block's header, if this holds a block.
+    fn header(&self) -> Option<Header> {
         if self.p.is_null() || self.p.addr() & 1 == 1 {
             return None;
         }
-        let h = Header::read(self.p);
+        // SAFETY: a pointer that is neither null nor odd is a live block's,
+        // which starts with its header.
+        Some(Header::of(unsafe { *self.p }))
+    }
+
+    /// Sets the length of the block this holds (at most its capacity).
+    fn set_len(&mut self, len: usize) {
+        let Some(h) = self.header() else { return };
+        debug_assert!(len <= h.cap);
+        // SAFETY: a live block this owns (see `header`).
+        unsafe { *self.p = Header { len, cap: h.cap }.word() };
+    }
+
+    /// The block's times, if this holds a block.
+    fn block(&self) -> Option<&[i64]> {
+        let h = self.header()?;
         // SAFETY: a live block holds `len` times after its header.
         Some(unsafe { std::slice::from_raw_parts(self.p.add(1), h.len) })
     }
@@ -157,20 +172,16 @@ impl Times {
             self.p = alloc_block(&[one, ms], 4);
             return;
         }
-        let h = Header::read(self.p);
+        let Some(mut h) = self.header() else { return };
         if h.len == h.cap {
             let grown = alloc_block(self.block().unwrap_or_default(), h.cap * 2);
             self.free();
             self.p = grown;
+            h.cap *= 2;
         }
-        let h = Header::read(self.p);
         // SAFETY: the block has room for `cap > len` times.
         unsafe { *self.p.add(1 + h.len) = ms };
-        Header {
-            len: h.len + 1,
-            cap: h.cap,
-        }
-        .write(self.p);
+        self.set_len(h.len + 1);
     }
 
     /// Removes and returns the `i`th time.
@@ -197,8 +208,7 @@ impl Times {
     /// none are kept inline and the block freed.
     fn truncate(&mut self, n: usize) {
         if n >= 2 {
-            let h = Header::read(self.p);
-            Header { len: n, cap: h.cap }.write(self.p);
+            self.set_len(n);
             return;
         }
         // SAFETY: the block holds at least `n` times.
@@ -241,8 +251,7 @@ impl Times {
 
     /// Frees the block, if any, leaving no times.
     fn free(&mut self) {
-        if self.block().is_some() {
-            let h = Header::read(self.p);
+        if let Some(h) = self.header() {
             // SAFETY: the block was allocated with this layout, and is
             // forgotten here.
             unsafe { dealloc(self.p as *mut u8, layout(h.cap)) };
