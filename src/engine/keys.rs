@@ -412,13 +412,7 @@ mod tests {
     #[test]
     fn timers_come_out_earliest_first_in_order_or_not() {
         // In order, out of order, equal and interleaved pushes and pops.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::engine::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut t = Timers::default();
         let mut model: Vec<(i64, u64)> = Vec::new();
         let mut clock = 0i64;
@@ -429,7 +423,7 @@ mod tests {
                 6 => clock -= (rnd() % 50) as i64,
                 _ => {}
             }
-            if rnd() % 3 == 0 {
+            if rnd().is_multiple_of(3) {
                 let want = model.iter().min().copied();
                 assert_eq!(t.peek(), want, "step {i}");
                 if let Some(w) = want {

@@ -1828,6 +1828,19 @@ mod secs {
     }
 }
 
+/// A seeded pseudo-random sequence (xorshift64) for tests that check many
+/// cases against a model.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1903,7 +1916,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_written_as_chrono_writes_them() {
-        let mut x: u64 = 3;
+        let mut rnd = xorshift(3);
         let min = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap().timestamp();
         let max = Utc
             .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
@@ -1911,9 +1924,7 @@ mod tests {
             .timestamp();
         let mut secs: Vec<i64> = vec![min, max, 0, -1, 951_782_400, 4_107_542_399];
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rnd();
             secs.push(min + (x % (max - min) as u64) as i64);
         }
         for s in secs {
@@ -1939,7 +1950,7 @@ mod tests {
 
     #[test]
     fn numbers_in_bodies_are_written_as_display_writes_them() {
-        let mut x: u64 = 5;
+        let mut rnd = xorshift(5);
         let mut numbers = vec![
             Value::from(0),
             Value::from(-7),
@@ -1979,9 +1990,7 @@ mod tests {
             numbers.push(Value::from(-f));
         }
         for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rnd();
             numbers.push(Value::from(f64::from_bits(x >> 2)));
             numbers.push(Value::from(x as i64));
             numbers.push(Value::from((x % 100_000) as f64 / 10.0));

@@ -312,13 +312,7 @@ mod tests {
     fn times_hold_what_a_list_would_through_every_change() {
         // Against a plain list: pushes, removals, cutoffs and clones, from
         // none to one (inline) to many (a block that grows) and back.
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::engine::xorshift(0x2545_f491_4f6c_dd1d);
         let mut times = Times::default();
         let mut model: Vec<i64> = Vec::new();
         let mut clock = -5_000i64;
@@ -340,7 +334,7 @@ mod tests {
                     times.keep_after(t(c));
                     model.retain(|&m| m > c);
                 }
-                6 if rnd() % 50 == 0 => {
+                6 if rnd().is_multiple_of(50) => {
                     times.clear();
                     model.clear();
                 }
