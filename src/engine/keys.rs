@@ -286,8 +286,8 @@ impl KeyStates {
             .map(|e| e.remove().0.1)
     }
 
-    /// Queues `key` to be visited at `at`, unless a deadline no later is
-    /// queued for it already.
+    /// Queues `key` to be visited at `at`, unless it is queued then
+    /// already (see [`queue`]).
     pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
         let Some(at) = at else { return };
         let h = hash(key);
