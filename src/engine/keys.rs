@@ -204,6 +204,13 @@ fn rehash(e: &(Key, KeyState)) -> u64 {
     hash(&e.0)
 }
 
+/// Whether the queue's entry at `ms` for hash `h` is the one `e`'s key was
+/// last queued with (else it is stale, or another key's that shares the
+/// slot's tag).
+fn queued_with(e: &(Key, KeyState), ms: i64, h: u64) -> bool {
+    e.1.due == Due::at(ms) && hash(&e.0) == h
+}
+
 impl KeyStates {
     pub fn len(&self) -> usize {
         self.table.len()
@@ -306,13 +313,13 @@ impl KeyStates {
         deadline: impl Fn(&KeyState) -> Option<DateTime<Utc>>,
     ) -> Option<DateTime<Utc>> {
         while let Some((ms, h)) = self.timers.peek() {
-            let due = Due::at(ms);
             let mut live = false;
             let mut moved = Vec::new();
-            for (k, st) in self.table.iter_hash_mut(h) {
-                if st.due != due || hash(k) != h {
+            for e in self.table.iter_hash_mut(h) {
+                if !queued_with(e, ms, h) {
                     continue;
                 }
+                let (k, st) = e;
                 match deadline(st) {
                     Some(d) if d.timestamp_millis() <= ms => live = true,
                     d => {
@@ -352,11 +359,10 @@ impl KeyStates {
             // deadline is looked at; one that is not due after all is
             // queued again by the caller. The slots found by hash may hold
             // other keys that share its tag.
-            let due = Due::at(ms);
-            for (k, st) in self.table.iter_hash_mut(h) {
-                if st.due == due && hash(k) == h {
-                    st.due = NOT_QUEUED;
-                    keys.push(k.clone());
+            for e in self.table.iter_hash_mut(h) {
+                if queued_with(e, ms, h) {
+                    e.1.due = NOT_QUEUED;
+                    keys.push(e.0.clone());
                 }
             }
         }
@@ -367,12 +373,8 @@ impl KeyStates {
     /// were queued again at another time since.
     fn drop_stale(&mut self) {
         let table = &self.table;
-        self.timers.retain(|&(ms, h)| {
-            let due = Due::at(ms);
-            table
-                .find(h, |(k, st)| st.due == due && hash(k) == h)
-                .is_some()
-        });
+        self.timers
+            .retain(|&(ms, h)| table.find(h, |e| queued_with(e, ms, h)).is_some());
     }
 
     /// Queues every key again from scratch (after a restore or a reload,
