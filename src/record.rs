@@ -148,6 +148,7 @@ pub fn as_number(v: &Value) -> Option<f64> {
 }
 
 /// A field's value as text, for equality and membership.
+#[inline]
 pub fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
     match v {
@@ -179,6 +180,38 @@ pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// [`lookup`], trying position `*at` of the row first: rows of one source
+/// keep each field at one position (a table's columns, a feed's keys), so
+/// one name is compared instead of each before it. `*at` becomes where the
+/// field was found.
+#[inline]
+pub fn lookup_at<'a>(fields: &'a Fields, name: &str, at: &mut u8) -> Option<&'a Value> {
+    if let Some(v) = get_at(fields, name, *at) {
+        return Some(v);
+    }
+    let v = lookup(fields, name)?;
+    if let Some(i) = fields.iter().position(|(_, x)| std::ptr::eq(x, v))
+        && let Ok(i) = u8::try_from(i)
+    {
+        *at = i;
+    }
+    Some(v)
+}
+
+/// The field at position `at` when it is named `name`.
+#[inline]
+pub fn get_at<'a>(fields: &'a Fields, name: &str, at: u8) -> Option<&'a Value> {
+    key_at(fields, at)
+        .filter(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v)
+}
+
+/// The field at position `at` (the field itself is not read).
+#[inline]
+pub fn key_at(fields: &Fields, at: u8) -> Option<(&String, &Value)> {
+    fields.iter().nth(usize::from(at))
+}
+
 /// A field by its exact name. Records have a handful of fields: comparing
 /// names beats hashing them up to a dozen or so.
 #[inline]
@@ -190,6 +223,18 @@ pub fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
             .map(|(_, v)| v)
     } else {
         fields.get(name)
+    }
+}
+
+/// `t.trim()`, which needs no look inside when both ends are ASCII and
+/// not whitespace, as keys and codes nearly always are.
+#[inline]
+pub fn trim(t: &str) -> &str {
+    let plain = |c: u8| c.is_ascii() && !char::from(c).is_whitespace();
+    match t.as_bytes() {
+        [first, .., last] if plain(*first) && plain(*last) => t,
+        [only] if plain(*only) => t,
+        _ => t.trim(),
     }
 }
 
@@ -233,6 +278,29 @@ mod tests {
     }
 
     #[test]
+    fn trim_trims_as_str_trim_does() {
+        for t in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\ta\n",
+            "\u{0b}a\u{0b}",
+            "ab",
+            "a b",
+            "\u{a0}x\u{a0}",
+            "\u{3000}全\u{3000}",
+            "é",
+            " é ",
+            "\u{85}k\u{85}",
+            "k000123",
+        ] {
+            assert_eq!(trim(t), t.trim(), "{t:?}");
+        }
+    }
+
+    #[test]
     fn numbers_in_text_parse() {
         assert_eq!(parse_number("157%"), Some(157.0));
         assert_eq!(parse_number("1,250.5"), Some(1250.5));
@@ -254,5 +322,35 @@ mod tests {
         assert_eq!(lookup(m, "a.b.1.c"), Some(&Value::from(2)));
         assert_eq!(lookup(m, "x.y"), Some(&Value::from(3)));
         assert_eq!(lookup(m, "a.z"), None);
+    }
+
+    #[test]
+    fn lookup_at_finds_fields_wherever_they_moved() {
+        let row = |v: Value| v.as_object().unwrap().clone();
+        let a = row(serde_json::json!({"key": "k1", "value": 1, "kind": "x"}));
+        let b = row(serde_json::json!({"kind": "y", "key": "k2", "value": 2}));
+        let wide = row(Value::Object(
+            (0..40).map(|i| (format!("f{i}"), Value::from(i))).collect(),
+        ));
+        let mut at = 0;
+        assert_eq!(lookup_at(&a, "value", &mut at), Some(&Value::from(1)));
+        assert_eq!(at, 1);
+        assert_eq!(get_at(&a, "value", at), Some(&Value::from(1)));
+        // Another layout: found by name, and its position learnt.
+        assert_eq!(get_at(&b, "value", at), None);
+        assert_eq!(lookup_at(&b, "value", &mut at), Some(&Value::from(2)));
+        assert_eq!(at, 2);
+        // Missing fields and positions past the end find nothing and
+        // leave the position alone.
+        assert_eq!(lookup_at(&a, "absent", &mut at), None);
+        assert_eq!(at, 2);
+        assert_eq!(get_at(&a, "kind", 7), None);
+        // Rows wider than a scan (looked up by hash) learn positions too.
+        assert_eq!(lookup_at(&wide, "f33", &mut at), Some(&Value::from(33)));
+        assert_eq!(at, 33);
+        // Nested names are found as `lookup` finds them.
+        let n = row(serde_json::json!({"a": {"b": 5}}));
+        assert_eq!(lookup_at(&n, "a.b", &mut at), Some(&Value::from(5)));
+        assert_eq!(at, 33);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::text::PhraseRef;
-use crate::record::{Fields, as_number, as_text, is_present, lookup};
+use crate::record::{Fields, as_number, as_text, get_at, is_present, lookup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NumOp {
@@ -86,6 +86,8 @@ pub struct TextCond {
 pub struct EvalCtx<'a> {
     pub vals: &'a [Option<&'a Value>],
     pub prev: Option<&'a Fields>,
+    /// Per slot: the position its field was last found at in a row.
+    pub at: &'a [u8],
     pub text: &'a mut dyn TextHits,
     /// Counts comparisons of numbers against text that is not a number.
     pub non_numeric: &'a mut u64,
@@ -236,7 +238,7 @@ impl Expr {
                 .any(|&s| cx.text.text(s).is_some_and(|t| re.is_match(&t))),
             Expr::Changed { slot, name } => {
                 let Some(prev) = cx.prev else { return false };
-                let old = lookup(prev, name);
+                let old = get_at(prev, name, cx.at[*slot]).or_else(|| lookup(prev, name));
                 let new = cx.vals[*slot];
                 match (old, new) {
                     (Some(a), Some(b)) => match (as_number(a), as_number(b)) {
@@ -256,7 +258,9 @@ impl Expr {
             } => {
                 let Some(prev) = cx.prev else { return false };
                 let (Some(old), Some(new)) = (
-                    lookup(prev, name).and_then(as_number),
+                    get_at(prev, name, cx.at[*slot])
+                        .or_else(|| lookup(prev, name))
+                        .and_then(as_number),
                     cx.vals[*slot].and_then(as_number),
                 ) else {
                     return false;

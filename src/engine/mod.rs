@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::record::{Changed, Fields, Record, RecordKind, Row, as_text, lookup};
+use crate::record::{Changed, Fields, Record, RecordKind, Row, as_text, lookup, lookup_at};
 use crate::rules::Severity;
 use condition::{EvalCtx, Expr, TextHits};
 use keys::{KeyStates, NOT_QUEUED};
@@ -559,9 +559,20 @@ impl Engine {
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
     ) {
-        let Some(plan) = c.plans.get(&*rec.source) else {
-            return;
-        };
+        if let Some(plan) = c.plans.get(&*rec.source) {
+            self.observe_plan(c, plan, rec, now, out);
+        }
+    }
+
+    /// [`Engine::observe`] with the plan of the record's source at hand.
+    fn observe_plan(
+        &mut self,
+        c: &Compiled,
+        plan: &SourcePlan,
+        rec: &Record,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) {
         // Field values by slot, looked up once per record; on the stack for
         // the usual handful of fields.
         let n = c.slot_names.len();
@@ -574,7 +585,7 @@ impl Engine {
             &mut heap
         };
         for &s in &plan.slots {
-            vals[s] = lookup(&rec.fields, &c.slot_names[s]);
+            vals[s] = lookup_at(&rec.fields, &c.slot_names[s], &mut self.scratch.at[s]);
         }
         let mut lazy = Lazy::Ready(rec);
         self.evaluate(
@@ -599,13 +610,17 @@ impl Engine {
     ) {
         // Each step needs the memory the one before fetched: the rows, then
         // their entries, then the names they point to (of the row and of
-        // the previous row, which `changed` and the like read), and the
-        // state slots of their keys. More prefetches than these (the
+        // the previous row, which `changed` and notifications read), and
+        // the state slots of their keys. More prefetches than these (the
         // second line of each entry and the texts of values, steps taken
         // for groups of records) measured slower: they queue behind each
-        // other, and reading a value's kind to find its text stalls.
+        // other, and reading a value's kind to find its text stalls. Fewer
+        // (only the previous row's fields that rules compare) measured
+        // slower too: notifications read the others.
         const AHEAD: usize = 4;
         let compiled = Arc::clone(&self.compiled);
+        let c = &*compiled;
+        let (mut plan1, mut plan0) = (PlanOf::new(c), PlanOf::new(c));
         for (i, rec) in recs.iter().enumerate() {
             if let Some(r) = recs.get(i + 3 * AHEAD) {
                 prefetch(r.key.as_ptr());
@@ -615,28 +630,29 @@ impl Engine {
             }
             if let Some(r) = recs.get(i + 2 * AHEAD) {
                 for f in std::iter::once(&r.fields).chain(&r.prev) {
-                    for (k, _) in f.iter() {
+                    for k in f.keys() {
                         prefetch(k as *const String as *const u8);
                     }
                 }
             }
             if let Some(r) = recs.get(i + AHEAD) {
-                self.prefetch_record(r);
+                for f in std::iter::once(&r.fields).chain(&r.prev) {
+                    for k in f.keys() {
+                        prefetch(k.as_ptr());
+                    }
+                }
+                if let Some(plan) = plan1.get(&r.source) {
+                    self.prefetch_state(c, plan, r);
+                }
             }
-            self.observe_with(&compiled, rec, now, out);
+            if let Some(plan) = plan0.get(&rec.source) {
+                self.observe_plan(c, plan, rec, now, out);
+            }
         }
     }
 
-    fn prefetch_record(&self, r: &Record) {
-        for f in std::iter::once(&r.fields).chain(&r.prev) {
-            for (k, _) in f.iter() {
-                prefetch(k.as_ptr());
-            }
-        }
-        let c = &*self.compiled;
-        let Some(plan) = c.plans.get(&*r.source) else {
-            return;
-        };
+    /// Fetches the state slots of `r`'s key in the rules keyed by it.
+    fn prefetch_state(&self, c: &Compiled, plan: &SourcePlan, r: &Record) {
         let h = keys::hash(&r.key);
         for &ri in &plan.rules {
             if c.rules[ri].key.is_none() && !self.states[ri].is_empty() {
@@ -706,6 +722,7 @@ impl Engine {
         let mut candidate = std::mem::take(&mut self.scratch.candidate);
         let mut text_pass = std::mem::take(&mut self.scratch.text_pass);
         let mut by_value = std::mem::take(&mut self.scratch.by_value);
+        let at = std::mem::take(&mut self.scratch.at);
         if candidate.len() < plan.rules.len() {
             candidate.resize(plan.rules.len(), 0);
             text_pass.resize(plan.rules.len(), 0);
@@ -779,6 +796,7 @@ impl Engine {
                         let mut cx = EvalCtx {
                             vals,
                             prev,
+                            at: &at,
                             text: &mut hits,
                             non_numeric: &mut self.stats.non_numeric,
                             expr_errors: &mut self.stats.expr_errors,
@@ -815,6 +833,7 @@ impl Engine {
         self.scratch.candidate = candidate;
         self.scratch.text_pass = text_pass;
         self.scratch.by_value = by_value;
+        self.scratch.at = at;
     }
 
     fn transition(
@@ -1269,6 +1288,35 @@ impl Lazy<'_> {
     }
 }
 
+/// The plan of a record's source, looked up again only when the source
+/// changes: the records of a batch mostly share theirs.
+struct PlanOf<'c> {
+    c: &'c Compiled,
+    source: *const u8,
+    plan: Option<&'c SourcePlan>,
+}
+
+impl<'c> PlanOf<'c> {
+    fn new(c: &'c Compiled) -> PlanOf<'c> {
+        PlanOf {
+            c,
+            source: std::ptr::null(),
+            plan: None,
+        }
+    }
+
+    /// The plan for `source`, which must outlive the batch (the address
+    /// of a name stands for it).
+    fn get(&mut self, source: &Arc<str>) -> Option<&'c SourcePlan> {
+        let p = Arc::as_ptr(source) as *const u8;
+        if p != self.source {
+            self.source = p;
+            self.plan = self.c.plans.get(&**source);
+        }
+        self.plan
+    }
+}
+
 /// Per-record scratch for phrase matches, stamped by record number so it
 /// never needs clearing.
 struct Scratch {
@@ -1293,6 +1341,9 @@ struct Scratch {
     let_through: Vec<usize>,
     /// Phrase ids found in the current record (with repeats).
     matched: Vec<u32>,
+    /// Per field slot: the position in its row the field was last found
+    /// at (see [`crate::record::lookup_at`]).
+    at: Vec<u8>,
     buf: text::ScanBuf,
 }
 
@@ -1311,6 +1362,7 @@ impl Scratch {
             visit: Vec::new(),
             let_through: Vec::new(),
             matched: Vec::new(),
+            at: vec![0; c.slot_names.len()],
             buf: text::ScanBuf::default(),
         }
     }
@@ -1391,7 +1443,7 @@ impl TextHits for Hits<'_> {
 /// The guard lookup key of a value: trimmed and lowercased, in `small`
 /// when it is short ASCII (the usual country or status code).
 fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
-    let t = t.trim();
+    let t = crate::record::trim(t);
     if t.len() <= small.len() && t.is_ascii() {
         let b = &mut small[..t.len()];
         b.copy_from_slice(t.as_bytes());
@@ -1421,7 +1473,7 @@ fn field_text(v: Option<&Value>) -> Option<Cow<'_, str>> {
 fn render_key<'a>(c: &Compiled, name: &str, rule: &Rule, rec: &'a Record) -> Cow<'a, str> {
     if let Some(f) = &rule.key_field {
         return match lookup(&rec.fields, f).and_then(as_text) {
-            Some(Cow::Borrowed(t)) => Cow::Borrowed(t.trim()),
+            Some(Cow::Borrowed(t)) => Cow::Borrowed(crate::record::trim(t)),
             Some(Cow::Owned(t)) => Cow::Owned(t.trim().to_string()),
             None => Cow::Borrowed(""),
         };
