@@ -343,6 +343,9 @@ impl Stamp {
 }
 
 impl From<DateTime<Utc>> for Stamp {
+    // Not inlined: the engine's loop over rules would compute the stamp of
+    // `now` ahead of each record, needed or not.
+    #[inline(never)]
     fn from(t: DateTime<Utc>) -> Stamp {
         Stamp::encode(t.timestamp_millis())
     }
@@ -1643,10 +1646,12 @@ fn push_value(b: &mut String, v: &Value) {
 fn push_f64(b: &mut String, f: f64) {
     let a = f.abs();
     if (0.01..1e9).contains(&a) {
-        for (k, scale, unit) in [(0, 1.0, 1), (1, 10.0, 10), (2, 100.0, 100)] {
+        for (k, scale, unit) in [(0, 1.0, 1i64), (1, 10.0, 10), (2, 100.0, 100)] {
             // Rounded by adding a half and truncating (the product is below
-            // 1e11): `round` is a library call on baseline x86-64.
-            let m = (a * scale + 0.5) as u64;
+            // 1e11): `round` is a library call on baseline x86-64. Signed,
+            // since x86-64 converts between f64 and i64 in one instruction
+            // but not between f64 and u64.
+            let m = (a * scale + 0.5) as i64;
             if m as f64 / scale != a {
                 continue;
             }
@@ -1853,11 +1858,20 @@ pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Ut
         }
         h.finalize()
     };
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // The two digits of each byte at once, from a table of all 256.
+    const HEX: [[u8; 2]; 256] = {
+        let digits = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [digits[i >> 4], digits[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
     let mut hex = [0u8; 32];
-    for (i, b) in d[..16].iter().enumerate() {
-        hex[2 * i] = HEX[usize::from(b >> 4)];
-        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(&d[..16]) {
+        pair.copy_from_slice(&HEX[usize::from(*b)]);
     }
     // SAFETY: hex digits, ASCII.
     unsafe { String::from_utf8_unchecked(hex.to_vec()) }
