@@ -202,7 +202,7 @@ pub fn lookup_at<'a>(fields: &'a Fields, name: &str, at: &mut u8) -> Option<&'a 
 #[inline]
 pub fn get_at<'a>(fields: &'a Fields, name: &str, at: u8) -> Option<&'a Value> {
     key_at(fields, at)
-        .filter(|(k, _)| k.as_str() == name)
+        .filter(|(k, _)| same_bytes(k.as_bytes(), name.as_bytes()))
         .map(|(_, v)| v)
 }
 
@@ -219,10 +219,29 @@ pub fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     if fields.len() <= 12 {
         fields
             .iter()
-            .find(|(k, _)| k.as_str() == name)
+            .find(|(k, _)| same_bytes(k.as_bytes(), name.as_bytes()))
             .map(|(_, v)| v)
     } else {
         fields.get(name)
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for the short names and keys that
+/// most are: two loads from each end compare every byte up to 16.
+#[inline(always)]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
+    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or_default());
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -275,6 +294,24 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.get("a"), Some(&serde_json::json!("x")));
         assert_ne!(back, Changed::default());
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let mut next = crate::engine::xorshift(5);
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let a: Vec<u8> = (0..len).map(|_| (next() % 3) as u8).collect();
+            let mut b = a.clone();
+            if next().is_multiple_of(2) && len > 0 {
+                let i = (next() % len as u64) as usize;
+                b[i] ^= 1;
+            }
+            if next().is_multiple_of(8) {
+                b.push(0);
+            }
+            assert_eq!(same_bytes(&a, &b), a == b, "{a:?} {b:?}");
+        }
     }
 
     #[test]

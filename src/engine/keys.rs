@@ -58,7 +58,7 @@ impl Key {
 
     /// Whether this is `key`: compares bytes, nothing to decode.
     fn is(&self, key: &str) -> bool {
-        self.bytes() == key.as_bytes()
+        crate::record::same_bytes(self.bytes(), key.as_bytes())
     }
 
     pub fn as_str(&self) -> &str {
@@ -232,10 +232,11 @@ impl KeyStates {
             .map(|(_, st)| st)
     }
 
-    /// Asks the CPU to fetch the slots `key` (of hash [`hash`]) would be
-    /// found in, ahead of its lookup.
+    /// Asks the CPU to fetch the slot `key` (of hash [`hash`]) would be
+    /// found in, ahead of its lookup: the first whose tag matches (another
+    /// key shares a tag about once in 128).
     pub fn prefetch(&self, h: u64) {
-        for e in self.table.iter_hash(h) {
+        if let Some(e) = self.table.find(h, |_| true) {
             super::prefetch(e as *const _ as *const u8);
         }
     }

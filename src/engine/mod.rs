@@ -624,26 +624,28 @@ impl Engine {
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
         let (mut plan1, mut plan0) = (PlanOf::new(c), PlanOf::new(c));
+        // Each step for the row and, when there is one, the previous row
+        // (written out: an iterator chaining the two cost more than the
+        // prefetches themselves).
+        let rows = |r: &Record, step: fn(&Row)| {
+            step(&r.fields);
+            if let Some(p) = &r.prev {
+                step(p);
+            }
+        };
         for (i, rec) in recs.iter().enumerate() {
             if let Some(r) = recs.get(i + 3 * AHEAD) {
                 prefetch(r.key.as_ptr());
-                for f in std::iter::once(&r.fields).chain(&r.prev) {
-                    prefetch(Arc::as_ptr(f) as *const u8);
-                }
+                rows(r, |f| prefetch(Arc::as_ptr(f) as *const u8));
             }
             if let Some(r) = recs.get(i + 2 * AHEAD) {
-                for f in std::iter::once(&r.fields).chain(&r.prev) {
-                    for k in f.keys() {
-                        prefetch(k as *const String as *const u8);
-                    }
-                }
+                rows(r, |f| {
+                    f.keys()
+                        .for_each(|k| prefetch(k as *const String as *const u8))
+                });
             }
             if let Some(r) = recs.get(i + AHEAD) {
-                for f in std::iter::once(&r.fields).chain(&r.prev) {
-                    for k in f.keys() {
-                        prefetch(k.as_ptr());
-                    }
-                }
+                rows(r, |f| f.keys().for_each(|k| prefetch(k.as_ptr())));
                 if let Some(plan) = plan1.get(&r.source) {
                     self.prefetch_state(c, plan, r);
                 }
