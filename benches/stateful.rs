@@ -242,6 +242,7 @@ fn main() {
         drop(engine);
 
         if !peer {
+            println!("run: engine {:.3} CPU-s", engine_ns as f64 / 1e9);
             continue;
         }
         // mlr: the previous value per key, over the same rows as CSV.
@@ -263,7 +264,13 @@ fn main() {
             .status()
             .expect("mlr (install miller, or run bench/stateful.sh)");
         assert!(status.success());
-        best_mlr = best_mlr.min(proc_cpu(true) - before);
+        let m = proc_cpu(true) - before;
+        best_mlr = best_mlr.min(m);
+        let e = engine_ns as f64 / 1e9;
+        println!(
+            "run: engine {e:.3} CPU-s, mlr {m:.2} CPU-s, ratio {:.1}x",
+            m / e
+        );
     }
     let size = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
     println!(
