@@ -226,8 +226,8 @@ pub fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     }
 }
 
-/// `a == b`, without a call to `memcmp` for the short names and keys that
-/// most are: two loads from each end compare every byte up to 16.
+/// `a == b`, without a call to `memcmp` for short names and keys, which
+/// most are: a load from each end compares every byte up to 16.
 #[inline(always)]
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
