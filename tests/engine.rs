@@ -591,63 +591,43 @@ fn previous_values_are_found_by_name_when_columns_move() {
     let mut e = engine(
         "rules:\n  - { id: up, source: tariffs, when: { field: rate_pct, increased_by: 10 }, notify: [out] }\n  - { id: moved, source: tariffs, when: { field: rate_pct, changed: true }, notify: [out] }\n",
     );
-    let mut t = Table::new();
-    let at = |m: i64| t0() + Duration::minutes(m);
-    assert!(
-        t.set(
-            &mut e,
+    use AlertState::{Firing, Resolved};
+    let steps: [(Value, &[(&str, AlertState)]); 6] = [
+        (
             json!({"partner": "CN", "product": "1", "rate_pct": 100, "note": "a"}),
-            at(0)
-        )
-        .is_empty()
-    );
-    // The same key with its columns in another order: compared by name.
-    let n = t.set(
-        &mut e,
-        json!({"note": "a", "rate_pct": 110, "product": "1", "partner": "CN"}),
-        at(1),
-    );
-    assert_eq!(
-        states(&n),
-        [
-            ("up".into(), AlertState::Firing),
-            ("moved".into(), AlertState::Firing)
-        ]
-    );
-    let n = t.set(
-        &mut e,
-        json!({"rate_pct": 110, "partner": "CN", "product": "1", "note": "b"}),
-        at(2),
-    );
-    assert_eq!(
-        states(&n),
-        [
-            ("up".into(), AlertState::Resolved),
-            ("moved".into(), AlertState::Resolved)
-        ]
-    );
-    // A field missing from the row now, or before, is a change.
-    let n = t.set(
-        &mut e,
-        json!({"partner": "CN", "product": "1", "note": "b"}),
-        at(3),
-    );
-    assert_eq!(states(&n), [("moved".into(), AlertState::Firing)]);
-    let n = t.set(
-        &mut e,
-        json!({"partner": "CN", "product": "1", "rate_pct": 125}),
-        at(4),
-    );
-    assert!(
-        n.is_empty(),
-        "still changed, and no increase from nothing: {n:?}"
-    );
-    let n = t.set(
-        &mut e,
-        json!({"product": "1", "rate_pct": 140, "partner": "CN"}),
-        at(5),
-    );
-    assert_eq!(states(&n), [("up".into(), AlertState::Firing)]);
+            &[],
+        ),
+        // The same key with its columns in another order: compared by name.
+        (
+            json!({"note": "a", "rate_pct": 110, "product": "1", "partner": "CN"}),
+            &[("up", Firing), ("moved", Firing)],
+        ),
+        (
+            json!({"rate_pct": 110, "partner": "CN", "product": "1", "note": "b"}),
+            &[("up", Resolved), ("moved", Resolved)],
+        ),
+        // A field missing from the row now, or before, is a change.
+        (
+            json!({"partner": "CN", "product": "1", "note": "b"}),
+            &[("moved", Firing)],
+        ),
+        // Still changed, and no increase from nothing.
+        (
+            json!({"partner": "CN", "product": "1", "rate_pct": 125}),
+            &[],
+        ),
+        (
+            json!({"product": "1", "rate_pct": 140, "partner": "CN"}),
+            &[("up", Firing)],
+        ),
+    ];
+    let mut t = Table::new();
+    for (m, (row, want)) in steps.into_iter().enumerate() {
+        let n = t.set(&mut e, row, t0() + Duration::minutes(m as i64));
+        let want: Vec<(String, AlertState)> =
+            want.iter().map(|(r, s)| (r.to_string(), *s)).collect();
+        assert_eq!(states(&n), want, "step {m}");
+    }
 }
 
 #[test]
