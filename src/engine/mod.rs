@@ -247,19 +247,27 @@ pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
 /// the day number by arithmetic (H. Hinnant's `civil_from_days`), a tenth
 /// of what asking chrono for year, month and day costs.
 fn ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
+    /// A time and what it was written as.
+    type Written = Option<(DateTime<Utc>, [u8; 20])>;
     thread_local! {
-        /// The last time written: the notifications of a batch share it.
-        static LAST: std::cell::Cell<Option<(DateTime<Utc>, [u8; 20])>> =
-            const { std::cell::Cell::new(None) };
+        /// The last two times written, the latest first: the notifications
+        /// of a batch share their time, and a resolved one writes its
+        /// start too, in between.
+        static LAST: std::cell::Cell<[Written; 2]> =
+            const { std::cell::Cell::new([None; 2]) };
     }
-    if let Some((last, b)) = LAST.get()
-        && last == t
-    {
-        return Some(b);
+    let [a, b] = LAST.get();
+    match (a, b) {
+        (Some((at, bytes)), _) if at == t => return Some(bytes),
+        (_, Some((at, bytes))) if at == t => {
+            LAST.set([b, a]);
+            return Some(bytes);
+        }
+        _ => {}
     }
-    let b = civil_ts_bytes(t)?;
-    LAST.set(Some((t, b)));
-    Some(b)
+    let bytes = civil_ts_bytes(t)?;
+    LAST.set([Some((t, bytes)), a]);
+    Some(bytes)
 }
 
 fn civil_ts_bytes(t: DateTime<Utc>) -> Option<[u8; 20]> {
@@ -1730,17 +1738,15 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
         }
         b.push('\n');
     };
-    let shown = || {
-        rule.shown_fields
-            .iter()
-            .filter_map(|f| lookup(&n.fields, f).map(|v| (f.as_str(), v)))
-    };
-    if shown().next().is_none() {
-        for (k, v) in n.fields.iter() {
-            field(&mut b, k, v);
+    let mut shown = false;
+    for f in &rule.shown_fields {
+        if let Some(v) = lookup(&n.fields, f) {
+            field(&mut b, f, v);
+            shown = true;
         }
-    } else {
-        for (k, v) in shown() {
+    }
+    if !shown {
+        for (k, v) in n.fields.iter() {
             field(&mut b, k, v);
         }
     }
@@ -1994,6 +2000,15 @@ mod tests {
         for _ in 0..20_000 {
             let x = rnd();
             secs.push(min + (x % (max - min) as u64) as i64);
+        }
+        // Times written in turn, as a batch's time and resolved alerts'
+        // start times are: each of the two remembered is found again.
+        for w in secs.windows(3).take(2_000) {
+            for s in [w[0], w[1], w[0], w[2], w[1], w[0], w[0]] {
+                let t = Utc.timestamp_opt(s, 0).unwrap();
+                let want = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                assert_eq!(format_ts(t), want);
+            }
         }
         for s in secs {
             let t = Utc.timestamp_opt(s, 123_456_789).unwrap();
