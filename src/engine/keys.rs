@@ -158,6 +158,11 @@ pub struct Queue<'a> {
 }
 
 impl Queue<'_> {
+    /// The key's [`hash`].
+    pub fn hash(&self) -> u64 {
+        self.h
+    }
+
     pub fn schedule(self, st: &mut KeyState, at: Option<DateTime<Utc>>) {
         if let Some(at) = at {
             queue(self.timers, st, self.h, at);
@@ -227,9 +232,13 @@ impl KeyStates {
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut KeyState> {
-        self.table
-            .find_mut(hash(key), |e| e.0.is(key))
-            .map(|(_, st)| st)
+        self.get_mut_hashed(key, hash(key))
+    }
+
+    /// [`KeyStates::get_mut`] given the key's [`hash`], which a caller
+    /// that looks a key up in several rules' tables computes once.
+    pub fn get_mut_hashed(&mut self, key: &str, h: u64) -> Option<&mut KeyState> {
+        self.table.find_mut(h, |e| e.0.is(key)).map(|(_, st)| st)
     }
 
     /// Asks the CPU to fetch the slot `key` (of hash [`hash`]) would be
@@ -247,7 +256,12 @@ impl KeyStates {
 
     /// Sets the state of `key`, copying the key only when it is new.
     pub fn insert(&mut self, key: &str, st: KeyState) {
-        match self.table.entry(hash(key), |e| e.0.is(key), rehash) {
+        self.insert_hashed(key, hash(key), st)
+    }
+
+    /// [`KeyStates::insert`] given the key's [`hash`].
+    pub fn insert_hashed(&mut self, key: &str, h: u64, st: KeyState) {
+        match self.table.entry(h, |e| e.0.is(key), rehash) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = st,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert((Key::new(key), st));
@@ -278,7 +292,11 @@ impl KeyStates {
     /// The state of `key`, if any, with the means to queue its next
     /// deadline (as [`KeyStates::get_or_insert_queued`]).
     pub fn get_queued(&mut self, key: &str) -> Option<(&mut KeyState, Queue<'_>)> {
-        let h = hash(key);
+        self.get_queued_hashed(key, hash(key))
+    }
+
+    /// [`KeyStates::get_queued`] given the key's [`hash`].
+    pub fn get_queued_hashed(&mut self, key: &str, h: u64) -> Option<(&mut KeyState, Queue<'_>)> {
         let (_, st) = self.table.find_mut(h, |e| e.0.is(key))?;
         let queue = Queue {
             timers: &mut self.timers,
@@ -288,8 +306,13 @@ impl KeyStates {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<KeyState> {
+        self.remove_hashed(key, hash(key))
+    }
+
+    /// [`KeyStates::remove`] given the key's [`hash`].
+    pub fn remove_hashed(&mut self, key: &str, h: u64) -> Option<KeyState> {
         self.table
-            .find_entry(hash(key), |e| e.0.is(key))
+            .find_entry(h, |e| e.0.is(key))
             .ok()
             .map(|e| e.remove().0.1)
     }

@@ -401,8 +401,9 @@ pub struct Engine {
     states: Vec<KeyStates>,
     scratch: Scratch,
     pub stats: Stats,
-    /// (rule, key) pairs whose state changed since the last `take_changes`.
-    changed: Vec<(usize, keys::Key)>,
+    /// (rule, key, the key's hash) whose state changed since the last
+    /// `take_changes`.
+    changed: Vec<(usize, keys::Key, u64)>,
     /// Per rule: conditions evaluated since the last `take_evaluations`.
     evaluated: Vec<u64>,
 }
@@ -464,14 +465,14 @@ impl Engine {
         // The slots were touched during the batch but may have left the
         // caches since: fetched a few keys ahead.
         const AHEAD: usize = 8;
-        for (r, k) in changed.iter().take(AHEAD) {
-            states[*r].prefetch(keys::hash(k));
+        for (r, _, h) in changed.iter().take(AHEAD) {
+            states[*r].prefetch(*h);
         }
-        for (i, (ri, key)) in changed.iter().enumerate() {
-            if let Some((r, k)) = changed.get(i + AHEAD) {
-                states[*r].prefetch(keys::hash(k));
+        for (i, (ri, key, h)) in changed.iter().enumerate() {
+            if let Some((r, _, h)) = changed.get(i + AHEAD) {
+                states[*r].prefetch(*h);
             }
-            let st = match states[*ri].get_mut(key) {
+            let st = match states[*ri].get_mut_hashed(key, *h) {
                 Some(st) if !st.dirty => continue,
                 Some(st) => {
                     st.dirty = false;
@@ -525,28 +526,31 @@ impl Engine {
         }
     }
 
-    /// Queues the next deadline of `key` of rule `ri`, if it has one.
-    fn reschedule(&mut self, ri: usize, key: &str) {
+    /// Queues the next deadline of `key` (of hash `h`) of rule `ri`, if it
+    /// has one.
+    fn reschedule(&mut self, ri: usize, key: &str, h: u64) {
         let rule = &self.compiled.rules[ri];
         if !rule.timed() {
             return;
         }
-        let at = self.states[ri].get(key).and_then(|st| deadline(rule, st));
-        self.states[ri].schedule(key, at);
+        if let Some((st, queue)) = self.states[ri].get_queued_hashed(key, h) {
+            queue.schedule(st, deadline(rule, st));
+        }
     }
 
-    /// After `key` of rule `ri` changed (and is marked dirty): queues its
-    /// next deadline and lists it for `take_changes`, unless `listed`
-    /// already since the last call.
-    fn settle(&mut self, ri: usize, key: &str, listed: bool) {
-        self.reschedule(ri, key);
-        self.list(ri, key, listed);
+    /// After `key` (of hash `h`) of rule `ri` changed (and is marked
+    /// dirty): queues its next deadline and lists it for `take_changes`,
+    /// unless `listed` already since the last call.
+    fn settle(&mut self, ri: usize, key: &str, h: u64, listed: bool) {
+        self.reschedule(ri, key, h);
+        self.list(ri, key, h, listed);
     }
 
-    /// Lists `key` of rule `ri` for `take_changes`, unless `listed` already.
-    fn list(&mut self, ri: usize, key: &str, listed: bool) {
+    /// Lists `key` (of hash `h`) of rule `ri` for `take_changes`, unless
+    /// `listed` already.
+    fn list(&mut self, ri: usize, key: &str, h: u64, listed: bool) {
         if !listed {
-            self.changed.push((ri, keys::Key::new(key)));
+            self.changed.push((ri, keys::Key::new(key), h));
         }
     }
 
@@ -777,6 +781,9 @@ impl Engine {
             }
         }
         let event = kind == RecordKind::Event;
+        // The hash of the record's key, found once for the rules keyed by
+        // it.
+        let mut key_hash = None;
         // For one-off events no rule has state to end, so only the rules
         // let through by the guards need a look; otherwise every rule does.
         let mut visit = std::mem::take(&mut self.scratch.visit);
@@ -840,7 +847,7 @@ impl Engine {
                 continue;
             }
             let r = rec.get();
-            self.transition(c, ri, r, holds, now, out);
+            self.transition(c, ri, r, &mut key_hash, holds, now, out);
         }
         self.scratch.visit = visit;
         self.scratch.candidate = candidate;
@@ -849,11 +856,14 @@ impl Engine {
         self.scratch.at = at;
     }
 
+    /// `key_hash` is the hash of `rec.key`, once some rule has needed it.
+    #[allow(clippy::too_many_arguments)]
     fn transition(
         &mut self,
         c: &Compiled,
         ri: usize,
         rec: &Record,
+        key_hash: &mut Option<u64>,
         holds: bool,
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
@@ -875,6 +885,10 @@ impl Engine {
             }
             return;
         }
+        let h = match &rule.key {
+            Some(_) => keys::hash(&key),
+            None => *key_hash.get_or_insert_with(|| keys::hash(&rec.key)),
+        };
         let resolve = rule.resolve.unwrap_or(!event);
         let snapshot = || {
             Arc::new(Snapshot {
@@ -884,14 +898,15 @@ impl Engine {
             })
         };
         let states = &mut self.states[ri];
-        match (states.get_mut(key.as_ref()), holds) {
+        match (states.get_mut_hashed(&key, h), holds) {
             (None, true) => {
                 let firing = rule.for_ <= Duration::zero();
                 if firing {
                     out.push(note(AlertState::Firing, now));
                 }
-                states.insert(
+                states.insert_hashed(
                     &key,
+                    h,
                     KeyState {
                         firing,
                         since: now.into(),
@@ -902,7 +917,7 @@ impl Engine {
                         dirty: true,
                     },
                 );
-                self.settle(ri, key.as_ref(), false);
+                self.settle(ri, &key, h, false);
             }
             (Some(st), true) => {
                 let mut changed = false;
@@ -926,15 +941,15 @@ impl Engine {
                 }
                 if changed {
                     let listed = std::mem::replace(&mut st.dirty, true);
-                    self.settle(ri, key.as_ref(), listed);
+                    self.settle(ri, &key, h, listed);
                 }
             }
             (Some(_), false) => {
                 if event && !resolve {
                     return; // events that do not match leave a keyed alert alone
                 }
-                self.changed.push((ri, keys::Key::new(&key)));
-                if let Some(st) = states.remove(key.as_ref())
+                self.changed.push((ri, keys::Key::new(&key), h));
+                if let Some(st) = states.remove_hashed(&key, h)
                     && st.firing
                     && resolve
                 {
@@ -981,8 +996,9 @@ impl Engine {
             prev: rec.prev.clone(),
         }));
         let listed = std::mem::replace(&mut st.dirty, true);
+        let h = queue.hash();
         queue.schedule(st, deadline(rule, st));
-        self.list(ri, &key, listed);
+        self.list(ri, &key, h, listed);
     }
 
     /// A record for a `count` rule: it joins its key's window; reaching N
@@ -1024,8 +1040,9 @@ impl Engine {
             }
         }
         let listed = std::mem::replace(&mut st.dirty, true);
+        let h = queue.hash();
         queue.schedule(st, deadline(rule, st));
-        self.list(ri, &key, listed);
+        self.list(ri, &key, h, listed);
     }
 
     /// A `count` key at `now`: records leave its window; a firing key under
@@ -1098,7 +1115,7 @@ impl Engine {
                         ..KeyState::inactive(now)
                     },
                 );
-                self.settle(ri, key, false);
+                self.settle(ri, key, keys::hash(key), false);
             }
         }
     }
@@ -1207,14 +1224,16 @@ impl Engine {
                     (Self::tick_wait(c, rule, &key, st, now, out), false)
                 };
                 if forget {
-                    self.states[ri].remove(&key);
-                    self.changed.push((ri, key));
+                    let h = queue.hash();
+                    self.states[ri].remove_hashed(&key, h);
+                    self.changed.push((ri, key, h));
                 } else {
                     // Visited but unchanged: queued again, not listed.
                     let listed = st.dirty || !changed;
                     st.dirty |= changed;
+                    let h = queue.hash();
                     queue.schedule(st, deadline(rule, st));
-                    self.list(ri, &key, listed);
+                    self.list(ri, &key, h, listed);
                 }
             }
         }
