@@ -1129,3 +1129,41 @@ rules:
     assert_eq!(one.active(), batched.active());
     assert!(one.active() > 200, "long and short keys hold state");
 }
+
+#[test]
+fn one_off_events_reach_the_rules_their_guards_let_through() {
+    // Events without a `key:` rule in their source visit only the rules
+    // behind no guard and those a guard lets through: by the field's value,
+    // by a value in a list, or by a phrase found in the text.
+    let mut e = engine(concat!(
+        "rules:\n",
+        "  - { id: cn, title: CN, source: news, when: { field: country, equals: CN }, notify: [out] }\n",
+        "  - { id: eu, title: EU, source: news, when: { field: country, in: [EU, DE] }, notify: [out] }\n",
+        "  - { id: controls, title: Controls, source: news, when: { text: [title], any: [\"export control*\"] }, notify: [out] }\n",
+        "  - { id: titled, title: Titled, source: news, when: { field: title, exists: true }, notify: [out] }\n",
+    ));
+    let mut fired = |v: Value, line: usize| -> Vec<String> {
+        let mut ids: Vec<String> = observe(&mut e, &event(v, line), t0())
+            .iter()
+            .map(|n| n.rule.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        fired(json!({"country": "cn", "title": "trade fair"}), 1),
+        ["cn", "titled"]
+    );
+    assert_eq!(
+        fired(
+            json!({"country": ["US", "DE"], "title": "new export controls"}),
+            2
+        ),
+        ["controls", "eu", "titled"]
+    );
+    assert_eq!(
+        fired(json!({"country": "US", "title": "weather"}), 3),
+        ["titled"]
+    );
+    assert!(fired(json!({"country": "US"}), 4).is_empty());
+}
