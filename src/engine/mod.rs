@@ -751,11 +751,17 @@ impl Engine {
             self.scratch
                 .ensure_scanned(ts, &c.phrases, vals, &c.text_slots);
         }
+        // For one-off events no rule has state to end, so only the rules
+        // the guards let through (listed here) need a look; otherwise every
+        // rule does.
+        let by_guard = kind == RecordKind::Event && !plan.keyed;
         for &pid in &self.scratch.matched {
             if let Some(ps) = plan.phrase_rules.get(pid as usize) {
                 ps.iter().for_each(|&p| {
                     text_pass[p] = stamp;
-                    self.scratch.let_through.push(p);
+                    if by_guard {
+                        self.scratch.let_through.push(p);
+                    }
                 });
             }
         }
@@ -763,7 +769,9 @@ impl Engine {
             match vals[g.slot] {
                 Some(Value::Array(_)) => g.all.iter().for_each(|&p| {
                     candidate[p] = stamp;
-                    self.scratch.let_through.push(p);
+                    if by_guard {
+                        self.scratch.let_through.push(p);
+                    }
                 }),
                 Some(v) => {
                     if let Some(t) = as_text(v) {
@@ -772,7 +780,9 @@ impl Engine {
                             ps.iter().for_each(|&p| {
                                 candidate[p] = stamp;
                                 by_value[p] = stamp;
-                                self.scratch.let_through.push(p);
+                                if by_guard {
+                                    self.scratch.let_through.push(p);
+                                }
                             });
                         }
                     }
@@ -784,19 +794,20 @@ impl Engine {
         // The hash of the record's key, found once for the rules keyed by
         // it.
         let mut key_hash = None;
-        // For one-off events no rule has state to end, so only the rules
-        // let through by the guards need a look; otherwise every rule does.
         let mut visit = std::mem::take(&mut self.scratch.visit);
         visit.clear();
-        if event && !plan.keyed {
+        if by_guard {
             visit.extend_from_slice(&plan.unguarded);
             visit.extend_from_slice(&self.scratch.let_through);
             visit.sort_unstable();
             visit.dedup();
-        } else {
-            visit.extend(0..plan.rules.len());
         }
-        for &pos in &visit {
+        let visits = if by_guard {
+            visit.len()
+        } else {
+            plan.rules.len()
+        };
+        for pos in (0..visits).map(|j| if by_guard { visit[j] } else { j }) {
             let ri = plan.rules[pos];
             let rule = &c.rules[ri];
             let holds = kind != RecordKind::Removed
@@ -1369,7 +1380,8 @@ struct Scratch {
     by_value: Vec<u32>,
     /// Rule positions to look at for the current record.
     visit: Vec<usize>,
-    /// Rule positions some guard let through (with repeats).
+    /// Rule positions some guard let through (with repeats), for one-off
+    /// events, which visit only those.
     let_through: Vec<usize>,
     /// Phrase ids found in the current record (with repeats).
     matched: Vec<u32>,
