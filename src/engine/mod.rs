@@ -754,7 +754,8 @@ impl Engine {
         // For one-off events no rule has state to end, so only the rules
         // the guards let through (listed here) need a look; otherwise every
         // rule does.
-        let by_guard = kind == RecordKind::Event && !plan.keyed;
+        let event = kind == RecordKind::Event;
+        let by_guard = event && !plan.keyed;
         for &pid in &self.scratch.matched {
             if let Some(ps) = plan.phrase_rules.get(pid as usize) {
                 ps.iter().for_each(|&p| {
@@ -790,7 +791,6 @@ impl Engine {
                 None => {}
             }
         }
-        let event = kind == RecordKind::Event;
         // The hash of the record's key, found once for the rules keyed by
         // it.
         let mut key_hash = None;
