@@ -89,11 +89,12 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// A min-queue of (deadline in Unix milliseconds, key hash). A rule's
-/// deadlines mostly come in order (now plus the rule's one duration), so
-/// those that do are kept in a plain queue, taken from its front, and only
-/// the others go to a heap: a pop from a heap of many keys reads a line at
-/// each of its levels.
+/// A min-queue of (deadline in Unix milliseconds, key hash), earliest
+/// deadline first; of entries due at once, any first. A rule's deadlines
+/// mostly come in order (now plus the rule's one duration), so those that
+/// do are kept in a plain queue, taken from its front, and only the others
+/// go to a heap: a pop from a heap of many keys reads a line at each of its
+/// levels.
 #[derive(Clone, Default)]
 pub(crate) struct Timers {
     /// Deadlines that came no earlier than the one queued before them.
@@ -104,7 +105,9 @@ pub(crate) struct Timers {
 
 impl Timers {
     fn push(&mut self, t: (i64, u64)) {
-        if self.sorted.back().is_none_or(|b| *b <= t) {
+        // By time alone: the keys of a batch share their deadline, and
+        // their hashes come in no order.
+        if self.sorted.back().is_none_or(|b| b.0 <= t.0) {
             self.sorted.push_back(t);
         } else {
             self.heap.push(Reverse(t));
@@ -450,10 +453,13 @@ mod tests {
                 _ => {}
             }
             if rnd().is_multiple_of(3) {
-                let want = model.iter().min().copied();
-                assert_eq!(t.peek(), want, "step {i}");
-                if let Some(w) = want {
-                    model.remove(model.iter().position(|m| *m == w).unwrap());
+                // The earliest time; of entries due at once, any.
+                let got = t.peek();
+                let want = model.iter().map(|m| m.0).min();
+                assert_eq!(got.map(|g| g.0), want, "step {i}");
+                if let Some(g) = got {
+                    let at = model.iter().position(|m| *m == g);
+                    model.remove(at.expect("an entry that was pushed"));
                     t.pop();
                 }
             } else {
@@ -467,12 +473,31 @@ mod tests {
             !t.heap.is_empty() && !t.sorted.is_empty(),
             "both parts used"
         );
-        model.sort();
-        for m in model {
-            assert_eq!(t.peek(), Some(m));
+        let mut drained = Vec::new();
+        while let Some(e) = t.peek() {
+            drained.push(e);
             t.pop();
         }
+        assert!(drained.windows(2).all(|w| w[0].0 <= w[1].0), "by time");
+        drained.sort();
+        model.sort();
+        assert_eq!(drained, model);
         assert_eq!(t.peek(), None);
+    }
+
+    #[test]
+    fn a_batch_of_keys_due_at_once_stays_in_the_plain_queue() {
+        // The keys of a batch share their deadline and come in no order of
+        // hash: none of them needs the heap.
+        let mut rnd = crate::engine::xorshift(11);
+        let mut t = Timers::default();
+        for ms in [1_000, 1_000, 2_000, 3_000] {
+            for _ in 0..500 {
+                t.push((ms, rnd()));
+            }
+        }
+        assert!(t.heap.is_empty(), "{} in the heap", t.heap.len());
+        assert_eq!(t.len(), 2_000);
     }
 
     #[test]
