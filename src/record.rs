@@ -162,9 +162,11 @@ pub fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
 /// Looks a field up by name; `a.b` reaches into nested objects when no
 /// field is literally named `a.b`.
 pub fn lookup<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
-    if let Some(v) = get(fields, name) {
-        return Some(v);
-    }
+    get(fields, name).or_else(|| nested(fields, name))
+}
+
+/// `a.b` inside nested objects (and lists, by index).
+fn nested<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     if !name.contains('.') {
         return None;
     }
@@ -189,13 +191,24 @@ pub fn lookup_at<'a>(fields: &'a Fields, name: &str, at: &mut u8) -> Option<&'a 
     if let Some(v) = get_at(fields, name, *at) {
         return Some(v);
     }
-    let v = lookup(fields, name)?;
+    // A name reaching inside a field has no position in the row to learn.
+    let Some(v) = get(fields, name) else {
+        return nested(fields, name);
+    };
     if let Some(i) = fields.iter().position(|(_, x)| std::ptr::eq(x, v))
         && let Ok(i) = u8::try_from(i)
     {
         *at = i;
     }
     Some(v)
+}
+
+/// [`lookup`], trying position `at` first (see [`lookup_at`]), without
+/// learning a new one: for rows other than the one positions are learnt
+/// from, such as the previous row.
+#[inline]
+pub fn lookup_from<'a>(fields: &'a Fields, name: &str, at: u8) -> Option<&'a Value> {
+    get_at(fields, name, at).or_else(|| lookup(fields, name))
 }
 
 /// The field at position `at` when it is named `name`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::text::PhraseRef;
-use crate::record::{Fields, as_number, as_text, get_at, is_present, lookup};
+use crate::record::{Fields, as_number, as_text, is_present, lookup_from};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NumOp {
@@ -238,7 +238,7 @@ impl Expr {
                 .any(|&s| cx.text.text(s).is_some_and(|t| re.is_match(&t))),
             Expr::Changed { slot, name } => {
                 let Some(prev) = cx.prev else { return false };
-                let old = get_at(prev, name, cx.at[*slot]).or_else(|| lookup(prev, name));
+                let old = lookup_from(prev, name, cx.at[*slot]);
                 let new = cx.vals[*slot];
                 match (old, new) {
                     (Some(a), Some(b)) => match (as_number(a), as_number(b)) {
@@ -258,9 +258,7 @@ impl Expr {
             } => {
                 let Some(prev) = cx.prev else { return false };
                 let (Some(old), Some(new)) = (
-                    get_at(prev, name, cx.at[*slot])
-                        .or_else(|| lookup(prev, name))
-                        .and_then(as_number),
+                    lookup_from(prev, name, cx.at[*slot]).and_then(as_number),
                     cx.vals[*slot].and_then(as_number),
                 ) else {
                     return false;
