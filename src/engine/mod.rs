@@ -756,13 +756,17 @@ impl Engine {
         // rule does.
         let event = kind == RecordKind::Event;
         let by_guard = event && !plan.keyed;
+        let let_through = &mut self.scratch.let_through;
+        let mut pass = |p: usize| {
+            if by_guard {
+                let_through.push(p);
+            }
+        };
         for &pid in &self.scratch.matched {
             if let Some(ps) = plan.phrase_rules.get(pid as usize) {
                 ps.iter().for_each(|&p| {
                     text_pass[p] = stamp;
-                    if by_guard {
-                        self.scratch.let_through.push(p);
-                    }
+                    pass(p);
                 });
             }
         }
@@ -770,9 +774,7 @@ impl Engine {
             match vals[g.slot] {
                 Some(Value::Array(_)) => g.all.iter().for_each(|&p| {
                     candidate[p] = stamp;
-                    if by_guard {
-                        self.scratch.let_through.push(p);
-                    }
+                    pass(p);
                 }),
                 Some(v) => {
                     if let Some(t) = as_text(v) {
@@ -781,9 +783,7 @@ impl Engine {
                             ps.iter().for_each(|&p| {
                                 candidate[p] = stamp;
                                 by_value[p] = stamp;
-                                if by_guard {
-                                    self.scratch.let_through.push(p);
-                                }
+                                pass(p);
                             });
                         }
                     }
