@@ -1488,6 +1488,10 @@ impl TextHits for Hits<'_> {
 /// when it is short ASCII (the usual country or status code).
 fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
     let t = crate::record::trim(t);
+    if let Some(n) = lower_ascii_short(t.as_bytes(), small) {
+        // SAFETY: ASCII in (checked there), ASCII out.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(&small[..n]) });
+    }
     if t.len() <= small.len() && t.is_ascii() {
         let b = &mut small[..t.len()];
         b.copy_from_slice(t.as_bytes());
@@ -1498,6 +1502,46 @@ fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
     } else {
         condition::lower_trim(t)
     }
+}
+
+/// Lowercases `t` into `out` when it is ASCII of 4 to 16 bytes, eight
+/// bytes at a time (two words that may overlap) rather than byte by byte;
+/// its length, or `None` for other text.
+fn lower_ascii_short(t: &[u8], out: &mut [u8; 64]) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte of an ASCII word: 0x20 where it is 'A'..='Z'. Adding
+    // 0x80 - b'A' sets a byte's high bit from 'A' up, adding 0x80 - b'Z' - 1
+    // from past 'Z'; no byte below 0x80 carries into the next.
+    let lower = |w: u64| {
+        let from_a = w + 0x3f3f_3f3f_3f3f_3f3f;
+        let past_z = w + 0x2525_2525_2525_2525;
+        w | ((from_a & !past_z & HIGH) >> 2)
+    };
+    let n = t.len();
+    let (a, b) = match n {
+        4..=7 => {
+            let half = |i: usize| {
+                t[i..i + 4]
+                    .try_into()
+                    .ok()
+                    .map(|h| u64::from(u32::from_le_bytes(h)))
+            };
+            (half(0)?, half(n - 4)?)
+        }
+        8..=16 => {
+            let word = |i: usize| t[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+            (word(0)?, word(n - 8)?)
+        }
+        _ => return None,
+    };
+    if (a | b) & HIGH != 0 {
+        return None;
+    }
+    let (a, b) = (lower(a).to_le_bytes(), lower(b).to_le_bytes());
+    let w = if n < 8 { 4 } else { 8 };
+    out[..w].copy_from_slice(&a[..w]);
+    out[n - w..n].copy_from_slice(&b[..w]);
+    Some(n)
 }
 
 /// A field as text for phrase matching; lists are joined by newlines.
@@ -1950,6 +1994,36 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn guard_keys_are_lowercased_as_str_lowercase_does() {
+        // Short ASCII goes word by word; check it against the byte-by-byte
+        // path for every length, each byte from around the letters and
+        // beyond ASCII.
+        let pool: Vec<u8> = (0u8..=0x7f).chain([0x80, 0xc3, 0xa9, 0xff]).collect();
+        let mut next = xorshift(11);
+        for _ in 0..50_000 {
+            let len = (next() % 20) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| pool[(next() % pool.len() as u64) as usize])
+                .collect();
+            let mut small = [0u8; 64];
+            match lower_ascii_short(&bytes, &mut small) {
+                Some(n) => {
+                    assert!((4..=16).contains(&len) && bytes.is_ascii(), "{bytes:?}");
+                    assert_eq!(&small[..n], &bytes.to_ascii_lowercase()[..], "{bytes:?}");
+                }
+                None => assert!(!(4..=16).contains(&len) || !bytes.is_ascii(), "{bytes:?}"),
+            }
+            if let Ok(t) = std::str::from_utf8(&bytes) {
+                let mut small = [0u8; 64];
+                assert_eq!(lower_key(t, &mut small), t.trim().to_lowercase(), "{t:?}");
+            }
+        }
+        let mut small = [0u8; 64];
+        assert_eq!(lower_key(" Spike ", &mut small), "spike");
+        assert_eq!(lower_key("ÉTAT", &mut small), "état");
+    }
 
     #[test]
     fn notification_ids_stay_what_they_were() {
