@@ -53,6 +53,11 @@ impl Changed {
         self.differs(name, v).then_some(v)
     }
 
+    /// [`Changed::get`] given the current value of `name`, already looked up.
+    pub fn was(&self, name: &str, now: &Value) -> Option<&Value> {
+        get(&self.prev, name).filter(|v| *v != now)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.prev.iter().filter(|(k, v)| self.differs(k, v))
     }
@@ -290,7 +295,7 @@ mod tests {
         let row = |v: Value| Arc::new(v.as_object().unwrap().clone());
         let prev = row(serde_json::json!({"b": 1, "a": "x", "gone": true, "c": [1]}));
         let now = row(serde_json::json!({"a": "y", "b": 1, "c": [1], "new": 2}));
-        let c = Changed::new(prev, now);
+        let c = Changed::new(prev, Arc::clone(&now));
         let listed: Vec<(&str, &Value)> = c.iter().map(|(k, v)| (k.as_str(), v)).collect();
         assert_eq!(
             listed,
@@ -300,6 +305,10 @@ mod tests {
         assert_eq!(c.get("b"), None, "unchanged");
         assert_eq!(c.get("new"), None, "not in the previous row");
         assert_eq!(c["b"], Value::Null);
+        // Given the current value, as the default body asks.
+        assert_eq!(c.was("a", &now["a"]), Some(&serde_json::json!("x")));
+        assert_eq!(c.was("b", &now["b"]), None, "unchanged");
+        assert_eq!(c.was("new", &now["new"]), None, "not in the previous row");
         // As the payload and the store carry it: only what changed.
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(text, r#"{"a":"x","gone":true}"#);

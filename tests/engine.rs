@@ -114,6 +114,93 @@ fn states(v: &[Notification]) -> Vec<(String, AlertState)> {
     v.iter().map(|n| (n.rule.to_string(), n.state)).collect()
 }
 
+#[test]
+fn default_texts_say_what_happened_line_by_line() {
+    // Two fields compared as numbers; the body shows each with what it was.
+    let mut e = engine(
+        r#"
+rules:
+  - id: two
+    title: Rate and quota
+    severity: warning
+    source: tariffs
+    when: { all: [ { field: rate_pct, above: 150 }, { field: quota, below: 10 } ] }
+    notify: [out]
+  - id: plain
+    title: Any Mexican row
+    source: tariffs
+    where: { partner: MX }
+    notify: [out]
+"#,
+    );
+    let mut t = Table::new();
+    t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "8505", "rate_pct": 145, "quota": 5}),
+        t0(),
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "8505", "rate_pct": 160.5, "quota": 5, "link": "https://x.test/8505"}),
+        t0() + Duration::hours(1),
+    );
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        n[0].summary,
+        "Rate and quota: CN|8505 (rate_pct = 160.5, quota = 5)"
+    );
+    assert_eq!(
+        n[0].body,
+        "Rate and quota (firing, warning)\n\
+         Condition: rate_pct above 150 and quota below 10\n  \
+         rate_pct = 160.5 (was 145)\n  \
+         quota = 5\n\
+         Source: tariffs\n\
+         Key: CN|8505\n\
+         At: 2026-04-01T01:00:00Z\n\
+         Link: https://x.test/8505\n"
+    );
+    let n = t.set(
+        &mut e,
+        json!({"partner": "CN", "product": "8505", "rate_pct": 140, "quota": 5}),
+        t0() + Duration::hours(2),
+    );
+    assert_eq!(
+        n[0].summary,
+        "Rate and quota: CN|8505 (rate_pct = 140, quota = 5)"
+    );
+    assert_eq!(
+        n[0].body,
+        "Rate and quota (resolved, warning)\n\
+         Condition: rate_pct above 150 and quota below 10\n  \
+         rate_pct = 140 (was 160.5)\n  \
+         quota = 5\n\
+         Source: tariffs\n\
+         Key: CN|8505\n\
+         Since: 2026-04-01T01:00:00Z\n\
+         At: 2026-04-01T02:00:00Z\n"
+    );
+    // Nothing compared as a number: the summary names the key alone, and
+    // the body lists every field.
+    let n = t.set(
+        &mut e,
+        json!({"partner": "MX", "product": "0101", "note": "new"}),
+        t0() + Duration::hours(3),
+    );
+    assert_eq!(n[0].summary, "Any Mexican row: MX|0101");
+    assert_eq!(
+        n[0].body,
+        "Any Mexican row (firing, warning)\n\
+         Condition: partner equals MX\n  \
+         partner = MX\n  \
+         product = 0101\n  \
+         note = new\n\
+         Source: tariffs\n\
+         Key: MX|0101\n\
+         At: 2026-04-01T03:00:00Z\n"
+    );
+}
+
 const CN_157: &str = r#"
 rules:
   - id: cn

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::condition::{Expr, NumOp, TextCond};
 use super::text::{PhraseRef, PhraseSetBuilder};
-use super::{Compiled, Guard, Rule, SourcePlan};
+use super::{AlertState, Compiled, Guard, Rule, SourcePlan};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diags, Problems, closest};
 use crate::record::parse_number;
@@ -133,7 +133,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 collect_slots(e, &interner, slots);
             }
         }
-        rules.push(Rule {
+        let mut rule = Rule {
             id: Arc::from(def.id.as_str()),
             title: def.title.as_str().into(),
             severity: def.severity,
@@ -193,7 +193,10 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 .join(",")
                 .into(),
             shown_fields: shown,
-        });
+            heads: Default::default(),
+        };
+        rule.heads = [AlertState::Firing, AlertState::Resolved].map(|s| super::body_head(&rule, s));
+        rules.push(rule);
         out.append(&mut d.out);
     }
     if out.iter().any(Diagnostic::is_error) {

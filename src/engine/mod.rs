@@ -88,6 +88,8 @@ pub struct Rule {
     pub condition: String,
     /// Fields compared as numbers, shown in the default summary.
     pub shown_fields: Vec<String>,
+    /// The first two lines of the default body, firing and resolved.
+    pub heads: [String; 2],
     /// `absent: D`: fires when no record passing `expr` came for D.
     pub absent: Option<Duration>,
     /// `count: N, within: D`: fires while N records passing `expr` came
@@ -1666,11 +1668,15 @@ pub fn make(
             }
         }
     }
-    if n.summary.is_empty() {
-        n.summary = default_summary(&n, rule);
-    }
-    if n.body.is_empty() || !errors.is_empty() {
-        n.body = default_body(&n, rule);
+    let default_body = n.body.is_empty() || !errors.is_empty();
+    if n.summary.is_empty() || default_body {
+        let (summary, body) = default_texts(&n, rule);
+        if n.summary.is_empty() {
+            n.summary = summary;
+        }
+        if default_body {
+            n.body = body;
+        }
     }
     for e in errors {
         n.body.push_str("\n\n(");
@@ -1760,53 +1766,39 @@ fn push_f64(b: &mut String, f: f64) {
     b.push_str(zmij::Buffer::new().format_finite(f));
 }
 
-fn default_summary(n: &Notification, rule: &Rule) -> String {
+/// The first lines of the default body: the title, state and severity, and
+/// the condition.
+pub(crate) fn body_head(rule: &Rule, state: AlertState) -> String {
+    format!(
+        "{} ({}, {})\nCondition: {}\n",
+        rule.title,
+        state.as_str(),
+        rule.severity.as_str(),
+        rule.condition
+    )
+}
+
+/// The default summary (the title, key and the values compared) and body:
+/// what happened, in a few lines: the condition, the values it compared (or
+/// every field, when it compared none), where and when. Written together,
+/// each value looked up and written once, with `push_str`: `tocsin eval`
+/// may make hundreds of thousands. The email adds every payload field below
+/// the body.
+fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
     let mut s = String::with_capacity(rule.title.len() + n.key.len() + 32);
     s.push_str(&rule.title);
     s.push_str(": ");
     s.push_str(&n.key);
-    let mut first = true;
-    for f in &rule.shown_fields {
-        if let Some(v) = lookup(&n.fields, f) {
-            s.push_str(if first { " (" } else { ", " });
-            first = false;
-            s.push_str(f);
-            s.push_str(" = ");
-            push_value(&mut s, v);
-        }
-    }
-    if !first {
-        s.push(')');
-    }
-    s
-}
-
-/// What happened, in a few lines: the condition, the values it compared
-/// (or every field, when it compared none), where and when. Built with
-/// `push_str`: `tocsin eval` may make hundreds of thousands. The email adds
-/// every payload field below it.
-fn default_body(n: &Notification, rule: &Rule) -> String {
     let mut b = String::with_capacity(256);
-    let line = |b: &mut String, label: &str, value: &str| {
-        b.push_str(label);
-        b.push_str(value);
-        b.push('\n');
-    };
-    b.push_str(&rule.title);
-    b.push_str(if n.state == AlertState::Firing {
-        " (firing, "
-    } else {
-        " (resolved, "
-    });
-    b.push_str(n.severity.as_str());
-    b.push_str(")\n");
-    line(&mut b, "Condition: ", &rule.condition);
-    let field = |b: &mut String, k: &str, v: &Value| {
+    b.push_str(&rule.heads[usize::from(n.state == AlertState::Resolved)]);
+    // One line of the body: the value `v` as written (`text`), and what it
+    // was before when that differs.
+    let field = |b: &mut String, k: &str, v: &Value, text: &str| {
         b.push_str("  ");
         b.push_str(k);
         b.push_str(" = ");
-        push_value(b, v);
-        if let Some(p) = n.prev.as_ref().and_then(|p| p.get(k)) {
+        b.push_str(text);
+        if let Some(p) = n.prev.as_ref().and_then(|p| p.was(k, v)) {
             b.push_str(" (was ");
             push_value(b, p);
             b.push(')');
@@ -1816,15 +1808,30 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
     let mut shown = false;
     for f in &rule.shown_fields {
         if let Some(v) = lookup(&n.fields, f) {
-            field(&mut b, f, v);
+            s.push_str(if shown { ", " } else { " (" });
             shown = true;
+            s.push_str(f);
+            s.push_str(" = ");
+            let at = s.len();
+            push_value(&mut s, v);
+            field(&mut b, f, v, &s[at..]);
         }
     }
-    if !shown {
+    if shown {
+        s.push(')');
+    } else {
+        let mut text = String::new();
         for (k, v) in n.fields.iter() {
-            field(&mut b, k, v);
+            text.clear();
+            push_value(&mut text, v);
+            field(&mut b, k, v, &text);
         }
     }
+    let line = |b: &mut String, label: &str, value: &str| {
+        b.push_str(label);
+        b.push_str(value);
+        b.push('\n');
+    };
     line(&mut b, "Source: ", &n.source);
     line(&mut b, "Key: ", &n.key);
     if n.started_at != n.at {
@@ -1838,7 +1845,7 @@ fn default_body(n: &Notification, rule: &Rule) -> String {
     if let Some(l) = &n.link {
         line(&mut b, "Link: ", l);
     }
-    b
+    (s, b)
 }
 
 /// The rule name digests carry.
