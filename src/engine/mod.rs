@@ -1791,13 +1791,16 @@ fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
     s.push_str(&n.key);
     let mut b = String::with_capacity(256);
     b.push_str(&rule.heads[usize::from(n.state == AlertState::Resolved)]);
-    // One line of the body: the value `v` as written (`text`), and what it
-    // was before when that differs.
-    let field = |b: &mut String, k: &str, v: &Value, text: &str| {
+    // One line of the body: the value `v` (as the summary wrote it, when it
+    // did), and what it was before when that differs.
+    let field = |b: &mut String, k: &str, v: &Value, written: Option<&str>| {
         b.push_str("  ");
         b.push_str(k);
         b.push_str(" = ");
-        b.push_str(text);
+        match written {
+            Some(text) => b.push_str(text),
+            None => push_value(b, v),
+        }
         if let Some(p) = n.prev.as_ref().and_then(|p| p.was(k, v)) {
             b.push_str(" (was ");
             push_value(b, p);
@@ -1814,17 +1817,14 @@ fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
             s.push_str(" = ");
             let at = s.len();
             push_value(&mut s, v);
-            field(&mut b, f, v, &s[at..]);
+            field(&mut b, f, v, Some(&s[at..]));
         }
     }
     if shown {
         s.push(')');
     } else {
-        let mut text = String::new();
         for (k, v) in n.fields.iter() {
-            text.clear();
-            push_value(&mut text, v);
-            field(&mut b, k, v, &text);
+            field(&mut b, k, v, None);
         }
     }
     let line = |b: &mut String, label: &str, value: &str| {
