@@ -1236,15 +1236,14 @@ impl Engine {
                 } else {
                     (Self::tick_wait(c, rule, &key, st, now, out), false)
                 };
+                let h = queue.hash();
                 if forget {
-                    let h = queue.hash();
                     self.states[ri].remove_hashed(&key, h);
                     self.changed.push((ri, key, h));
                 } else {
                     // Visited but unchanged: queued again, not listed.
                     let listed = st.dirty || !changed;
                     st.dirty |= changed;
-                    let h = queue.hash();
                     queue.schedule(st, deadline(rule, st));
                     self.list(ri, &key, h, listed);
                 }
@@ -1510,6 +1509,7 @@ fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
 /// bytes at a time (two words that may overlap) rather than byte by byte;
 /// its length, or `None` for other text.
 fn lower_ascii_short(t: &[u8], out: &mut [u8; 64]) -> Option<usize> {
+    use crate::record::{half_at, word_at};
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Per byte of an ASCII word: 0x20 where it is 'A'..='Z'. Adding
     // 0x80 - b'A' sets a byte's high bit from 'A' up, adding 0x80 - b'Z' - 1
@@ -1521,19 +1521,8 @@ fn lower_ascii_short(t: &[u8], out: &mut [u8; 64]) -> Option<usize> {
     };
     let n = t.len();
     let (a, b) = match n {
-        4..=7 => {
-            let half = |i: usize| {
-                t[i..i + 4]
-                    .try_into()
-                    .ok()
-                    .map(|h| u64::from(u32::from_le_bytes(h)))
-            };
-            (half(0)?, half(n - 4)?)
-        }
-        8..=16 => {
-            let word = |i: usize| t[i..i + 8].try_into().ok().map(u64::from_le_bytes);
-            (word(0)?, word(n - 8)?)
-        }
+        4..=7 => (u64::from(half_at(t, 0)), u64::from(half_at(t, n - 4))),
+        8..=16 => (word_at(t, 0), word_at(t, n - 8)),
         _ => return None,
     };
     if (a | b) & HIGH != 0 {
