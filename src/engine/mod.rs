@@ -1528,10 +1528,15 @@ fn lower_ascii_short(t: &[u8], out: &mut [u8; 64]) -> Option<usize> {
     if (a | b) & HIGH != 0 {
         return None;
     }
-    let (a, b) = (lower(a).to_le_bytes(), lower(b).to_le_bytes());
-    let w = if n < 8 { 4 } else { 8 };
-    out[..w].copy_from_slice(&a[..w]);
-    out[n - w..n].copy_from_slice(&b[..w]);
+    // Copies of a size fixed at compile time: a copy whose size is known
+    // only at run time is a call to `memcpy`, two per record.
+    if n < 8 {
+        out[..4].copy_from_slice(&(lower(a) as u32).to_le_bytes());
+        out[n - 4..n].copy_from_slice(&(lower(b) as u32).to_le_bytes());
+    } else {
+        out[..8].copy_from_slice(&lower(a).to_le_bytes());
+        out[n - 8..n].copy_from_slice(&lower(b).to_le_bytes());
+    }
     Some(n)
 }
 
