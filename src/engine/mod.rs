@@ -1529,7 +1529,7 @@ fn lower_ascii_short(t: &[u8], out: &mut [u8; 64]) -> Option<usize> {
         return None;
     }
     // Copies of a size fixed at compile time: a copy whose size is known
-    // only at run time is a call to `memcpy`, two per record.
+    // only at run time is a call to `memcpy`, one for each word.
     if n < 8 {
         out[..4].copy_from_slice(&(lower(a) as u32).to_le_bytes());
         out[n - 4..n].copy_from_slice(&(lower(b) as u32).to_le_bytes());
