@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::engine::Notification;
-use crate::engine::condition::eq_lower;
+use crate::engine::condition::{eq_value, in_set};
 use crate::engine::text::{PhraseSetBuilder, ScanBuf};
 use crate::record::{Record, RecordKind, as_number, as_text, is_present, lookup};
 use crate::rules::{CmpOp, Cond, RuleDef, RuleSet, Window};
@@ -110,13 +110,8 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             };
             match op {
                 CmpOp::Equals | CmpOp::NotEquals => {
-                    let eq = match (as_number(v), as_number(value)) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => match (as_text(v), as_text(value)) {
-                            (Some(a), Some(b)) => eq_lower(&a, &b.trim().to_lowercase()),
-                            _ => false,
-                        },
-                    };
+                    let text = as_text(value).map(|t| t.trim().to_lowercase());
+                    let eq = eq_value(v, value.as_f64(), text.as_deref().unwrap_or_default());
                     let ok = eq == (*op == CmpOp::Equals);
                     line(
                         out,
@@ -161,13 +156,8 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
                     format!("{field} is missing ({what} {label})"),
                 );
             };
-            let one = |x: &Value| {
-                list.iter()
-                    .any(|i| match (as_number(x), i.trim().parse::<f64>().ok()) {
-                        (Some(a), Some(b)) if a == b => true,
-                        _ => as_text(x).is_some_and(|t| eq_lower(&t, &i.trim().to_lowercase())),
-                    })
-            };
+            let lower: Vec<String> = list.iter().map(|i| i.trim().to_lowercase()).collect();
+            let one = |x: &Value| in_set(x, &lower, None);
             let found = match v {
                 Value::Array(a) => a.iter().any(one),
                 other => one(other),

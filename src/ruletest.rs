@@ -615,15 +615,18 @@ fn matches(want: &Value, actual: &Value) -> bool {
             w.len() == a.len() && w.iter().zip(a).all(|(x, y)| matches(x, y))
         }
         (Value::Null, Value::Null) => true,
+        // A number matches its text (`160` and "160"); two texts match
+        // only as text, so the code `"007"` is not `"7"`.
         (w, a) => {
             let (ws, as_) = (crate::record::as_text(w), crate::record::as_text(a));
             match (ws, as_) {
                 (Some(x), Some(y)) => {
                     x == y
-                        || matches!(
-                            (crate::record::parse_number(&x), crate::record::parse_number(&y)),
-                            (Some(p), Some(q)) if p == q
-                        )
+                        || (w.is_number() || a.is_number())
+                            && matches!(
+                                (crate::record::parse_number(&x), crate::record::parse_number(&y)),
+                                (Some(p), Some(q)) if p == q
+                            )
                 }
                 _ => w == a,
             }

@@ -2,6 +2,12 @@
 //! config and rules loaders can report every problem of a file in one pass
 //! (serde derive stops at the first). Parsing and duplicate-key refusal are
 //! serde-saphyr's; the tree walk and its messages are ours.
+//!
+//! The YAML 1.2 core schema: only `true` and `false` are booleans, so `NO`
+//! (Norway), `y`, `on` are text. A plain scalar keeps the text it was
+//! written as, and the slot it fills decides its type: a field name, list
+//! item or `where` value is that text (`007`, `8505.10`, `null`), a number
+//! slot parses it.
 
 use std::fmt;
 
@@ -26,14 +32,20 @@ pub struct Node {
     pub line: usize,
     pub col: usize,
     pub kind: Kind,
+    /// For a plain scalar read as a number, boolean or null: the text as
+    /// written (`007`, `8505.10`, `~`), so that a text slot loses nothing.
+    pub raw: Option<Box<str>>,
+    /// Byte range in the source, until [`parse`] has taken `raw` from it.
+    span: Option<(usize, usize)>,
 }
 
 impl Node {
     pub fn pos(&self) -> Pos {
-        let len = match &self.kind {
-            Kind::Str(s) if !s.contains('\n') => s.chars().count(),
-            Kind::Int(i) => i.to_string().len(),
-            Kind::Bool(b) => b.to_string().len(),
+        let len = match (&self.kind, &self.raw) {
+            (Kind::Str(s), _) if !s.contains('\n') => s.chars().count(),
+            (Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) | Kind::Null, Some(r)) => {
+                r.chars().count().max(1)
+            }
             _ => 1,
         };
         Pos::new(self.line, self.col, len)
@@ -57,14 +69,18 @@ impl Node {
         }
     }
 
-    /// Scalars as text: `8505` and `"8505"` both give "8505".
+    /// Scalars as the text they were written as: `8505` and `"8505"` both
+    /// give "8505", `007` gives "007", `~` gives "~". A value left empty
+    /// (`key:`), a list or a mapping give `None`.
     pub fn scalar_text(&self) -> Option<String> {
-        match &self.kind {
-            Kind::Str(s) => Some(s.clone()),
-            Kind::Int(i) => Some(i.to_string()),
-            Kind::Float(f) => Some(f.to_string()),
-            Kind::Bool(b) => Some(b.to_string()),
-            _ => None,
+        match (&self.kind, &self.raw) {
+            (Kind::Str(s), _) => Some(s.clone()),
+            (Kind::Seq(_) | Kind::Map(_), _) => None,
+            (_, Some(r)) if !r.is_empty() => Some(r.to_string()),
+            (Kind::Int(i), _) => Some(i.to_string()),
+            (Kind::Float(f), _) => Some(f.to_string()),
+            (Kind::Bool(b), _) => Some(b.to_string()),
+            (Kind::Null, _) => None,
         }
     }
 
@@ -72,18 +88,47 @@ impl Node {
         matches!(self.kind, Kind::Null)
     }
 
+    /// The value as an analyst wrote it (a rule-test record, a source's
+    /// constant `fields`): `true`/`false` are booleans, a value left empty is
+    /// null, and a number stays a number when written as its own plain form
+    /// (`145`, `160.5`); anything else is the text as written (`NO`, `007`,
+    /// `8505.10`, `1e3`, `null`, `~`), as a CSV cell would be.
     pub fn to_json(&self) -> serde_json::Value {
+        self.value(true)
+    }
+
+    /// The value as a program wrote it (a YAML data file): as
+    /// [`Node::to_json`], except that `null` and `~` are null.
+    pub fn to_data(&self) -> serde_json::Value {
+        self.value(false)
+    }
+
+    fn value(&self, null_as_text: bool) -> serde_json::Value {
         use serde_json::Value;
+        let as_written = |canonical: String| match &self.raw {
+            Some(r) if **r != canonical && r.strip_prefix('+') != Some(&canonical) => {
+                Some(Value::String(r.to_string()))
+            }
+            _ => None,
+        };
         match &self.kind {
-            Kind::Null => Value::Null,
+            Kind::Null => match &self.raw {
+                Some(r) if null_as_text && !r.is_empty() => Value::String(r.to_string()),
+                _ => Value::Null,
+            },
             Kind::Bool(b) => Value::Bool(*b),
-            Kind::Int(i) => Value::from(*i),
-            Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Kind::Int(i) => as_written(i.to_string()).unwrap_or_else(|| Value::from(*i)),
+            Kind::Float(f) => as_written(f.to_string()).unwrap_or_else(|| {
+                serde_json::Number::from_f64(*f).map_or(
+                    Value::String(self.scalar_text().unwrap_or_default()),
+                    Value::Number,
+                )
+            }),
             Kind::Str(s) => Value::String(s.clone()),
-            Kind::Seq(v) => Value::Array(v.iter().map(Node::to_json).collect()),
+            Kind::Seq(v) => Value::Array(v.iter().map(|i| i.value(null_as_text)).collect()),
             Kind::Map(m) => Value::Object(
                 m.iter()
-                    .map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.to_json()))
+                    .map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.value(null_as_text)))
                     .collect(),
             ),
         }
@@ -93,10 +138,19 @@ impl Node {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s: Spanned<RawKind> = Spanned::deserialize(d)?;
+        let span = s.referenced.span();
+        let span = match (&s.value.0, span.byte_offset(), span.byte_len()) {
+            (Kind::Null | Kind::Bool(_) | Kind::Int(_) | Kind::Float(_), Some(o), Some(l)) => {
+                Some((o as usize, l as usize))
+            }
+            _ => None,
+        };
         Ok(Node {
             line: s.referenced.line() as usize,
             col: s.referenced.column() as usize,
             kind: s.value.0,
+            raw: None,
+            span,
         })
     }
 }
@@ -176,6 +230,19 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// The YAML 1.2 core schema, as every file of ours (and a YAML data file)
+/// is read: only `true`/`false` are booleans; numbers with leading zeros or
+/// underscores (`007`, `1_000`) stay text, being codes more often than not,
+/// and so do `.inf` and `.nan`.
+pub fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
+    }
+}
+
 /// Parse YAML text into a node tree. An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     if text.trim().is_empty() {
@@ -183,9 +250,34 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             line: 1,
             col: 1,
             kind: Kind::Null,
+            raw: None,
+            span: None,
         });
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+    let mut node = read(text)?;
+    node.take_raw(text);
+    Ok(node)
+}
+
+impl Node {
+    /// Fills `raw` of every non-text scalar from its byte range in `text`.
+    fn take_raw(&mut self, text: &str) {
+        if let Some((o, l)) = self.span.take() {
+            self.raw = text.get(o..o + l).map(|r| r.trim_end().into());
+        }
+        match &mut self.kind {
+            Kind::Seq(items) => items.iter_mut().for_each(|i| i.take_raw(text)),
+            Kind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.take_raw(text);
+                v.take_raw(text);
+            }),
+            _ => {}
+        }
+    }
+}
+
+fn read(text: &str) -> Result<Node, SyntaxError> {
+    serde_saphyr::from_str_with_options::<Node>(text, options()).map_err(|e| {
         let (line, col) = e
             .location()
             .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
@@ -318,6 +410,51 @@ mod tests {
         assert_eq!(s[1].kind, Kind::Str("8505".into()));
     }
 
+    /// YAML 1.2 core schema: only `true`/`false` are booleans, and every
+    /// plain scalar keeps the text it was written as, for text slots.
+    #[test]
+    fn plain_scalars_keep_their_text() {
+        let words = [
+            "NO", "no", "n", "N", "y", "Y", "yes", "Yes", "on", "On", "off", "OFF", "null", "Null",
+            "~", "007", "8505", "8505.10", "1e3", "0x1F", "1_000", "-007", "2026-04-09", ".inf",
+        ];
+        let text: String = words.iter().map(|w| format!("- {w}\n")).collect();
+        let n = parse(&text).unwrap();
+        let Kind::Seq(items) = &n.kind else { panic!() };
+        for (w, i) in words.iter().zip(items) {
+            assert_eq!(i.scalar_text().as_deref(), Some(*w), "{w}: {i:?}");
+            assert!(!matches!(i.kind, Kind::Bool(_)), "{w} read as a boolean");
+            assert_eq!(i.pos().len, w.chars().count(), "{w}");
+        }
+        let n = parse("a: true\nb: False\nc:\n").unwrap();
+        let Kind::Map(m) = &n.kind else { panic!() };
+        assert_eq!(m[0].1.kind, Kind::Bool(true));
+        assert_eq!(m[1].1.kind, Kind::Bool(false));
+        assert_eq!(m[2].1.scalar_text(), None, "an empty value is nothing");
+        // Keys too: `on:` and `NO:` are names.
+        let n = parse("on: 1\nNO: 2\n").unwrap();
+        let Kind::Map(m) = &n.kind else { panic!() };
+        assert_eq!(m[0].0.as_str(), Some("on"));
+        assert_eq!(m[1].0.as_str(), Some("NO"));
+    }
+
+    /// As data (test records, constant fields): numbers written plainly are
+    /// numbers; codes written otherwise keep their text.
+    #[test]
+    fn data_values_keep_codes_as_written() {
+        let n = parse(
+            "{a: NO, b: 007, c: 8505, d: 8505.10, e: 160.5, f: true, g: ~, h: 1e3, i: y, j: -3, k: }",
+        )
+        .unwrap();
+        assert_eq!(
+            n.to_json(),
+            serde_json::json!({"a": "NO", "b": "007", "c": 8505, "d": "8505.10", "e": 160.5,
+                               "f": true, "g": "~", "h": "1e3", "i": "y", "j": -3, "k": null})
+        );
+        assert_eq!(n.to_data()["g"], serde_json::Value::Null);
+        assert_eq!(n.to_data()["a"], "NO");
+    }
+
     #[test]
     fn duplicate_keys_are_refused() {
         let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
@@ -389,11 +526,11 @@ pub mod read {
             .collect()
     }
 
-    /// Text; numbers and booleans are taken as their text.
+    /// Text: any scalar, as written (`NO`, `007`, `8505.10`, `null`).
     pub fn string(n: &Node, what: &str, d: &mut Diags) -> Option<String> {
-        match &n.kind {
-            Kind::Str(_) | Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => n.scalar_text(),
-            _ => {
+        match n.scalar_text() {
+            Some(t) => Some(t),
+            None => {
                 d.error(
                     n.pos(),
                     format!("{what} must be text, found {}", n.type_name()),
@@ -423,8 +560,8 @@ pub mod read {
             _ => {
                 d.error(
                     n.pos(),
-                    format!("{what} must be true or false, found {}", n.type_name()),
-                    Some("write `true` or `false`".into()),
+                    format!("{what} must be true or false, found {}", describe(n)),
+                    Some("write `true` or `false` (`yes`, `no`, `on` and `off` are text)".into()),
                 );
                 None
             }

@@ -309,10 +309,9 @@ fn guard_of(e: &Expr) -> Option<GuardSpec> {
         Expr::In {
             slot,
             lower,
-            nums,
             negate: false,
             ..
-        } if nums.is_empty() => Some((*slot, lower.clone(), None)),
+        } => Some((*slot, lower.clone(), None)),
         Expr::All(children) => children.iter().enumerate().find_map(|(i, c)| match c {
             Expr::Eq { .. } | Expr::In { .. } => guard_of(c).map(|(s, v, _)| (s, v, Some(i))),
             _ => None,
@@ -413,9 +412,11 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
             };
             match (num_op, x) {
                 (Some(op), Some(x)) => Expr::Num { slot, op, x },
+                // Written as a number, it compares as one; written as text
+                // (`where:` values always are), as text.
                 _ => Expr::Eq {
                     slot,
-                    num: x,
+                    num: value.as_f64(),
                     text: crate::record::as_text(value)
                         .map(|t| t.trim().to_lowercase())
                         .unwrap_or_default(),
@@ -433,15 +434,10 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
             lower.sort();
             lower.dedup();
             let set = (lower.len() > 8).then(|| lower.iter().cloned().collect());
-            let nums = list
-                .iter()
-                .filter_map(|i| i.trim().parse::<f64>().ok())
-                .collect();
             Expr::In {
                 slot: it.slot(field),
                 lower,
                 set,
-                nums,
                 negate: *negate,
             }
         }

@@ -39,12 +39,12 @@ pub enum Expr {
         text: String,
         negate: bool,
     },
-    /// Items lowercased; `set` holds the same for long lists.
+    /// Items lowercased; `set` holds the same for long lists. Items are
+    /// text: `007` is not `7`.
     In {
         slot: usize,
         lower: Vec<String>,
         set: Option<FxHashSet<String>>,
-        nums: Vec<f64>,
         negate: bool,
     },
     Exists {
@@ -204,7 +204,6 @@ impl Expr {
                 slot,
                 lower,
                 set,
-                nums,
                 negate,
             } => {
                 let Some(v) = cx.vals[*slot] else {
@@ -212,9 +211,9 @@ impl Expr {
                 };
                 let found = match v {
                     Value::Array(items) => {
-                        items.iter().any(|i| in_set(i, lower, set.as_ref(), nums))
+                        items.iter().any(|i| in_set(i, lower, set.as_ref()))
                     }
-                    _ => in_set(v, lower, set.as_ref(), nums),
+                    _ => in_set(v, lower, set.as_ref()),
                 };
                 found != *negate
             }
@@ -277,7 +276,9 @@ impl Expr {
     }
 }
 
-fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
+/// `equals`: as numbers when the rule wrote a number (`num`) and the value
+/// reads as one, else as text, ignoring case (`text` is lowercased).
+pub fn eq_value(v: &Value, num: Option<f64>, text: &str) -> bool {
     if let Some(x) = num
         && let Some(n) = as_number(v)
     {
@@ -307,13 +308,8 @@ pub fn lower_trim(t: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn in_set(v: &Value, lower: &[String], set: Option<&FxHashSet<String>>, nums: &[f64]) -> bool {
-    if !nums.is_empty()
-        && let Some(n) = as_number(v)
-        && nums.contains(&n)
-    {
-        return true;
-    }
+/// `in`: the value's text is one of the items (lowercased), ignoring case.
+pub fn in_set(v: &Value, lower: &[String], set: Option<&FxHashSet<String>>) -> bool {
     let Some(t) = as_text(v) else { return false };
     match set {
         Some(s) => s.contains(lower_trim(&t).as_ref()),

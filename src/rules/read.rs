@@ -238,7 +238,7 @@ fn where_(n: &Node, d: &mut Diags) -> Vec<Cond> {
                 items: items(v, d),
                 negate: false,
             }),
-            Kind::Map(_) | Kind::Null => d.error(
+            Kind::Map(_) => d.error(
                 v.pos(),
                 format!(
                     "`where: {{ {field}: … }}` needs a value to compare with, found {}",
@@ -248,11 +248,19 @@ fn where_(n: &Node, d: &mut Diags) -> Vec<Cond> {
                     "write e.g. `where: { partner: CN }`; use `when:` for other comparisons".into(),
                 ),
             ),
-            _ => out.push(Cond::Cmp {
-                field,
-                op: CmpOp::Equals,
-                value: v.to_json(),
-            }),
+            // A `where` value is text as written: `NO`, `007`, `8505`, `~`.
+            _ => match v.scalar_text() {
+                Some(text) => out.push(Cond::Cmp {
+                    field,
+                    op: CmpOp::Equals,
+                    value: serde_json::Value::String(text),
+                }),
+                None => d.error(
+                    v.pos(),
+                    format!("`where: {{ {field}: … }}` needs a value to compare with, found nothing"),
+                    Some("write e.g. `where: { partner: CN }`; use `when:` for other comparisons".into()),
+                ),
+            },
         }
     }
     out
@@ -486,7 +494,7 @@ fn field_cond(m: &mut MapReader, d: &mut Diags) -> Option<Cond> {
                 value: serde_json::Value::from(x),
             }),
             "equals" | "not_equals" => match &v.kind {
-                Kind::Seq(_) | Kind::Map(_) | Kind::Null => {
+                _ if v.scalar_text().is_none() => {
                     d.error(
                         v.pos(),
                         format!("`{op}` compares with one value, found {}", v.type_name()),

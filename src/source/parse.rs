@@ -60,15 +60,10 @@ pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseE
             array_rows(v)
         }
         Format::Yaml => {
-            let v: Value = serde_saphyr::from_str(t).map_err(|e| {
-                let line = e.location().map_or(0, |l| l.line() as usize);
-                let opts =
-                    serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-                err(
-                    line,
-                    format!("invalid YAML: {}", e.render_with_options(opts)),
-                )
-            })?;
+            // Read as rules are: YAML 1.2, values kept as written.
+            let v = crate::yaml::parse(t)
+                .map_err(|e| err(e.pos.line, format!("invalid YAML: {}", e.message)))?
+                .to_data();
             array_rows(v)
         }
     }
