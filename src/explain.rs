@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::engine::Notification;
 use crate::engine::condition::{eq_value, in_set};
-use crate::engine::text::{PhraseSetBuilder, ScanBuf};
+use crate::engine::text::{PhraseSetBuilder, ScanBuf, words_of};
 use crate::record::{Record, RecordKind, as_number, as_text, is_present, lookup};
 use crate::rules::{CmpOp, Cond, RuleDef, RuleSet, Window};
 
@@ -208,9 +208,13 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
                     .collect()
             };
             let mut ok = true;
+            let mut missed: Vec<String> = Vec::new();
             if let Some(items) = any {
                 let list = set.list(items);
                 let hits = hits_in(&list);
+                if hits.is_empty() {
+                    missed.extend(list.iter().cloned());
+                }
                 ok &= line(
                     out,
                     depth,
@@ -225,6 +229,9 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             if let Some(items) = all {
                 for p in set.list(items) {
                     let hit = found(&p);
+                    if hit.is_none() {
+                        missed.push(p.clone());
+                    }
                     ok &= line(
                         out,
                         depth,
@@ -250,6 +257,7 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
                     },
                 );
             }
+            close_words(&texts, &missed, depth, out);
             ok
         }
         Cond::Regex { fields, regex } => {
@@ -427,6 +435,44 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
 fn quoted(list: &[String]) -> String {
     let q: Vec<String> = list.iter().map(|p| format!("{p:?}")).collect();
     format!("[{}]", q.join(", "))
+}
+
+/// For phrases that were not found but share a word with a text (`"rare
+/// earth"` beside "rare earthenware"), the text as words were read, so the
+/// analyst sees what the phrase was compared with.
+fn close_words(texts: &[(&String, String)], missed: &[String], depth: usize, out: &mut String) {
+    let phrase_words: Vec<String> = missed
+        .iter()
+        .flat_map(|p| {
+            words_of(p.trim().trim_end_matches('*'))
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if phrase_words.is_empty() {
+        return;
+    }
+    for (name, text) in texts {
+        let words = words_of(text);
+        let close = words
+            .split(' ')
+            .any(|w| phrase_words.iter().any(|p| w.starts_with(p.as_str())));
+        if close {
+            let shown: String = words.chars().take(300).collect();
+            let more = if shown.len() < words.len() {
+                " …"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{}  words as read in {name}: {shown}{more}",
+                pad(depth)
+            );
+        }
+    }
 }
 
 fn text_of(v: Option<&Value>) -> Option<String> {

@@ -415,8 +415,30 @@ mod tests {
     #[test]
     fn plain_scalars_keep_their_text() {
         let words = [
-            "NO", "no", "n", "N", "y", "Y", "yes", "Yes", "on", "On", "off", "OFF", "null", "Null",
-            "~", "007", "8505", "8505.10", "1e3", "0x1F", "1_000", "-007", "2026-04-09", ".inf",
+            "NO",
+            "no",
+            "n",
+            "N",
+            "y",
+            "Y",
+            "yes",
+            "Yes",
+            "on",
+            "On",
+            "off",
+            "OFF",
+            "null",
+            "Null",
+            "~",
+            "007",
+            "8505",
+            "8505.10",
+            "1e3",
+            "0x1F",
+            "1_000",
+            "-007",
+            "2026-04-09",
+            ".inf",
         ];
         let text: String = words.iter().map(|w| format!("- {w}\n")).collect();
         let n = parse(&text).unwrap();

@@ -441,8 +441,9 @@ fn each_matching_event_fires_once_without_state() {
             true,
         ),
         (
+            // Hyphens separate words: "rare-earth" is "rare earth".
             json!({"country": "JP", "title": "Rare-earth magnets", "summary": "x"}),
-            false,
+            true,
         ),
         (
             json!({"country": "JP", "title": "Rare earths", "summary": "x"}),

@@ -205,3 +205,65 @@ fn explain_shows_each_condition_with_its_values() {
         "{out}"
     );
 }
+
+#[test]
+fn phrases_read_words_and_explain_shows_the_words_of_a_near_miss() {
+    let dir = setup();
+    let p = dir.path();
+    std::fs::write(
+        p.join("rules.yaml"),
+        r#"
+rules:
+  - id: rare-earth-exact
+    source: news
+    when: { text: [title], any: ["rare earth"] }
+    notify: [audit]
+  - id: china
+    source: news
+    when: { text: [title], all: ["China's", "export control*"] }
+    notify: [audit]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("news.jsonl"),
+        concat!(
+            "{\"title\": \"Rare earthenware exports\"}\n",
+            "{\"title\": \"China’s export-control regime\"}\n",
+            "{\"title\": \"RARE–EARTH rules\"}\n",
+            "{\"title\": \"China's export figures\"}\n",
+        ),
+    )
+    .unwrap();
+    let (code, n, err) = eval(p, "news", "news.jsonl");
+    assert_eq!(code, 0, "{err}");
+    let fired: Vec<(&str, &str)> = n
+        .iter()
+        .map(|v| (v["rule"].as_str().unwrap(), v["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("china", "news.jsonl:2"),
+            ("rare-earth-exact", "news.jsonl:3")
+        ]
+    );
+    let out = Command::new(BIN)
+        .args(["eval", "--explain", "-c"])
+        .arg(p.join("tocsin.yaml"))
+        .args(["--source", "news"])
+        .arg(p.join("news.jsonl"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("✗ text: none of [\"rare earth\"] in title\n")
+            && out.contains("words as read in title: rare earthenware exports\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ text: \"export control*\" not found (all)\n")
+            && out.contains("words as read in title: china's export figures\n"),
+        "a missed `all` phrase shows them too:\n{out}"
+    );
+}

@@ -212,8 +212,14 @@ tests:
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  PASS  words and codes as written\n"), "{text}");
+    assert!(
+        text.contains("  PASS  words and codes as written\n"),
+        "{text}"
+    );
     // The second test expects what does not happen: `7` is not `007`.
-    assert!(text.contains("  FAIL  a code is not its number\n"), "{text}");
+    assert!(
+        text.contains("  FAIL  a code is not its number\n"),
+        "{text}"
+    );
     assert_eq!(out.status.code(), Some(1), "{text}");
 }

@@ -210,9 +210,7 @@ impl Expr {
                     return false;
                 };
                 let found = match v {
-                    Value::Array(items) => {
-                        items.iter().any(|i| in_set(i, lower, set.as_ref()))
-                    }
+                    Value::Array(items) => items.iter().any(|i| in_set(i, lower, set.as_ref())),
                     _ => in_set(v, lower, set.as_ref()),
                 };
                 found != *negate

@@ -257,8 +257,13 @@ fn where_(n: &Node, d: &mut Diags) -> Vec<Cond> {
                 }),
                 None => d.error(
                     v.pos(),
-                    format!("`where: {{ {field}: … }}` needs a value to compare with, found nothing"),
-                    Some("write e.g. `where: { partner: CN }`; use `when:` for other comparisons".into()),
+                    format!(
+                        "`where: {{ {field}: … }}` needs a value to compare with, found nothing"
+                    ),
+                    Some(
+                        "write e.g. `where: { partner: CN }`; use `when:` for other comparisons"
+                            .into(),
+                    ),
                 ),
             },
         }
@@ -667,6 +672,12 @@ fn check_phrases(n: &Node, phrases: &[String], d: &mut Diags) {
                 node.pos(),
                 "empty phrase",
                 Some("write words, e.g. `\"export control*\"`".into()),
+            );
+        } else if !body.chars().any(char::is_alphanumeric) {
+            d.error(
+                node.pos(),
+                format!("the phrase `{p}` has no words: punctuation only separates words"),
+                Some("write the words, e.g. `\"rare earth*\"` for \"rare-earth\"".into()),
             );
         } else if body.contains('*') {
             d.error(
