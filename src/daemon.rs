@@ -336,6 +336,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
 
     let http_listen = config.http.as_ref().map(|h| h.listen);
     let mut stats = crate::engine::Stats::default();
+    let mut over_budget_logged = HashMap::new();
     let mut changes = Vec::new();
     let mut out = Vec::new();
     let mut beat = tokio::time::interval(sd.beat());
@@ -415,7 +416,13 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 continue;
             }
         }
-        count(&shared, &mut engine, &mut stats, &out);
+        count(
+            &shared,
+            &mut engine,
+            &mut stats,
+            &mut over_budget_logged,
+            &out,
+        );
         // State, read positions and notifications in one transaction; only
         // then are the channels told.
         engine.take_changes_into(&mut changes);
@@ -492,11 +499,29 @@ fn count(
     shared: &Shared,
     engine: &mut Engine,
     last: &mut crate::engine::Stats,
+    logged: &mut HashMap<Arc<str>, std::time::Instant>,
     out: &[crate::engine::Notification],
 ) {
     let m = &shared.metrics;
     for (rule, n) in engine.take_evaluations() {
         m.evaluations.get_or_create(&label("rule", &rule)).inc_by(n);
+    }
+    // Counted each time, logged once per rule per minute: a rule that runs
+    // past its budget on every record must not flood the journal.
+    for (rule, n) in engine.take_over_budget() {
+        m.over_budget.get_or_create(&label("rule", &rule)).inc_by(n);
+        let now = std::time::Instant::now();
+        if logged
+            .get(&rule)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            logged.insert(rule.clone(), now);
+            tracing::warn!(
+                rule = %rule,
+                count = n,
+                "rule {rule}: its expression or a template ran past its evaluation budget ({n} time(s)); there the rule did not hold, or the default text was sent. Simplify it: fewer nested comprehensions or loops"
+            );
+        }
     }
     let s = &engine.stats;
     m.non_numeric.inc_by(s.non_numeric - last.non_numeric);

@@ -366,7 +366,7 @@ fn cond(set: &RuleSet, c: &Cond, rec: &Record, depth: usize, out: &mut String) -
             !cond(set, c, rec, depth + 1, out)
         }
         Cond::Expr(e) => {
-            let mut ctx = cel::Context::default();
+            let mut ctx = crate::expr::context();
             let mut shown = Vec::new();
             for v in &e.vars {
                 match v.as_str() {

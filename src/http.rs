@@ -36,6 +36,7 @@ pub struct Metrics {
     pub failures: Family<Labels, Counter>,
     pub non_numeric: Counter,
     pub expr_errors: Counter,
+    pub over_budget: Family<Labels, Counter>,
     pub outbox_pending: Gauge,
     pub outbox_failed: Gauge,
     pub outbox_oldest: Seconds,
@@ -97,6 +98,11 @@ impl Metrics {
             "tocsin_expr_errors",
             "`expr` conditions that failed to evaluate or gave no boolean",
             m.expr_errors.clone(),
+        );
+        r.register(
+            "tocsin_evaluation_budget_exceeded",
+            "Evaluations of a rule's expression and renderings of its templates that ran past their budget and were cut off, by rule",
+            m.over_budget.clone(),
         );
         r.register(
             "tocsin_outbox_pending",

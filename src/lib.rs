@@ -19,6 +19,7 @@ pub mod diag;
 pub mod engine;
 pub mod eval;
 pub mod explain;
+pub mod expr;
 pub mod http;
 pub mod json;
 pub mod lint;

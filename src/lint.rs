@@ -31,13 +31,13 @@ pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
         }
     }
     for (name, list) in &set.lists {
-        if !used.contains(name.as_str()) {
+        if !used.contains(name.as_str()) && !used.contains("*") {
             out.push(warn(
                 list.file,
                 list.pos,
                 format!("list `{name}` is not used by any rule"),
                 Some(format!(
-                    "refer to it as `${name}` in an `in:` or a `text:` condition, or remove it"
+                    "refer to it as `${name}` in an `in:` or a `text:` condition, or as `lists.{name}` in an `expr:`, or remove it"
                 )),
             ));
         }
@@ -134,6 +134,12 @@ fn lists_in<'a>(c: &'a Cond, out: &mut BTreeSet<&'a str>) {
         }
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| lists_in(c, out)),
         Cond::Not(c) => lists_in(c, out),
+        Cond::Expr(e) => {
+            out.extend(e.program.lists.iter().map(String::as_str));
+            if e.program.any_list {
+                out.insert("*");
+            }
+        }
         _ => {}
     }
 }

@@ -35,7 +35,7 @@ fn invalid_fixtures_report_each_problem_at_its_position() {
         assert_eq!(out, expected, "{}: output differs", dir.display());
         cases += 1;
     }
-    assert!(cases >= 3);
+    assert!(cases >= 4);
 }
 
 #[test]
@@ -90,6 +90,10 @@ fn warnings_are_printed_and_exit_0() {
     // Unused list, a field the table's header lacks (with a suggestion),
     // a rule that notifies nobody.
     assert!(out.contains("warning: list `unused` is not used by any rule"));
+    assert!(
+        !out.contains("cel-only"),
+        "a list read by an expression is used: {out}"
+    );
     assert!(out.contains("reads `rate`, but $DIR/t.csv has no such column"));
     assert!(out.contains("did you mean `rate_pct`?"));
     assert!(out.contains("rule `b` notifies no channel"));

@@ -731,7 +731,7 @@ fn non_numeric_comparisons_are_counted() {
 
 #[test]
 fn a_failing_template_still_sends_with_the_default_text() {
-    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    summary: \"{{ rate_pct | nosuchfilter }}\"\n    body: \"{{ partner }} at {{ rate_pct }}% ({{ rule.id }}, {{ state }}, was {{ prev.rate_pct }})\"");
+    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    summary: \"{{ rate_pct / 0 }}\"\n    body: \"{{ partner }} at {{ rate_pct }}% ({{ rule.id }}, {{ state }}, was {{ prev.rate_pct }})\"");
     let mut e = engine(&rules);
     let mut t = Table::new();
     t.set(

@@ -49,6 +49,8 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+// One value per configured channel, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Channel {
     Email(email::Email),
     Webhook(webhook::Webhook),

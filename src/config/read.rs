@@ -7,9 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::diag::{Diags, Pos, did_you_mean};
 use crate::secret::SecretRef;
-use crate::yaml::read::{
-    describe, duration, entries, number, required, string, string_map, strings,
-};
+use crate::yaml::read::{describe, duration, entries, number, required, string, strings};
 use crate::yaml::{Kind, MapReader, Node};
 
 pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
@@ -801,16 +799,14 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
     let format = match fmt {
         "slack" => WebhookFormat::Slack,
         "template" => match body.and_then(|b| string(b, "body", d)) {
-            Some(body) => {
-                if let Err(e) = crate::channel::template::check_syntax(&body) {
-                    let b = body_pos(m);
-                    d.error(
-                        b,
-                        format!("the body template does not parse: {e}"),
-                        Some("see the minijinja syntax: {{ field }}, {% if %}…{% endif %}".into()),
-                    );
+            Some(body_text) => {
+                if let Some(n) = body {
+                    crate::channel::template::check_at(&body_text, n, "body", d);
                 }
-                WebhookFormat::Template { body, content_type }
+                WebhookFormat::Template {
+                    body: body_text,
+                    content_type,
+                }
             }
             None => {
                 let pos = format_node.map(Node::pos).unwrap_or_default();
@@ -825,10 +821,7 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
         _ => WebhookFormat::Json,
     };
     let secret = secret(m, "secret", "secret_env", "secret_file", d);
-    let headers = m
-        .get("headers")
-        .map(|h| string_map(h, "headers", d))
-        .unwrap_or_default();
+    let headers = m.get("headers").map(|h| headers(h, d)).unwrap_or_default();
     let timeout = timeout(m, Duration::from_secs(10), d);
     Some(WebhookChannel {
         url: url?,
@@ -839,8 +832,34 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
     })
 }
 
-fn body_pos(m: &MapReader) -> Pos {
-    m.key_node("body").map(Node::pos).unwrap_or_default()
+/// `headers: { Name: value }`, each a valid HTTP header: a request with
+/// an invalid one could never be sent.
+fn headers(n: &Node, d: &mut Diags) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in entries(n, "headers", d) {
+        let (Some(name), Some(value)) = (
+            string(k, "a header name", d),
+            string(v, "a header value", d),
+        ) else {
+            continue;
+        };
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            d.error(
+                k.pos(),
+                format!("`{name}` is not a valid HTTP header name"),
+                Some("a header name is letters, digits and `-` (and `!#$%&'*+.^_`|~`), no spaces or colons, e.g. `X-Team`".into()),
+            );
+        } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            d.error(
+                v.pos(),
+                format!("the value of header `{name}` is not a valid HTTP header value"),
+                Some("a header value is one line of visible characters and spaces".into()),
+            );
+        } else {
+            out.push((name, value));
+        }
+    }
+    out
 }
 
 /// `digest: { schedule: "0 8 * * MON-FRI", timezone: Europe/Brussels }` or

@@ -86,6 +86,43 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 d.error(*pos, format!("unknown channel `{name}`"), Some(hint));
             }
         }
+        // A rule over feeds alone can only read the fields feed items have.
+        let feeds: Vec<&crate::config::SourceConfig> = def
+            .sources
+            .iter()
+            .filter_map(|(name, _)| config.source(name))
+            .collect();
+        if !feeds.is_empty()
+            && feeds.len() == def.sources.len()
+            && feeds
+                .iter()
+                .all(|s| matches!(s.kind, crate::config::SourceKind::Feed(_)))
+        {
+            let known = |f: &str| {
+                crate::source::feed::FIELDS.contains(&f)
+                    || feeds.iter().any(|s| s.fields.contains_key(f))
+            };
+            for (field, pos) in &def.field_refs {
+                let top = field.split('.').next().unwrap_or(field);
+                if known(field) || known(top) {
+                    continue;
+                }
+                let mut all: Vec<&str> = crate::source::feed::FIELDS.to_vec();
+                all.extend(
+                    feeds
+                        .iter()
+                        .flat_map(|s| s.fields.keys().map(String::as_str)),
+                );
+                let hint = closest(field, all.iter().copied())
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("a feed item has: {}", all.join(", ")));
+                d.error(
+                    *pos,
+                    format!("feed items have no field `{field}`: the rule would never see one"),
+                    Some(hint),
+                );
+            }
+        }
         if let Some(pos) = def.for_pos
             && !def.for_.is_zero()
             && all_events
@@ -165,6 +202,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                     (None, w) => w.unwrap_or_else(|| "every record".into()),
                 }
             },
+            over_budget: Default::default(),
             absent: match def.window {
                 Some(Window::Absent(a)) => {
                     Some(chrono::Duration::from_std(a).unwrap_or(chrono::Duration::MAX))

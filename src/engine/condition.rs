@@ -23,7 +23,7 @@ pub enum Expr {
     /// A CEL expression: its program, the record fields it reads by slot,
     /// whether it reads `prev`, and `lists` when it reads them.
     Cel {
-        program: Arc<cel::Program>,
+        program: Arc<crate::expr::Program>,
         fields: Vec<(String, usize)>,
         prev: bool,
         lists: Option<cel::Value>,
@@ -93,6 +93,8 @@ pub struct EvalCtx<'a> {
     pub non_numeric: &'a mut u64,
     /// Counts expressions that failed to evaluate or gave no boolean.
     pub expr_errors: &'a mut u64,
+    /// Counts, for the rule at hand, expressions that ran past their budget.
+    pub over_budget: &'a std::sync::atomic::AtomicU64,
 }
 
 /// A field's value for CEL: text that reads as a number (`"157%"`,
@@ -145,7 +147,7 @@ impl Expr {
                 prev,
                 lists,
             } => {
-                let mut ctx = cel::Context::default();
+                let mut ctx = crate::expr::context();
                 for (name, slot) in fields {
                     if let Some(v) = cx.vals[*slot] {
                         ctx.add_variable_from_value(name.as_str(), to_cel(v));
@@ -164,6 +166,12 @@ impl Expr {
                 }
                 match program.execute(&ctx) {
                     Ok(cel::Value::Bool(b)) => b,
+                    // Past its budget: does not hold, counted for the rule.
+                    Err(crate::expr::Failure::Budget) => {
+                        cx.over_budget
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        false
+                    }
                     // Not a boolean, a missing field, a type error: does
                     // not hold, counted.
                     _ => {

@@ -100,6 +100,10 @@ pub struct Rule {
     /// A `key:` template that only names a field (`{{ partner }}`): read
     /// directly, without rendering.
     pub key_field: Option<String>,
+    /// Evaluations of its expression and renderings of its templates that
+    /// ran past their budget, since the last [`Engine::take_over_budget`].
+    /// Counted where the rule is at hand (rendering included), so shared.
+    pub over_budget: std::sync::atomic::AtomicU64,
 }
 
 impl Rule {
@@ -487,6 +491,19 @@ impl Engine {
         self.changed.clear();
     }
 
+    /// Per rule, how many evaluations and renderings ran past their budget
+    /// since the last call (rules with none left out).
+    pub fn take_over_budget(&self) -> Vec<(Arc<str>, u64)> {
+        self.compiled
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let n = r.over_budget.swap(0, std::sync::atomic::Ordering::Relaxed);
+                (n > 0).then(|| (r.id.clone(), n))
+            })
+            .collect()
+    }
+
     /// Per rule, how many records its condition was evaluated on since the
     /// last call (rules with none left out).
     pub fn take_evaluations(&mut self) -> Vec<(Arc<str>, u64)> {
@@ -833,6 +850,7 @@ impl Engine {
                             text: &mut hits,
                             non_numeric: &mut self.stats.non_numeric,
                             expr_errors: &mut self.stats.expr_errors,
+                            over_budget: &rule.over_budget,
                         };
                         match plan.guard_at[pos] {
                             Some(at) if by_value[pos] == stamp => e.eval_but(at, &mut cx),
@@ -1569,7 +1587,13 @@ fn render_key<'a>(c: &Compiled, name: &str, rule: &Rule, rec: &'a Record) -> Cow
     };
     match c.env.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(k) => Cow::Owned(k.trim().to_string()),
-        Err(_) => Cow::Borrowed(&rec.key),
+        Err(e) => {
+            if crate::channel::template::out_of_fuel(&e) {
+                rule.over_budget
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Cow::Borrowed(&rec.key)
+        }
     }
 }
 
@@ -1655,10 +1679,16 @@ pub fn make(
                         n.body = text;
                     }
                 }
-                Err(e) => errors.push(format!(
-                    "the {which} template failed: {}",
-                    crate::channel::template::describe(&e)
-                )),
+                Err(e) => {
+                    if crate::channel::template::out_of_fuel(&e) {
+                        rule.over_budget
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    errors.push(format!(
+                        "the {which} template failed: {}",
+                        crate::channel::template::describe(&e)
+                    ))
+                }
             }
         }
     }

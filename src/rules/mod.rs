@@ -68,6 +68,10 @@ pub struct RuleDef {
     pub summary: Option<(String, Pos)>,
     pub body: Option<(String, Pos)>,
     pub key: Option<(String, Pos)>,
+    /// The fields `where:` and `when:` name (`field:`, `text:`, `where`
+    /// keys), where they are named, for checks against what a source
+    /// produces.
+    pub field_refs: Vec<(String, Pos)>,
 }
 
 /// Rule-wide conditions over time.
@@ -169,7 +173,9 @@ pub enum Cond {
 #[derive(Clone)]
 pub struct CelExpr {
     pub source: String,
-    pub program: std::sync::Arc<cel::Program>,
+    /// Where the expression is written.
+    pub pos: Pos,
+    pub program: std::sync::Arc<crate::expr::Program>,
     pub vars: Vec<String>,
 }
 
@@ -308,6 +314,33 @@ fn check_lists(c: &Cond, lists: &BTreeMap<String, ListDef>, d: &mut Diags) {
         Cond::Text { any, all, none, .. } => {
             for i in [any, all, none].into_iter().flatten() {
                 check(i);
+            }
+        }
+        Cond::Expr(e) => {
+            for name in e.program.lists.iter().filter(|n| !lists.contains_key(*n)) {
+                // `lists.cel-only` reads as `lists.cel - only`: such a name
+                // is written `lists["cel-only"]`.
+                let spelt = |c: &str| {
+                    if c.chars().all(|x| x.is_alphanumeric() || x == '_') {
+                        format!("lists.{c}")
+                    } else {
+                        format!("lists[\"{c}\"]")
+                    }
+                };
+                let hint = crate::diag::closest(name, lists.keys().map(String::as_str))
+                    .or_else(|| {
+                        lists
+                            .keys()
+                            .find(|k| k.starts_with(&format!("{name}-")))
+                            .map(String::as_str)
+                    })
+                    .map(|c| format!("did you mean `{}`?", spelt(c)))
+                    .unwrap_or_else(|| format!("define it under `lists:` as `{name}: [..]`"));
+                d.error(
+                    e.pos,
+                    format!("the expression reads an unknown list `lists.{name}`"),
+                    Some(hint),
+                );
             }
         }
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| check_lists(c, lists, d)),

@@ -176,6 +176,19 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
     let summary = template(&mut m, "summary", d);
     let body = template(&mut m, "body", d);
     let key = template(&mut m, "key", d);
+    let mut field_refs = Vec::new();
+    if let Some(w) = m.get("where")
+        && let Kind::Map(entries) = &w.kind
+    {
+        field_refs.extend(
+            entries
+                .iter()
+                .filter_map(|(k, _)| Some((k.as_str()?.to_string(), k.pos()))),
+        );
+    }
+    if let Some(w) = when_node {
+        named_fields(w, &mut field_refs);
+    }
     m.finish(d);
     let (id, id_node) = (id?, id_node?);
     Some(RuleDef {
@@ -197,22 +210,41 @@ fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
         summary,
         body,
         key,
+        field_refs,
     })
 }
 
+/// The fields a condition names (`field:`, `text:`), with their places.
+fn named_fields(n: &Node, out: &mut Vec<(String, Pos)>) {
+    match &n.kind {
+        Kind::Map(entries) => {
+            for (k, v) in entries {
+                match k.as_str() {
+                    Some("field") => out.extend(v.as_str().map(|s| (s.to_string(), v.pos()))),
+                    Some("text") => match &v.kind {
+                        Kind::Seq(items) => out.extend(
+                            items
+                                .iter()
+                                .filter_map(|i| Some((i.as_str()?.to_string(), i.pos()))),
+                        ),
+                        _ => out.extend(v.as_str().map(|s| (s.to_string(), v.pos()))),
+                    },
+                    Some("all" | "any" | "not") => named_fields(v, out),
+                    _ => {}
+                }
+            }
+        }
+        Kind::Seq(items) => items.iter().for_each(|i| named_fields(i, out)),
+        _ => {}
+    }
+}
+
+/// A template, checked; one that does not check is reported here and
+/// left out, so that nothing later reports it again.
 fn template(m: &mut MapReader, key: &'static str, d: &mut Diags) -> Option<(String, Pos)> {
     let n = m.get(key)?;
     let text = string(n, key, d)?;
-    if let Err(e) = crate::channel::template::check_syntax(&text) {
-        d.error(
-            n.pos(),
-            format!("the `{key}` template does not parse: {e}"),
-            Some(
-                "fields are written `{{ field }}`; see the minijinja syntax for `{% if %}`".into(),
-            ),
-        );
-    }
-    Some((text, n.pos()))
+    crate::channel::template::check_at(&text, n, key, d).then(|| (text, n.pos()))
 }
 
 fn where_(n: &Node, d: &mut Diags) -> Vec<Cond> {
@@ -345,45 +377,32 @@ pub(super) fn cond(n: &Node, d: &mut Diags) -> Option<Cond> {
     out
 }
 
-/// `{expr: "..."}`: compiled now; a syntax error is reported at its place
-/// inside the expression.
+/// `{expr: "..."}`: compiled now, within its budgets; a problem is
+/// reported at its place inside the expression.
 fn expr(n: &Node, d: &mut Diags) -> Option<Cond> {
     let source = string(n, "expr", d)?;
-    match cel::Program::compile(&source) {
-        Ok(program) => {
-            let mut vars: Vec<String> = program
-                .references()
-                .variables()
-                .into_iter()
-                .map(str::to_string)
-                .collect();
-            vars.sort();
-            Some(Cond::Expr(CelExpr {
-                source,
-                program: std::sync::Arc::new(program),
-                vars,
-            }))
-        }
-        Err(errors) => {
+    match crate::expr::Program::compile(&source) {
+        Ok(program) => Some(Cond::Expr(CelExpr {
+            source,
+            pos: n.pos(),
+            vars: program.vars.clone(),
+            program: std::sync::Arc::new(program),
+        })),
+        Err(problems) => {
             // The value's position is its first character: a quote when
-            // quoted. Errors count lines and columns from 1 in the text.
+            // quoted. Problems count lines and columns from 1 in the text.
             let line = d.src.line(n.line).unwrap_or_default();
             let quoted = line
                 .chars()
                 .nth(n.col.saturating_sub(1))
                 .is_some_and(|c| c == '"' || c == '\'');
-            for e in errors.errors.iter().take(3) {
-                let (l, c) = (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize);
-                let pos = if l == 1 {
-                    Pos::new(n.line, n.col + quoted as usize + c - 1, 1)
+            for p in problems {
+                let pos = if p.line == 1 {
+                    Pos::new(n.line, n.col + quoted as usize + p.col - 1, 1)
                 } else {
-                    Pos::new(n.line + l - 1, c, 1)
+                    Pos::new(n.line + p.line - 1, p.col, 1)
                 };
-                d.error(
-                    pos,
-                    format!("the expression does not parse: {}", e.msg),
-                    Some("write a CEL expression over the record's fields, `prev` and `lists`, e.g. `rate_pct > 157.0 && prev.rate_pct <= 157.0`".into()),
-                );
+                d.error(pos, p.message, Some(p.hint));
             }
             None
         }

@@ -12,6 +12,20 @@ use sha2::{Digest, Sha256};
 
 use crate::record::Fields;
 
+/// The fields of every feed item, beside a source's constant `fields`.
+pub const FIELDS: [&str; 10] = [
+    "id",
+    "title",
+    "summary",
+    "content",
+    "link",
+    "published",
+    "updated",
+    "authors",
+    "categories",
+    "feed_title",
+];
+
 /// One feed item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
@@ -265,6 +279,16 @@ fn redeclare_utf8(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` refuses rules over feeds that name other fields: the list
+    /// must be what items have.
+    #[test]
+    fn items_have_the_declared_fields() {
+        let doc = b"<rss version=\"2.0\"><channel><title>T</title><item><title>x</title><guid>1</guid></item></channel></rss>";
+        let items = parse(doc, None, "http://example.org/").unwrap();
+        let names: Vec<&str> = items[0].fields.keys().map(String::as_str).collect();
+        assert_eq!(names, FIELDS);
+    }
 
     #[test]
     fn declarations_are_read_and_rewritten() {
