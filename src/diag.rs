@@ -92,15 +92,32 @@ impl fmt::Display for Diagnostic {
         if let Some(text) = &self.line_text {
             let num = self.pos.line.to_string();
             let pad = " ".repeat(num.len());
-            writeln!(f, " {num} | {text}")?;
-            let col = self.pos.col.max(1);
+            let mut col = self.pos.col.max(1);
+            // A long line is shown around the column, its cut ends marked.
+            const WIDTH: usize = 160;
+            let chars: Vec<char> = text.chars().collect();
+            let (start, end) = if chars.len() <= WIDTH {
+                (0, chars.len())
+            } else {
+                let start = col.saturating_sub(WIDTH / 2).min(chars.len() - WIDTH);
+                (start, start + WIDTH)
+            };
+            let shown: String = chars[start..end].iter().collect();
+            let (open, close) = (
+                if start > 0 { "…" } else { "" },
+                if end < chars.len() { "…" } else { "" },
+            );
+            writeln!(f, " {num} | {open}{shown}{close}")?;
+            col = col - start + usize::from(start > 0);
             // Carets line up by characters; tabs are kept so terminals align.
-            let lead: String = text
-                .chars()
-                .take(col - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+            let lead: String = chars[start..end]
+                .iter()
+                .chain(std::iter::repeat(&' '))
+                .take(col - 1 - usize::from(start > 0))
+                .map(|&c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            let width = self.pos.len.max(1);
+            let lead = if start > 0 { format!(" {lead}") } else { lead };
+            let width = self.pos.len.clamp(1, WIDTH);
             writeln!(f, " {pad} | {lead}{}", "^".repeat(width))?;
         }
         if let Some(h) = &self.hint {

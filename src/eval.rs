@@ -76,14 +76,21 @@ pub fn run(
         }
     };
     let tracker = FileTracker::new(&cfg, fcfg);
+    // A table's files are its successive versions: each is compared with
+    // the one before it.
+    let mut table = std::collections::HashMap::new();
     for path in files {
         let format = fcfg.format.or_else(|| Format::from_path(path));
         if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) && !explain {
             errors += stream_jsonl(path, &cfg.name, &cfg.fields, &mut engine, now, out)?;
             continue;
         }
-        match tracker.read_all(path, now) {
-            Ok(records) => {
+        match tracker.read_whole(path, &mut table, now) {
+            Ok((records, bad)) => {
+                for e in &bad {
+                    eprintln!("error: {e}");
+                }
+                errors += bad.len();
                 for rec in &records {
                     emit(&mut engine, rec, out)?;
                 }

@@ -60,10 +60,17 @@ fn main() -> ExitCode {
             print!("{out}");
             ExitCode::from(code as u8)
         }
-        Command::SendTest { channel } => exit(
-            tocsin::sendtest::run(&config_path, &channel)
-                .map(|answer| println!("sent to {channel}: {answer}")),
-        ),
+        Command::SendTest { channel } => {
+            // A `log` channel writes to the log: here, stderr.
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .init();
+            exit(
+                tocsin::sendtest::run(&config_path, &channel)
+                    .map(|answer| println!("sent to {channel}: {answer}")),
+            )
+        }
         Command::Silence { command } => exit(tocsin::silence::run(
             &config_path,
             &command,

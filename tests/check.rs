@@ -102,3 +102,52 @@ fn warnings_are_printed_and_exit_0() {
     assert_eq!(code, 0);
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// An expression of 50,000 terms: `check` answers at once with its place,
+/// and `run` refuses the rules with the same message instead of aborting
+/// (a stack overflow would kill it by a signal, with no exit code).
+#[test]
+fn a_huge_expression_is_refused_with_its_place_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        "state: state.db\nrules: rules.yaml\nsources:\n  - { name: log, type: file, path: log.jsonl, mode: log }\nchannels:\n  - { name: out, type: log }\n",
+    )
+    .unwrap();
+    let expr = vec!["a"; 50_000].join(" + ");
+    std::fs::write(
+        p.join("rules.yaml"),
+        format!("rules:\n  - id: huge\n    source: log\n    when: {{ expr: \"{expr} > 0\" }}\n    notify: [out]\n"),
+    )
+    .unwrap();
+    std::fs::write(p.join("log.jsonl"), "").unwrap();
+    let t = std::time::Instant::now();
+    let (code, out) = check(&p.join("tocsin.yaml"));
+    let took = t.elapsed();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "rules.yaml:4:4116: error: the expression is 200001 bytes long, more than 4096"
+        ),
+        "{}",
+        &out[..out.len().min(400)]
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // The line is shown around the place, not whole.
+    assert!(out.len() < 1000, "{out}");
+    assert!(out.contains(" 4 | …") && out.contains("a + a…\n"), "{out}");
+    let run = Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(p.join("tocsin.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{}", &err[..err.len().min(400)]);
+    assert!(
+        err.contains("the expression is 200001 bytes long"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+}

@@ -1255,3 +1255,54 @@ fn one_off_events_reach_the_rules_their_guards_let_through() {
     );
     assert!(fired(json!({"country": "US"}), 4).is_empty());
 }
+
+/// `increased_by: 10` means "by at least 10" against the previous row
+/// (15 → 25 fires); the key stays firing while it keeps holding, so a
+/// second jump sends nothing, unless the rule's `key:` includes the value.
+#[test]
+fn a_change_condition_fires_on_its_edge_by_at_least_its_amount() {
+    use AlertState::{Firing, Resolved};
+    let rules = |key: &str| {
+        format!(
+            "rules:\n  - {{ id: up, source: tariffs, when: {{ field: rate_pct, increased_by: 10 }}, notify: [out]{key} }}\n"
+        )
+    };
+    let steps: [(f64, &[(&str, AlertState)]); 6] = [
+        (15.0, &[]),
+        // Exactly the amount: fires.
+        (25.0, &[("up", Firing)]),
+        // A second jump while firing: still holding, nothing new.
+        (40.0, &[]),
+        // Less than the amount: resolves.
+        (49.5, &[("up", Resolved)]),
+        (59.0, &[]),
+        (69.0, &[("up", Firing)]),
+    ];
+    let mut e = engine(&rules(""));
+    let mut t = Table::new();
+    for (m, (rate, want)) in steps.iter().enumerate() {
+        let n = t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "1", "rate_pct": rate}),
+            t0() + Duration::minutes(m as i64),
+        );
+        let want: Vec<(String, AlertState)> =
+            want.iter().map(|(r, s)| (r.to_string(), *s)).collect();
+        assert_eq!(states(&n), want, "step {m}: {rate}");
+    }
+    // With the value in the key, each jump is an alert of its own.
+    let mut e = engine(&rules(
+        ", key: \"{{ partner }} {{ rate_pct }}\", resolve: false",
+    ));
+    let mut t = Table::new();
+    let mut fired = Vec::new();
+    for (m, rate) in [15, 25, 40, 45].iter().enumerate() {
+        let n = t.set(
+            &mut e,
+            json!({"partner": "CN", "product": "1", "rate_pct": rate}),
+            t0() + Duration::minutes(m as i64),
+        );
+        fired.extend(n.iter().map(|n| n.key.to_string()));
+    }
+    assert_eq!(fired, ["CN 25", "CN 40"]);
+}

@@ -267,3 +267,102 @@ rules:
         "a missed `all` phrase shows them too:\n{out}"
     );
 }
+
+#[test]
+fn table_files_are_successive_versions_compared_in_order() {
+    let dir = setup();
+    let p = dir.path();
+    std::fs::write(
+        p.join("rules.yaml"),
+        r#"
+rules:
+  - id: jump
+    source: tariffs
+    when: { field: rate_pct, increased_by: 10 }
+    notify: [audit]
+  - id: cn-above-157
+    source: tariffs
+    where: { partner: CN }
+    when: { field: rate_pct, above: 157 }
+    notify: [audit]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("v1.csv"),
+        "partner,product,rate_pct\nCN,8505,150\nJP,8505,15\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("v2.csv"), "partner,product,rate_pct\nCN,8505,160\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["eval", "-c"])
+        .arg(p.join("tocsin.yaml"))
+        .args(["--source", "tariffs"])
+        .arg(p.join("v1.csv"))
+        .arg(p.join("v2.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let n: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = n
+        .iter()
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap(),
+                v["key"].as_str().unwrap(),
+                v["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // v1: every row new, no previous value; v2: CN up by 10 (from v1's
+    // 150) and above 157; JP gone.
+    assert_eq!(
+        seen,
+        [
+            ("jump", "CN|8505", "firing"),
+            ("cn-above-157", "CN|8505", "firing")
+        ],
+        "{n:?}"
+    );
+    assert_eq!(n[0]["prev"]["rate_pct"], "150");
+}
+
+#[test]
+fn explain_reports_a_bad_log_line_and_goes_on() {
+    let dir = setup();
+    let p = dir.path();
+    std::fs::write(
+        p.join("news.jsonl"),
+        "{\"title\": \"export controls one\"}\n{not json\n{\"title\": \"export controls two\"}\n",
+    )
+    .unwrap();
+    for explain in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["eval", "-c"]).arg(p.join("tocsin.yaml"));
+        if explain {
+            cmd.arg("--explain");
+        }
+        let out = cmd
+            .args(["--source", "news"])
+            .arg(p.join("news.jsonl"))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("news.jsonl:2: invalid JSON"), "{stderr}");
+        assert!(
+            !stderr.contains("previous content stays in force"),
+            "a log line is skipped, not a table refused: {stderr}"
+        );
+        for key in ["news.jsonl:1", "news.jsonl:3"] {
+            assert!(stdout.contains(key), "explain={explain}: {stdout}");
+        }
+    }
+}

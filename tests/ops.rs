@@ -723,3 +723,28 @@ fn a_changed_log_source_restarts_where_it_was_without_repeating_lines() {
     assert_eq!(titles.len(), 20 + n, "no line twice");
     d.stop();
 }
+
+#[test]
+fn send_test_to_a_log_channel_writes_the_line_it_sends() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(BIN)
+        .args(["send-test", "console", "-c"])
+        .arg(root.join("config/tocsin.yaml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("sent to console: written to the log"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("Test message from tocsin to channel console")
+            && stderr.contains("tocsin-send-test"),
+        "the line appears where the log goes: {stderr}"
+    );
+}

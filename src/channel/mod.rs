@@ -88,7 +88,7 @@ impl Channel {
                     "{}",
                     n.summary
                 );
-                Ok("logged".into())
+                Ok("written to the log (stderr; the journal under systemd)".into())
             }
         }
     }

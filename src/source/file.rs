@@ -200,6 +200,7 @@ impl FileTracker {
                 message: "cannot tell the format from the extension; set `format:` on the source"
                     .into(),
                 retry: false,
+                skipped: false,
             })
     }
 
@@ -335,6 +336,7 @@ impl FileTracker {
                 line: 0,
                 message: "the file changed while being read; reading it again".into(),
                 retry: false,
+                skipped: false,
             }
             .retry());
         }
@@ -362,6 +364,7 @@ impl FileTracker {
                         line: 0,
                         message: "the file is empty, as while it is being written; its previous rows stand".into(),
                         retry: true,
+                        skipped: false,
                     });
                 }
                 let parsed =
@@ -377,6 +380,7 @@ impl FileTracker {
                         line,
                         message,
                         retry: false,
+                        skipped: false,
                     }
                 })?;
                 *sig = new_sig;
@@ -448,6 +452,7 @@ impl FileTracker {
                                     line: *line + e.line,
                                     message: e.message,
                                     retry: false,
+                                    skipped: false,
                                 });
                                 String::from_utf8_lossy(chunk)
                             }
@@ -459,51 +464,17 @@ impl FileTracker {
                             body = rest;
                             first_line += 1;
                         }
-                        match format {
-                            Format::Jsonl => {
-                                for (i, l) in body.lines().enumerate() {
-                                    if l.trim().is_empty() {
-                                        continue;
-                                    }
-                                    match parse::json_line(l, first_line + i) {
-                                        Ok(f) => records.push(mk(
-                                            Row::new(f),
-                                            format!("{file_name}:{}", first_line + i),
-                                            None,
-                                            RecordKind::Event,
-                                        )),
-                                        Err(e) => errors.push(parse_error(&source, path, e)),
-                                    }
-                                }
-                            }
-                            _ => {
-                                // One line at a time, so a bad line costs only itself.
-                                let h = header.clone().unwrap_or_default();
-                                for (i, l) in body.lines().enumerate() {
-                                    if l.trim().is_empty() {
-                                        continue;
-                                    }
-                                    match parse::delimited(
-                                        format,
-                                        &format!("{l}\n"),
-                                        Some(&h),
-                                        first_line + i,
-                                    ) {
-                                        Ok(rows) => {
-                                            for (n, f) in rows {
-                                                records.push(mk(
-                                                    Row::new(f),
-                                                    format!("{file_name}:{n}"),
-                                                    None,
-                                                    RecordKind::Event,
-                                                ));
-                                            }
-                                        }
-                                        Err(e) => errors.push(parse_error(&source, path, e)),
-                                    }
-                                }
-                            }
-                        }
+                        log_lines(
+                            format,
+                            body,
+                            first_line,
+                            header.as_deref().unwrap_or_default(),
+                            &file_name,
+                            &mut |fields, key| {
+                                records.push(mk(fields, key, None, RecordKind::Event))
+                            },
+                            &mut |e| errors.push(parse_error(&source, path, e).skipped()),
+                        );
                         *offset = (start + end) as u64;
                         *line += chunk.iter().filter(|&&b| b == b'\n').count();
                     }
@@ -514,38 +485,114 @@ impl FileTracker {
         }
     }
 
-    /// Every record of a file, all new, in document order (`tocsin eval`).
-    pub fn read_all(&self, path: &Path, now: DateTime<Utc>) -> Result<Vec<Record>, SourceError> {
+    /// Reads a whole file as `tocsin eval` does, without a baseline. A
+    /// table is compared with `table`, the rows of the version before it
+    /// (empty for the first: every row is new), which becomes this one; a
+    /// log gives every line or item, a bad line reported and skipped.
+    pub fn read_whole(
+        &self,
+        path: &Path,
+        table: &mut HashMap<String, Row>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
         let format = self.format_of(path)?;
         let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
-        let rows = parse::rows(format, &bytes).map_err(|e| self.error(path, e))?;
+        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
+            source: self.source.clone(),
+            key,
+            fields: with_constants(fields, &self.constants),
+            prev,
+            observed: now,
+            kind,
+        };
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, (line, fields)) in rows.into_iter().enumerate() {
-            let (key, kind) = match self.cfg.mode {
-                Mode::Table => (
-                    parse::row_key(&fields, &self.cfg.key)
-                        .map_err(|m| self.error(path, ParseError { line, message: m }))?,
-                    RecordKind::Row,
-                ),
-                Mode::Log => (
-                    format!("{file_name}:{}", if line > 0 { line } else { i + 1 }),
-                    RecordKind::Event,
-                ),
-            };
-            out.push(Record {
-                source: self.source.clone(),
-                key,
-                fields: with_constants(Row::new(fields), &self.constants),
-                prev: None,
-                observed: now,
-                kind,
-            });
+        if self.cfg.mode == Mode::Table || matches!(format, Format::Json | Format::Yaml) {
+            let rows = parse::rows(format, &bytes).map_err(|e| self.error(path, e))?;
+            if self.cfg.mode == Mode::Log {
+                let records = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (_, f))| {
+                        mk(
+                            Row::new(f),
+                            format!("{file_name}:{}", i + 1),
+                            None,
+                            RecordKind::Event,
+                        )
+                    })
+                    .collect();
+                return Ok((records, vec![]));
+            }
+            let diff = super::diff_table(table, rows, &self.cfg.key, mk)
+                .map_err(|(line, message)| self.error(path, ParseError { line, message }))?;
+            return Ok((diff.records, vec![]));
         }
-        Ok(out)
+        let mut errors = Vec::new();
+        let text = match parse::text(&bytes) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(e) => {
+                errors.push(self.error(path, e).skipped());
+                String::from_utf8_lossy(&bytes)
+            }
+        };
+        let mut body: &str = &text;
+        let mut first_line = 1;
+        let mut header = Vec::new();
+        if matches!(format, Format::Csv | Format::Tsv) {
+            let (h, rest) = body.split_once('\n').unwrap_or((body, ""));
+            header = read_header(format, format!("{h}\n").as_bytes()).unwrap_or_default();
+            body = rest;
+            first_line += 1;
+        }
+        let mut records = Vec::new();
+        log_lines(
+            format,
+            body,
+            first_line,
+            &header,
+            &file_name,
+            &mut |fields, key| records.push(mk(fields, key, None, RecordKind::Event)),
+            &mut |e| errors.push(self.error(path, e).skipped()),
+        );
+        Ok((records, errors))
+    }
+}
+
+/// The lines of a log from `first_line` on, each parsed alone so that a bad
+/// line costs only itself: records go to `record` with their key
+/// (`file:line`), bad lines to `bad`.
+fn log_lines(
+    format: Format,
+    body: &str,
+    first_line: usize,
+    header: &[String],
+    file_name: &str,
+    record: &mut dyn FnMut(Row, String),
+    bad: &mut dyn FnMut(ParseError),
+) {
+    for (i, l) in body.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let n = first_line + i;
+        if format == Format::Jsonl {
+            match parse::json_line(l, n) {
+                Ok(f) => record(Row::new(f), format!("{file_name}:{n}")),
+                Err(e) => bad(e),
+            }
+            continue;
+        }
+        match parse::delimited(format, &format!("{l}\n"), Some(header), n) {
+            Ok(rows) => {
+                for (n, f) in rows {
+                    record(Row::new(f), format!("{file_name}:{n}"));
+                }
+            }
+            Err(e) => bad(e),
+        }
     }
 }
 
@@ -556,6 +603,7 @@ fn parse_error(source: &str, path: &Path, e: ParseError) -> SourceError {
         line: e.line,
         message: e.message,
         retry: false,
+        skipped: false,
     }
 }
 

@@ -73,6 +73,8 @@ pub struct SourceError {
     pub message: String,
     /// Worth trying again shortly (the file was being written).
     pub retry: bool,
+    /// A bad line of a log: skipped, the lines after it read.
+    pub skipped: bool,
 }
 
 impl SourceError {
@@ -83,11 +85,18 @@ impl SourceError {
             line: 0,
             message: format!("cannot read: {e}"),
             retry: false,
+            skipped: false,
         }
     }
 
     fn retry(mut self) -> SourceError {
         self.retry = true;
+        self
+    }
+
+    /// Marks a bad line of a log, which is skipped.
+    pub(crate) fn skipped(mut self) -> SourceError {
+        self.skipped = true;
         self
     }
 }
@@ -99,7 +108,9 @@ impl std::fmt::Display for SourceError {
             (Some(p), l) => write!(f, "{}:{l}: {}", p.display(), self.message)?,
             (None, _) => write!(f, "source {}: {}", self.source, self.message)?,
         }
-        if self.file.is_some() && !self.retry {
+        if self.skipped {
+            f.write_str(" (the line is skipped; the lines after it are read)")?;
+        } else if self.file.is_some() && !self.retry {
             f.write_str(" (the previous content stays in force; fix the file and save it again)")?;
         }
         Ok(())
