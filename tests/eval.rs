@@ -44,11 +44,20 @@ rules:
 }
 
 fn eval(dir: &std::path::Path, source: &str, file: &str) -> (i32, Vec<serde_json::Value>, String) {
+    eval_files(dir, source, &[file])
+}
+
+/// `tocsin eval` of `files` in order: exit code, notifications, stderr.
+fn eval_files(
+    dir: &std::path::Path,
+    source: &str,
+    files: &[&str],
+) -> (i32, Vec<serde_json::Value>, String) {
     let out = Command::new(BIN)
         .args(["eval", "-c"])
         .arg(dir.join("tocsin.yaml"))
         .args(["--source", source])
-        .arg(dir.join(file))
+        .args(files.iter().map(|f| dir.join(f)))
         .output()
         .unwrap();
     let lines = String::from_utf8(out.stdout)
@@ -294,20 +303,8 @@ rules:
     )
     .unwrap();
     std::fs::write(p.join("v2.csv"), "partner,product,rate_pct\nCN,8505,160\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["eval", "-c"])
-        .arg(p.join("tocsin.yaml"))
-        .args(["--source", "tariffs"])
-        .arg(p.join("v1.csv"))
-        .arg(p.join("v2.csv"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let n: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (code, n, err) = eval_files(p, "tariffs", &["v1.csv", "v2.csv"]);
+    assert_eq!(code, 0, "{err}");
     let seen: Vec<(&str, &str, &str)> = n
         .iter()
         .map(|v| {
