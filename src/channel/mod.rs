@@ -88,7 +88,7 @@ impl Channel {
                     "{}",
                     n.summary
                 );
-                Ok("written to the log (stderr; the journal under systemd)".into())
+                Ok("written to the log".into())
             }
         }
     }
