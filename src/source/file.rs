@@ -41,11 +41,32 @@ fn sig(meta: &std::fs::Metadata) -> Sig {
     }
 }
 
+/// A new version of a table waiting to settle: its signature, when it was
+/// first seen so, and how long it must stay put before it is read.
+#[derive(Clone, Copy, Debug)]
+struct Settle {
+    sig: Sig,
+    since: std::time::Instant,
+    wait: Duration,
+}
+
+/// How long a table must stay put before a new version is read: a writer
+/// caught between two rows leaves a file that parses but is not the table.
+const QUIET: Duration = Duration::from_millis(200);
+/// The same for a file whose last line has no newline yet.
+const QUIET_TAIL: Duration = Duration::from_secs(1);
+/// The longest wait, for a file that keeps changing.
+const QUIET_MAX: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 enum FileState {
     Table {
         rows: HashMap<String, Row>,
+        /// The version last judged (compared or refused).
         sig: Option<Sig>,
+        settle: Option<Settle>,
+        /// The SHA-256 of the version last refused: reported once.
+        refused: Option<[u8; 32]>,
     },
     Log {
         sig: Option<Sig>,
@@ -218,8 +239,15 @@ impl FileTracker {
                     Some(FileCheckpoint::Table(rows)) => rows,
                     _ => HashMap::new(),
                 };
-                self.files
-                    .insert(path.to_path_buf(), FileState::Table { rows, sig: None });
+                self.files.insert(
+                    path.to_path_buf(),
+                    FileState::Table {
+                        rows,
+                        sig: None,
+                        settle: None,
+                        refused: None,
+                    },
+                );
                 match self.refresh(path, now) {
                     Ok(r) => r,
                     Err(e) => (vec![], vec![e]),
@@ -324,6 +352,9 @@ impl FileTracker {
         if !self.files.contains_key(path) {
             return Ok(self.start(path, now));
         }
+        if self.cfg.mode == Mode::Table {
+            return self.read_table(path, now);
+        }
         let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
         let format = self.format_of(path)?;
         let before = std::fs::metadata(path).map_err(io)?;
@@ -342,7 +373,6 @@ impl FileTracker {
         }
         let new_sig = Some(sig(&after));
         let source = self.source.clone();
-        let key = self.cfg.key.clone();
         let constants = self.constants.clone();
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
@@ -353,47 +383,7 @@ impl FileTracker {
             kind,
         };
         match self.files.get_mut(path) {
-            Some(FileState::Table { rows, sig }) => {
-                // An in-place write truncates first: an empty file is one
-                // being written, not a table with no rows (that keeps its
-                // header). Read it again at its next change.
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Err(SourceError {
-                        source: source.to_string(),
-                        file: Some(path.to_path_buf()),
-                        line: 0,
-                        message: "the file is empty, as while it is being written; its previous rows stand".into(),
-                        retry: true,
-                        skipped: false,
-                    });
-                }
-                let parsed =
-                    parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
-                let super::TableDiff {
-                    records: out,
-                    upsert,
-                    delete,
-                } = super::diff_table(rows, parsed, &key, mk).map_err(|(line, message)| {
-                    SourceError {
-                        source: source.to_string(),
-                        file: Some(path.to_path_buf()),
-                        line,
-                        message,
-                        retry: false,
-                        skipped: false,
-                    }
-                })?;
-                *sig = new_sig;
-                if !upsert.is_empty() || !delete.is_empty() {
-                    self.pending.push(Checkpoint::Table {
-                        source: source.to_string(),
-                        file: path.to_path_buf(),
-                        upsert,
-                        delete,
-                    });
-                }
-                Ok((out, vec![]))
-            }
+            Some(FileState::Table { .. }) => Ok((vec![], vec![])),
             Some(FileState::Log {
                 sig,
                 offset,
@@ -483,6 +473,146 @@ impl FileTracker {
             }
             None => Ok((vec![], vec![])),
         }
+    }
+
+    /// When a table waiting to settle is to be looked at again.
+    pub fn next_recheck(&self) -> Option<(std::time::Instant, Vec<PathBuf>)> {
+        let due: Vec<(std::time::Instant, &PathBuf)> = self
+            .files
+            .iter()
+            .filter_map(|(p, f)| match f {
+                FileState::Table {
+                    settle: Some(st), ..
+                } => Some((st.since + st.wait, p)),
+                _ => None,
+            })
+            .collect();
+        let at = due.iter().map(|(t, _)| *t).min()?;
+        Some((at, due.into_iter().map(|(_, p)| p.clone()).collect()))
+    }
+
+    /// A table's new version, once it is whole: it must have stayed put
+    /// for a quiet interval (longer while its last line has no newline),
+    /// be read without changing, and parse with unique keys. Until then
+    /// nothing is compared; a refused version is reported once.
+    fn read_table(
+        &mut self,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+        let nothing = Ok((vec![], vec![]));
+        let format = self.format_of(path)?;
+        let meta = regular_metadata(path).map_err(|e| self.io_error(path, e))?;
+        let s = sig(&meta);
+        let tail_done = meta.len() == 0
+            || last_byte(path, meta.len()).map_err(|e| self.io_error(path, e))? == b'\n';
+        let (source, key, constants) = (
+            self.source.clone(),
+            self.cfg.key.clone(),
+            self.constants.clone(),
+        );
+        let Some(FileState::Table {
+            rows,
+            sig: judged,
+            settle,
+            refused,
+        }) = self.files.get_mut(path)
+        else {
+            return nothing;
+        };
+        if *judged == Some(s) {
+            *settle = None;
+            return nothing;
+        }
+        let need = if tail_done { QUIET } else { QUIET_TAIL };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
+        let settled = match settle {
+            Some(st) if st.sig == s => st.since.elapsed() >= st.wait.max(need),
+            _ => false,
+        } || age.is_some_and(|a| a >= need);
+        if !settled {
+            *settle = Some(match settle {
+                Some(st) if st.sig == s => Settle {
+                    wait: st.wait.max(need),
+                    ..*st
+                },
+                Some(st) => Settle {
+                    sig: s,
+                    since: std::time::Instant::now(),
+                    wait: (st.wait * 2).clamp(need, QUIET_MAX),
+                },
+                None => Settle {
+                    sig: s,
+                    since: std::time::Instant::now(),
+                    wait: need,
+                },
+            });
+            return nothing;
+        }
+        let (bytes, after) = read_regular(path).map_err(|e| SourceError::io(&source, path, e))?;
+        if sig(&after) != s || bytes.len() as u64 != after.len() {
+            // Written while being read: wait for it to settle again.
+            *settle = Some(Settle {
+                sig: sig(&after),
+                since: std::time::Instant::now(),
+                wait: settle.map_or(QUIET, |st| (st.wait * 2).min(QUIET_MAX)),
+            });
+            return nothing;
+        }
+        *settle = None;
+        *judged = Some(s);
+        // An in-place write truncates first: an empty file is one being
+        // written, not a table with no rows (that keeps its header).
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            tracing::debug!(source = %source, file = %path.display(), "the file is empty, as while it is being written; its previous rows stand");
+            return nothing;
+        }
+        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
+            source: source.clone(),
+            key,
+            fields: with_constants(fields, &constants),
+            prev,
+            observed: now,
+            kind,
+        };
+        let diff = parse::rows(format, &bytes).and_then(|parsed| {
+            super::diff_table(rows, parsed, &key, mk)
+                .map_err(|(line, message)| ParseError { line, message })
+        });
+        match diff {
+            Ok(super::TableDiff {
+                records,
+                upsert,
+                delete,
+            }) => {
+                *refused = None;
+                if !upsert.is_empty() || !delete.is_empty() {
+                    self.pending.push(Checkpoint::Table {
+                        source: source.to_string(),
+                        file: path.to_path_buf(),
+                        upsert,
+                        delete,
+                    });
+                }
+                Ok((records, vec![]))
+            }
+            Err(e) => {
+                use sha2::Digest;
+                let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+                if *refused == Some(hash) {
+                    return nothing; // this version was reported already
+                }
+                *refused = Some(hash);
+                Err(parse_error(&source, path, e))
+            }
+        }
+    }
+
+    fn io_error(&self, path: &Path, e: std::io::Error) -> SourceError {
+        SourceError::io(&self.source, path, e)
     }
 
     /// Reads a whole file as `tocsin eval` does, without a baseline. A
@@ -605,6 +735,67 @@ fn parse_error(source: &str, path: &Path, e: ParseError) -> SourceError {
         retry: false,
         skipped: false,
     }
+}
+
+/// The metadata of `path` when it is a regular file (through symlinks);
+/// a FIFO, socket, device or folder is refused, never opened.
+fn regular_metadata(path: &Path) -> std::io::Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(meta);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    };
+    Err(std::io::Error::other(format!(
+        "is {what}, not a regular file: only regular files are read"
+    )))
+}
+
+/// Opens a regular file for reading without ever blocking on one that is
+/// not (a FIFO swapped in after the check opens at once, and is refused).
+fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    regular_metadata(path)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "is not a regular file: only regular files are read",
+        ));
+    }
+    Ok((f, meta))
+}
+
+/// The whole of a regular file, and its metadata after reading.
+fn read_regular(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    let (mut f, meta) = open_regular(path)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    f.read_to_end(&mut bytes)?;
+    Ok((bytes, f.metadata()?))
+}
+
+/// The last byte of a regular file `len` bytes long.
+fn last_byte(path: &Path, len: u64) -> std::io::Result<u8> {
+    use std::os::unix::fs::FileExt;
+    let (f, _) = open_regular(path)?;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, len - 1)?;
+    Ok(b[0])
 }
 
 fn read_header(format: Format, bytes: &[u8]) -> Option<Vec<String>> {
@@ -731,8 +922,18 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
     loop {
         let debounce = tokio::time::sleep(DEBOUNCE);
         tokio::pin!(debounce);
+        // Tables waiting to settle are looked at again when their quiet
+        // interval is over.
+        let recheck = tracker.next_recheck();
+        let recheck_at = recheck
+            .as_ref()
+            .map(|(t, _)| tokio::time::Instant::from_std(*t))
+            .unwrap_or_else(|| tokio::time::Instant::now() + POLL * 1000);
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(recheck_at), if recheck.is_some() => {
+                dirty.extend(recheck.map(|(_, paths)| paths).unwrap_or_default());
+            }
             ev = nrx.recv(), if watching => {
                 match ev {
                     Some(Ok(ours)) => dirty.extend(ours),

@@ -135,12 +135,22 @@ pub(crate) fn diff_table(
     mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
 ) -> Result<TableDiff, (usize, String)> {
     let mut next: HashMap<String, Row> = HashMap::with_capacity(parsed.len());
+    let mut lines: HashMap<String, usize> = HashMap::with_capacity(parsed.len());
     let mut order = Vec::with_capacity(parsed.len());
     for (line, fields) in parsed {
         let k = parse::row_key(&fields, key).map_err(|m| (line, m))?;
-        if next.insert(k.clone(), Row::new(fields)).is_none() {
-            order.push(k);
+        // Two rows of one key: which one holds would depend on their order.
+        if let Some(first) = lines.insert(k.clone(), line) {
+            return Err((
+                line,
+                format!(
+                    "lines {first} and {line} have the same key `{k}` ({}): each key may have one row",
+                    key.join(", ")
+                ),
+            ));
         }
+        next.insert(k.clone(), Row::new(fields));
+        order.push(k);
     }
     let mut records = Vec::new();
     for k in &order {

@@ -139,8 +139,17 @@ pub fn delimited(
     header: Option<&[String]>,
     first_line: usize,
 ) -> Result<Vec<(usize, Fields)>, ParseError> {
+    let delim = if format == Format::Tsv { b'\t' } else { b',' };
+    // The csv reader takes an unterminated quote to run to the end of the
+    // text, swallowing the rows after it into one field.
+    if let Some(line) = open_quote(t, delim) {
+        return Err(err(
+            line + first_line - 1,
+            "a quoted field opened here is never closed: the rest of the file would be read as part of it",
+        ));
+    }
     let mut rb = csv::ReaderBuilder::new();
-    rb.delimiter(if format == Format::Tsv { b'\t' } else { b',' })
+    rb.delimiter(delim)
         .has_headers(header.is_none())
         .flexible(false);
     let mut r = rb.from_reader(t.as_bytes());
@@ -182,6 +191,43 @@ pub fn delimited(
     Ok(out)
 }
 
+/// The line (from 1) of a quoted field that `t` never closes, read as the
+/// csv reader does: a `"` opens a field only at its start, `""` inside it
+/// is a quote.
+fn open_quote(t: &str, delim: u8) -> Option<usize> {
+    let b = t.as_bytes();
+    let (mut line, mut opened) = (1, 0);
+    let (mut quoted, mut start) = (false, true);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if quoted {
+            if c == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            } else if c == b'\n' {
+                line += 1;
+            }
+        } else if c == b'"' && start {
+            quoted = true;
+            opened = line;
+            start = false;
+        } else if c == delim {
+            start = true;
+        } else if c == b'\n' {
+            line += 1;
+            start = true;
+        } else if c != b'\r' {
+            start = false;
+        }
+        i += 1;
+    }
+    quoted.then_some(opened)
+}
+
 fn csv_err(e: &csv::Error, first_line: usize) -> ParseError {
     let line = e
         .position()
@@ -216,6 +262,21 @@ pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unterminated_quotes_are_found_where_they_open() {
+        assert_eq!(open_quote("a,b\n1,\"x\"\"y\"\n", b','), None);
+        assert_eq!(open_quote("a,b\n1,\"multi\nline\"\n2,3\n", b','), None);
+        assert_eq!(
+            open_quote("a,b\n1,ab\"c\n", b','),
+            None,
+            "a quote inside a field is text"
+        );
+        assert_eq!(open_quote("a,b\n1,2\n3,\"4\n5,6\n", b','), Some(3));
+        assert_eq!(open_quote("a\tb\n\"1\t2\n", b'\t'), Some(2));
+        let e = delimited(Format::Csv, "a,b\n1,\"2\n3,4\n", None, 1).unwrap_err();
+        assert_eq!(e.line, 2);
+    }
 
     #[test]
     fn csv_rows_and_errors() {

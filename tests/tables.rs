@@ -1,0 +1,185 @@
+//! Table files are read only when whole: the real daemon, real writes
+//! (a stray quote, a duplicate key, a line cut short, a writer slow enough
+//! to be caught between rows). For each bad or unsettled version: no
+//! spurious `resolved` or `firing`, one located error per bad version, and
+//! the next good version fires exactly the real change.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(15);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    csv: PathBuf,
+    alerts: PathBuf,
+}
+
+const RULES: &str = r#"
+rules:
+  - id: cn-high
+    source: tariffs
+    where: { partner: CN }
+    when: { field: rate_pct, above: 157 }
+    notify: [audit]
+  - id: jp-low
+    source: tariffs
+    where: { partner: JP }
+    when: { field: rate_pct, above: 5 }
+    notify: [audit]
+"#;
+
+fn table(cn: u32, jp: u32) -> String {
+    format!("partner,product,rate_pct\nCN,8505,{cn}\nJP,8505,{jp}\n")
+}
+
+/// A daemon over `tariffs.csv` holding CN 200 and JP 10: both fire at start.
+fn start() -> (Setup, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        r#"
+state: state.db
+rules: rules.yaml
+sources:
+  - { name: tariffs, type: file, path: data/tariffs.csv, mode: table, key: [partner, product] }
+channels:
+  - { name: audit, type: file, path: out/alerts.jsonl }
+"#,
+    )
+    .unwrap();
+    std::fs::write(p.join("rules.yaml"), RULES).unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    let s = Setup {
+        config: p.join("tocsin.yaml"),
+        csv: p.join("data/tariffs.csv"),
+        alerts: p.join("out/alerts.jsonl"),
+        _dir: dir,
+    };
+    std::fs::write(&s.csv, table(200, 10)).unwrap();
+    let d = Daemon::start(&s.config, &[]);
+    let v = wait_count(&s.alerts, 2, &d);
+    assert!(v.iter().all(|n| n["state"] == "firing"), "{v:?}");
+    (s, d)
+}
+
+fn wait_count(path: &Path, n: usize, d: &Daemon) -> Vec<serde_json::Value> {
+    wait_for(T, || {
+        let v = read_jsonl(path);
+        (v.len() >= n).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "expected {n} notifications, got {:?}\n{}",
+            read_jsonl(path),
+            d.log()
+        )
+    })
+}
+
+/// The notifications after the first `n`, as (rule, state).
+fn after(path: &Path, n: usize) -> Vec<(String, String)> {
+    read_jsonl(path)
+        .iter()
+        .skip(n)
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A bad version is refused with its place, once (the metadata poll runs
+/// every 5 s and must not report it again); nothing resolves; the next
+/// good version fires exactly its real change.
+fn refused_once_then_the_real_change(bad: &str, error: &str) {
+    let (s, d) = start();
+    write_by_rename(&s.csv, bad);
+    d.wait_log(error, T);
+    // Past a metadata poll: the same version is not reported again.
+    std::thread::sleep(Duration::from_millis(6000));
+    assert_eq!(d.log().matches(error).count(), 1, "{}", d.log());
+    assert_eq!(after(&s.alerts, 2), [] as [(String, String); 0]);
+    write_by_rename(&s.csv, &table(200, 3));
+    wait_count(&s.alerts, 3, &d);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(after(&s.alerts, 2), [("jp-low".into(), "resolved".into())]);
+    d.stop();
+}
+
+#[test]
+fn a_stray_quote_refuses_the_version() {
+    refused_once_then_the_real_change(
+        "partner,product,rate_pct\nCN,8505,\"200\nJP,8505,10\nKR,8505,1\n",
+        "tariffs.csv:2: a quoted field opened here is never closed",
+    );
+}
+
+#[test]
+fn a_duplicate_key_refuses_the_version_naming_both_lines() {
+    refused_once_then_the_real_change(
+        "partner,product,rate_pct\nCN,8505,200\nJP,8505,10\nCN,8505,100\n",
+        "tariffs.csv:4: lines 2 and 4 have the same key `CN|8505` (partner, product)",
+    );
+}
+
+/// `JP,8505,1` without its newline, cut from `JP,8505,12`, then finished:
+/// read as the whole table it would resolve JP and fire it again.
+#[test]
+fn a_last_line_without_its_newline_is_waited_for() {
+    let (s, d) = start();
+    let full = table(200, 12);
+    let cut = &full[..full.len() - 2];
+    write_in_place(&s.csv, cut);
+    std::thread::sleep(Duration::from_millis(400));
+    write_in_place(&s.csv, &full);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        after(&s.alerts, 2),
+        [] as [(String, String); 0],
+        "{}",
+        d.log()
+    );
+    d.stop();
+}
+
+/// A writer putting one byte every 5 ms, in place (the file is truncated
+/// first): between its rows the file parses, but is not the table.
+#[test]
+fn a_slow_writer_is_not_caught_between_rows() {
+    let (s, d) = start();
+    let content = table(201, 11);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&s.csv)
+        .unwrap();
+    for b in content.as_bytes() {
+        f.write_all(&[*b]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(f);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        after(&s.alerts, 2),
+        [] as [(String, String); 0],
+        "{}",
+        d.log()
+    );
+    // The real change of the next version, exactly.
+    write_by_rename(&s.csv, &table(100, 11));
+    wait_count(&s.alerts, 3, &d);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(after(&s.alerts, 2), [("cn-high".into(), "resolved".into())]);
+    d.stop();
+}
