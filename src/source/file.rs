@@ -75,7 +75,26 @@ enum FileState {
         header: Option<Vec<String>>,
         /// Rows already seen, for whole-document formats (json, yaml).
         count: usize,
+        /// The length and SHA-256 of the file's first bytes when last read:
+        /// the same file, not rewritten, has the same.
+        prefix: Option<(u64, [u8; 32])>,
+        /// The last read stopped at [`MAX_READ`]: read on at once.
+        more: bool,
     },
+}
+
+/// How much of a log's beginning identifies it.
+const PREFIX: u64 = 4096;
+/// The most of a log read at once: a burst of appends is read in parts.
+const MAX_READ: u64 = 64 << 20;
+
+/// The SHA-256 of the first `len` bytes of `f`.
+fn prefix_hash(f: &std::fs::File, len: u64) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, 0)?;
+    Ok(sha2::Sha256::digest(&buf).into())
 }
 
 pub struct FileTracker {
@@ -134,6 +153,8 @@ impl FileTracker {
             line,
             header,
             count,
+            prefix,
+            ..
         }) = self.files.get(path)
         {
             let (dev, ino) = sig.map_or((0, 0), |s| (s.dev, s.ino));
@@ -147,6 +168,7 @@ impl FileTracker {
                     line: *line,
                     header: header.clone(),
                     count: *count,
+                    prefix: *prefix,
                 },
             });
         }
@@ -220,7 +242,6 @@ impl FileTracker {
                 line: 0,
                 message: "cannot tell the format from the extension; set `format:` on the source"
                     .into(),
-                retry: false,
                 skipped: false,
             })
     }
@@ -271,6 +292,8 @@ impl FileTracker {
                         line: c.line,
                         header: c.header,
                         count: c.count,
+                        prefix: c.prefix,
+                        more: false,
                     },
                 );
                 match self.refresh(path, now) {
@@ -290,29 +313,57 @@ impl FileTracker {
         }
     }
 
+    /// A log seen for the first time: what is in it is history. Counts its
+    /// lines in parts (for the keys of the lines to come), keeps its header
+    /// and the hash of its beginning.
     fn log_baseline(&self, path: &Path) -> Result<FileState, SourceError> {
+        use std::io::Read;
         let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
         let format = self.format_of(path)?;
-        let bytes = std::fs::read(path).map_err(io)?;
-        let meta = std::fs::metadata(path).map_err(io)?;
-        // Only whole lines count; a half-written last line is read later.
-        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let done = &bytes[..end];
-        let line = done.iter().filter(|&&b| b == b'\n').count();
+        let (mut f, meta) = open_regular(path).map_err(io)?;
         let (header, count) = match format {
-            Format::Csv | Format::Tsv => (read_header(format, done), 0),
-            Format::Json | Format::Yaml => (
-                None,
-                parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0),
-            ),
-            Format::Jsonl => (None, 0),
+            Format::Json | Format::Yaml => {
+                let (bytes, _) = read_regular(path).map_err(io)?;
+                (
+                    None,
+                    parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0),
+                )
+            }
+            _ => (None, 0),
         };
+        // Only whole lines count; a half-written last line is read later.
+        let (mut lines, mut end, mut pos) = (0usize, 0u64, 0u64);
+        let mut first_line = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            let part = &buf[..n];
+            if lines == 0 {
+                let upto = memchr::memchr(b'\n', part).map_or(n, |i| i + 1);
+                first_line.extend_from_slice(&part[..upto]);
+            }
+            lines += memchr::memchr_iter(b'\n', part).count();
+            if let Some(i) = memchr::memrchr(b'\n', part) {
+                end = pos + i as u64 + 1;
+            }
+            pos += n as u64;
+        }
+        let header = match format {
+            Format::Csv | Format::Tsv if end > 0 => read_header(format, &first_line),
+            _ => header,
+        };
+        let len = meta.len().min(PREFIX);
         Ok(FileState::Log {
             sig: Some(sig(&meta)),
-            offset: end as u64,
-            line,
+            offset: end,
+            line: lines,
             header,
             count,
+            prefix: Some((len, prefix_hash(&f, len).map_err(io)?)),
+            more: false,
         })
     }
 
@@ -355,127 +406,172 @@ impl FileTracker {
         if self.cfg.mode == Mode::Table {
             return self.read_table(path, now);
         }
-        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
-        let format = self.format_of(path)?;
-        let before = std::fs::metadata(path).map_err(io)?;
-        let bytes = std::fs::read(path).map_err(io)?;
-        let after = std::fs::metadata(path).map_err(io)?;
-        if sig(&before) != sig(&after) || bytes.len() as u64 != after.len() {
-            return Err(SourceError {
-                source: self.source.to_string(),
-                file: Some(path.to_path_buf()),
-                line: 0,
-                message: "the file changed while being read; reading it again".into(),
-                retry: false,
-                skipped: false,
-            }
-            .retry());
-        }
-        let new_sig = Some(sig(&after));
-        let source = self.source.clone();
-        let constants = self.constants.clone();
-        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
-            source: source.clone(),
-            key,
-            fields: with_constants(fields, &constants),
-            prev,
-            observed: now,
-            kind,
-        };
-        match self.files.get_mut(path) {
-            Some(FileState::Table { .. }) => Ok((vec![], vec![])),
-            Some(FileState::Log {
-                sig,
-                offset,
-                line,
-                header,
-                count,
-            }) => {
-                let replaced =
-                    sig.is_some_and(|s| new_sig.is_some_and(|n| n.ino != s.ino || n.dev != s.dev));
-                if replaced || (bytes.len() as u64) < *offset {
-                    // Truncated or replaced: start again from the beginning.
-                    *offset = 0;
-                    *line = 0;
-                    *header = None;
-                    *count = 0;
-                }
-                *sig = new_sig;
-                let file_name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                let mut records = Vec::new();
-                let mut errors = Vec::new();
-                match format {
-                    Format::Json | Format::Yaml => {
-                        let parsed = parse::rows(format, &bytes)
-                            .map_err(|e| parse_error(&source, path, e))?;
-                        if parsed.len() < *count {
-                            *count = 0;
-                        }
-                        for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
-                            records.push(mk(
-                                Row::new(fields),
-                                format!("{file_name}:{}", i + 1),
-                                None,
-                                RecordKind::Event,
-                            ));
-                        }
-                        *count += records.len();
-                    }
-                    _ => {
-                        let start = *offset as usize;
-                        let chunk = &bytes[start..];
-                        let Some(end) = chunk.iter().rposition(|&b| b == b'\n').map(|i| i + 1)
-                        else {
-                            return Ok((vec![], vec![]));
-                        };
-                        let chunk = &chunk[..end];
-                        let mut first_line = *line + 1;
-                        let text = match parse::text(chunk) {
-                            Ok(t) => std::borrow::Cow::Borrowed(t),
-                            Err(e) => {
-                                errors.push(SourceError {
-                                    source: source.to_string(),
-                                    file: Some(path.to_path_buf()),
-                                    line: *line + e.line,
-                                    message: e.message,
-                                    retry: false,
-                                    skipped: false,
-                                });
-                                String::from_utf8_lossy(chunk)
-                            }
-                        };
-                        let mut body: &str = &text;
-                        if matches!(format, Format::Csv | Format::Tsv) && header.is_none() {
-                            let (h, rest) = body.split_once('\n').unwrap_or((body, ""));
-                            *header = read_header(format, format!("{h}\n").as_bytes());
-                            body = rest;
-                            first_line += 1;
-                        }
-                        log_lines(
-                            format,
-                            body,
-                            first_line,
-                            header.as_deref().unwrap_or_default(),
-                            &file_name,
-                            &mut |fields, key| {
-                                records.push(mk(fields, key, None, RecordKind::Event))
-                            },
-                            &mut |e| errors.push(parse_error(&source, path, e).skipped()),
-                        );
-                        *offset = (start + end) as u64;
-                        *line += chunk.iter().filter(|&&b| b == b'\n').count();
-                    }
-                }
-                Ok((records, errors))
-            }
-            None => Ok((vec![], vec![])),
-        }
+        self.read_log(path, now)
     }
 
-    /// When a table waiting to settle is to be looked at again.
+    /// What was appended to a log since the stored position, and no more:
+    /// the file is known to be the same by its (device, inode) and a hash
+    /// of its first bytes, and read from that position. A replaced,
+    /// rewritten or truncated file is read from its beginning. Only whole
+    /// lines count; a line that is not UTF-8 or does not parse is reported
+    /// and skipped.
+    fn read_log(
+        &mut self,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+        use std::io::{Read, Seek};
+        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
+        let format = self.format_of(path)?;
+        if matches!(format, Format::Json | Format::Yaml) {
+            return self.read_array_log(path, format, now);
+        }
+        let (mut f, meta) = open_regular(path).map_err(io)?;
+        let new_sig = sig(&meta);
+        let stored_prefix = match self.files.get(path) {
+            Some(FileState::Log { prefix, .. }) => *prefix,
+            _ => None,
+        };
+        let rewritten = match stored_prefix {
+            Some((len, hash)) if meta.len() >= len => prefix_hash(&f, len).map_err(io)? != hash,
+            Some(_) => true,
+            None => false,
+        };
+        let Some(FileState::Log {
+            sig,
+            offset,
+            line,
+            header,
+            prefix,
+            more,
+            ..
+        }) = self.files.get_mut(path)
+        else {
+            return Ok((vec![], vec![]));
+        };
+        let replaced = sig.is_some_and(|s| s.ino != new_sig.ino || s.dev != new_sig.dev);
+        if replaced || rewritten || meta.len() < *offset {
+            // Rotated, rewritten or truncated: start again from the beginning.
+            *offset = 0;
+            *line = 0;
+            *header = None;
+            *prefix = None;
+        }
+        *sig = Some(new_sig);
+        f.seek(std::io::SeekFrom::Start(*offset)).map_err(io)?;
+        let mut chunk = Vec::new();
+        (&mut f)
+            .take(MAX_READ)
+            .read_to_end(&mut chunk)
+            .map_err(io)?;
+        *more = chunk.len() as u64 == MAX_READ;
+        let Some(end) = memchr::memrchr(b'\n', &chunk).map(|i| i + 1) else {
+            return Ok((vec![], vec![]));
+        };
+        let chunk = &chunk[..end];
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let (source, constants) = (self.source.clone(), self.constants.clone());
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        let mut n = *line;
+        for raw in chunk[..chunk.len() - 1].split(|&b| b == b'\n') {
+            n += 1;
+            let text = match std::str::from_utf8(raw) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Never fired: a line that is not text is not read as one.
+                    errors.push(
+                        parse_error(
+                            &source,
+                            path,
+                            ParseError {
+                                line: n,
+                                message: format!(
+                                    "not valid UTF-8 (byte {} of the line)",
+                                    e.valid_up_to() + 1
+                                ),
+                            },
+                        )
+                        .skipped(),
+                    );
+                    continue;
+                }
+            };
+            if matches!(format, Format::Csv | Format::Tsv) && header.is_none() {
+                *header = read_header(format, format!("{text}\n").as_bytes());
+                continue;
+            }
+            log_lines(
+                format,
+                text,
+                n,
+                header.as_deref().unwrap_or_default(),
+                &file_name,
+                &mut |fields, key| {
+                    records.push(Record {
+                        source: source.clone(),
+                        key,
+                        fields: with_constants(fields, &constants),
+                        prev: None,
+                        observed: now,
+                        kind: RecordKind::Event,
+                    })
+                },
+                &mut |e| errors.push(parse_error(&source, path, e).skipped()),
+            );
+        }
+        *offset += end as u64;
+        *line = n;
+        if prefix.is_none_or(|(len, _)| len < PREFIX && meta.len() > len) {
+            let len = meta.len().min(PREFIX);
+            *prefix = Some((len, prefix_hash(&f, len).map_err(io)?));
+        }
+        Ok((records, errors))
+    }
+
+    /// A JSON or YAML array used as a log: the whole document, read again.
+    fn read_array_log(
+        &mut self,
+        path: &Path,
+        format: Format,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
+        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
+        let (bytes, after) = read_regular(path).map_err(io)?;
+        let source = self.source.clone();
+        let constants = self.constants.clone();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let Some(FileState::Log { sig, count, .. }) = self.files.get_mut(path) else {
+            return Ok((vec![], vec![]));
+        };
+        let parsed = parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
+        *sig = Some(self::sig(&after));
+        if parsed.len() < *count {
+            *count = 0;
+        }
+        let mut records = Vec::new();
+        for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
+            records.push(Record {
+                source: source.clone(),
+                key: format!("{file_name}:{}", i + 1),
+                fields: with_constants(Row::new(fields), &constants),
+                prev: None,
+                observed: now,
+                kind: RecordKind::Event,
+            });
+        }
+        *count += records.len();
+        Ok((records, vec![]))
+    }
+
+    /// When a table waiting to settle, or a log with more to read, is to be
+    /// looked at again.
     pub fn next_recheck(&self) -> Option<(std::time::Instant, Vec<PathBuf>)> {
         let due: Vec<(std::time::Instant, &PathBuf)> = self
             .files
@@ -484,6 +580,7 @@ impl FileTracker {
                 FileState::Table {
                     settle: Some(st), ..
                 } => Some((st.since + st.wait, p)),
+                FileState::Log { more: true, .. } => Some((std::time::Instant::now(), p)),
                 _ => None,
             })
             .collect();
@@ -732,7 +829,6 @@ fn parse_error(source: &str, path: &Path, e: ParseError) -> SourceError {
         file: Some(path.to_path_buf()),
         line: e.line,
         message: e.message,
-        retry: false,
         skipped: false,
     }
 }
@@ -997,10 +1093,6 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                     report(&errors);
                     batch.extend(records);
                     health.get_or_insert(Health::Ok);
-                }
-                Err(e) if e.retry => {
-                    tracing::debug!(source = tracker.name(), file = %p.display(), "{}", e.message);
-                    dirty.insert(p);
                 }
                 Err(e) => {
                     health = Some(Health::Failed(e.to_string()));

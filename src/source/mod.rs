@@ -71,8 +71,6 @@ pub struct SourceError {
     pub file: Option<PathBuf>,
     pub line: usize,
     pub message: String,
-    /// Worth trying again shortly (the file was being written).
-    pub retry: bool,
     /// A bad line of a log: skipped, the lines after it read.
     pub skipped: bool,
 }
@@ -84,14 +82,8 @@ impl SourceError {
             file: Some(path.to_path_buf()),
             line: 0,
             message: format!("cannot read: {e}"),
-            retry: false,
             skipped: false,
         }
-    }
-
-    fn retry(mut self) -> SourceError {
-        self.retry = true;
-        self
     }
 
     /// Marks a bad line of a log, which is skipped.
@@ -110,7 +102,7 @@ impl std::fmt::Display for SourceError {
         }
         if self.skipped {
             f.write_str(" (the line is skipped; the lines after it are read)")?;
-        } else if self.file.is_some() && !self.retry {
+        } else if self.file.is_some() {
             f.write_str(" (the previous content stays in force; fix the file and save it again)")?;
         }
         Ok(())

@@ -67,6 +67,10 @@ CREATE TABLE silences (
     reason TEXT NOT NULL, created_by TEXT NOT NULL,
     starts_at TEXT NOT NULL, ends_at TEXT NOT NULL);
 "#,
+    r#"
+ALTER TABLE log_cursor ADD COLUMN prefix_len INTEGER;
+ALTER TABLE log_cursor ADD COLUMN prefix_hash BLOB;
+"#,
 ];
 
 /// Where a log file was read to.
@@ -78,6 +82,8 @@ pub struct LogCursor {
     pub line: usize,
     pub header: Option<Vec<String>>,
     pub count: usize,
+    /// The length and SHA-256 of the file's first bytes.
+    pub prefix: Option<(u64, [u8; 32])>,
 }
 
 /// What a source has read from one file, as stored.
@@ -309,7 +315,7 @@ impl Store {
                 t.insert(key, fields);
             }
         }
-        let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;
+        let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count, prefix_len, prefix_hash FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;
         let rows = st
             .query_map([source], |r| {
                 let header: Option<String> = r.get(5)?;
@@ -322,6 +328,13 @@ impl Store {
                         line: r.get::<_, i64>(4)? as usize,
                         header: header.and_then(|h| serde_json::from_str(&h).ok()),
                         count: r.get::<_, i64>(6)? as usize,
+                        prefix: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<Vec<u8>>>(8)?)
+                        {
+                            (Some(len), Some(hash)) => {
+                                <[u8; 32]>::try_from(hash).ok().map(|h| (len as u64, h))
+                            }
+                            _ => None,
+                        },
                     },
                 ))
             })
@@ -451,9 +464,9 @@ impl Store {
                         .as_ref()
                         .and_then(|h| serde_json::to_string(h).ok());
                     tx.execute(
-                        "INSERT INTO log_cursor (source, file, dev, ino, offset, line, header, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, offset = ?5, line = ?6, header = ?7, count = ?8",
-                        params![source, file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64],
+                        "INSERT INTO log_cursor (source, file, dev, ino, offset, line, header, count, prefix_len, prefix_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, offset = ?5, line = ?6, header = ?7, count = ?8, prefix_len = ?9, prefix_hash = ?10",
+                        params![source, file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64, c.prefix.map(|p| p.0 as i64), c.prefix.map(|p| p.1.to_vec())],
                     )
                     .map_err(err)?;
                 }
@@ -855,6 +868,7 @@ mod tests {
                             line: 3,
                             header: Some(vec!["a".into()]),
                             count: 0,
+                            prefix: Some((30, [7; 32])),
                         },
                     },
                 ],
@@ -873,7 +887,7 @@ mod tests {
         );
         let l = s.checkpoints("l").unwrap();
         assert!(
-            matches!(&l[Path::new("/d/l.jsonl")], FileCheckpoint::Log(c) if c.offset == 30 && c.header.as_deref() == Some(&["a".to_string()][..]))
+            matches!(&l[Path::new("/d/l.jsonl")], FileCheckpoint::Log(c) if c.offset == 30 && c.header.as_deref() == Some(&["a".to_string()][..]) && c.prefix == Some((30, [7; 32])))
         );
         assert_eq!(s.outbox_counts().unwrap(), (3, 0));
         let p = s.next_pending("mail").unwrap().unwrap();
