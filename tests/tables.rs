@@ -183,3 +183,84 @@ fn a_slow_writer_is_not_caught_between_rows() {
     assert_eq!(after(&s.alerts, 2), [("cn-high".into(), "resolved".into())]);
     d.stop();
 }
+
+/// A FIFO where the table was: refused with its reason, never opened (an
+/// open would block until a writer came); nothing resolves; `/healthz`
+/// answers and SIGTERM stops the daemon at once. A symlink loop is named
+/// too. The next regular file fires its real change.
+#[test]
+fn a_fifo_or_a_symlink_loop_is_refused_and_the_daemon_stays_responsive() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    let port = free_port();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        format!(
+            r#"
+state: state.db
+rules: rules.yaml
+http: {{ listen: "127.0.0.1:{port}" }}
+sources:
+  - {{ name: tariffs, type: file, path: data/tariffs.csv, mode: table, key: [partner, product] }}
+channels:
+  - {{ name: audit, type: file, path: out/alerts.jsonl }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("rules.yaml"), RULES).unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    let csv = p.join("data/tariffs.csv");
+    let alerts = p.join("out/alerts.jsonl");
+    std::fs::write(&csv, table(200, 10)).unwrap();
+    let d = Daemon::start(&p.join("tocsin.yaml"), &[]);
+    wait_count(&alerts, 2, &d);
+
+    std::fs::remove_file(&csv).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&csv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    d.wait_log(
+        "tariffs.csv: cannot read: is a FIFO (named pipe), not a regular file",
+        T,
+    );
+    assert_eq!(get(port, "/healthz").0, 200, "{}", d.log());
+
+    std::fs::remove_file(&csv).unwrap();
+    std::os::unix::fs::symlink(p.join("data/loop"), &csv).unwrap();
+    std::os::unix::fs::symlink(&csv, p.join("data/loop")).unwrap();
+    d.wait_log(
+        "tariffs.csv: cannot read: Too many levels of symbolic links",
+        T,
+    );
+    std::thread::sleep(Duration::from_millis(6000));
+    assert_eq!(
+        d.log().matches("a FIFO").count() + d.log().matches("symbolic links").count(),
+        2,
+        "each reported once, not at every poll:\n{}",
+        d.log()
+    );
+    assert_eq!(after(&alerts, 2), [] as [(String, String); 0]);
+
+    std::fs::remove_file(&csv).unwrap();
+    write_by_rename(&csv, &table(200, 3));
+    wait_count(&alerts, 3, &d);
+    assert_eq!(after(&alerts, 2), [("jp-low".into(), "resolved".into())]);
+
+    // A FIFO again, then SIGTERM: stopped at once, cleanly.
+    std::fs::remove_file(&csv).unwrap();
+    std::process::Command::new("mkfifo")
+        .arg(&csv)
+        .status()
+        .unwrap();
+    wait_for(T, || (d.log().matches("a FIFO").count() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("the second FIFO is not reported:\n{}", d.log()));
+    let t = std::time::Instant::now();
+    let mut d = d;
+    d.signal("TERM");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

@@ -107,6 +107,9 @@ pub struct FileTracker {
     stored: HashMap<PathBuf, FileCheckpoint>,
     /// What was read since the last `take_checkpoints`, for the store.
     pending: Vec<Checkpoint>,
+    /// Files that could not be read (not regular, unreadable), as they
+    /// were then: not tried again until they change.
+    refused_io: HashMap<PathBuf, Sig>,
 }
 
 const GLOB_OPTS: glob::MatchOptions = glob::MatchOptions {
@@ -131,6 +134,7 @@ impl FileTracker {
             pattern,
             stored: HashMap::new(),
             pending: Vec::new(),
+            refused_io: HashMap::new(),
         }
     }
 
@@ -211,11 +215,13 @@ impl FileTracker {
     pub fn current_files(&self) -> Vec<PathBuf> {
         match &self.pattern {
             Some(_) => {
+                // Anything there but folders: a FIFO or a symlink loop is
+                // refused with its reason when read, not passed over.
                 let mut v: Vec<PathBuf> =
                     glob::glob_with(&self.cfg.path.to_string_lossy(), GLOB_OPTS)
                         .map(|it| {
                             it.filter_map(Result::ok)
-                                .filter(|p| p.is_file() && !is_temp_name(p))
+                                .filter(|p| !p.is_dir() && !is_temp_name(p))
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -223,7 +229,7 @@ impl FileTracker {
                 v
             }
             None => {
-                if self.cfg.path.is_file() {
+                if std::fs::symlink_metadata(&self.cfg.path).is_ok() && !self.cfg.path.is_dir() {
                     vec![self.cfg.path.clone()]
                 } else {
                     vec![]
@@ -373,6 +379,9 @@ impl FileTracker {
             return false;
         };
         let now = Some(sig(&meta));
+        if self.refused_io.get(path).is_some_and(|s| Some(*s) == now) {
+            return false;
+        }
         match self.files.get(path) {
             Some(FileState::Table { sig, .. }) | Some(FileState::Log { sig, .. }) => *sig != now,
             None => true,
@@ -959,8 +968,35 @@ impl PathMatcher {
     }
 }
 
-/// Watches and reads one file source until `shutdown`.
-pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: CancellationToken) {
+/// What the reader thread is asked to do.
+enum Job {
+    /// First look at every file.
+    Start,
+    /// Read these files, which events or timers say may have changed.
+    Read(Vec<PathBuf>),
+    /// Read the files whose metadata changed (for filesystems without
+    /// events).
+    Poll,
+}
+
+/// What a job read, for one batch.
+#[derive(Default)]
+struct Done {
+    records: Vec<Record>,
+    errors: Vec<SourceError>,
+    health: Option<Health>,
+    checkpoints: Vec<Checkpoint>,
+    /// When to read again files waiting to settle (or with more to read).
+    recheck: Option<(std::time::Instant, Vec<PathBuf>)>,
+}
+
+/// Watches one file source until `shutdown`. All reading happens on a
+/// thread of the source's own: a read that blocks (a file on a stuck NFS
+/// or FUSE mount) holds that thread alone, never the runtime's workers,
+/// so `/healthz`, the other sources and shutdown go on; this task stops
+/// waiting for it at shutdown.
+pub async fn run(tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: CancellationToken) {
+    let name = tracker.name().to_string();
     let (ntx, mut nrx) = mpsc::unbounded_channel::<notify::Result<Vec<PathBuf>>>();
     // Events are sorted on the watcher's thread: the folder may be busy with
     // other files (the store's, say), and those need not wake this task.
@@ -981,7 +1017,7 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
     let mut watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!(source = tracker.name(), error = %e, "cannot watch files; falling back to polling every {}s", POLL.as_secs());
+            tracing::error!(source = %name, error = %e, "cannot watch files; falling back to polling every {}s", POLL.as_secs());
             None
         }
     };
@@ -989,56 +1025,58 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
         use notify::Watcher;
         for dir in tracker.watch_dirs() {
             if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                tracing::error!(source = tracker.name(), dir = %dir.display(), error = %e, "cannot watch folder; polling it every {}s", POLL.as_secs());
+                tracing::error!(source = %name, dir = %dir.display(), error = %e, "cannot watch folder; polling it every {}s", POLL.as_secs());
             }
         }
     }
 
-    let now = Utc::now();
-    let mut first = Vec::new();
-    for path in tracker.current_files() {
-        let (records, errors) = tracker.start(&path, now);
-        report(&errors);
-        first.extend(records);
-    }
-    if tracker.current_files().is_empty() {
-        tracing::warn!(
-            source = tracker.name(),
-            "no file matches yet; waiting for one to appear"
-        );
-    }
-    if !send(&tx, &mut tracker, first, None).await {
+    let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("tocsin-file-{name}"))
+        .spawn(move || reader(tracker, job_rx, done_tx));
+    if let Err(e) = spawned {
+        tracing::error!(source = %name, error = %e, "cannot start the source's reader thread");
         return;
     }
-
+    let _ = jobs.send(Job::Start);
+    let mut busy = true;
     let mut dirty: HashSet<PathBuf> = HashSet::new();
+    let mut poll_due = false;
+    let mut recheck: Option<(std::time::Instant, Vec<PathBuf>)> = None;
     let mut watching = watcher.is_some();
     let mut poll = tokio::time::interval(POLL);
     poll.tick().await;
     loop {
-        let debounce = tokio::time::sleep(DEBOUNCE);
-        tokio::pin!(debounce);
-        // Tables waiting to settle are looked at again when their quiet
-        // interval is over.
-        let recheck = tracker.next_recheck();
-        let recheck_at = recheck
-            .as_ref()
-            .map(|(t, _)| tokio::time::Instant::from_std(*t))
-            .unwrap_or_else(|| tokio::time::Instant::now() + POLL * 1000);
+        let recheck_at = match &recheck {
+            Some((t, _)) => tokio::time::Instant::from_std(*t),
+            None => tokio::time::Instant::now() + POLL * 1000,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(recheck_at), if recheck.is_some() => {
-                dirty.extend(recheck.map(|(_, paths)| paths).unwrap_or_default());
+            done = done_rx.recv() => {
+                let Some(done) = done else { break };
+                busy = false;
+                report(&done.errors);
+                recheck = done.recheck;
+                if !send(&tx, &name, done.records, done.checkpoints, done.health).await {
+                    break;
+                }
+            }
+            // Tables waiting to settle are looked at again when their quiet
+            // interval is over.
+            _ = tokio::time::sleep_until(recheck_at), if recheck.is_some() && !busy => {
+                dirty.extend(recheck.take().map(|(_, paths)| paths).unwrap_or_default());
             }
             ev = nrx.recv(), if watching => {
                 match ev {
                     Some(Ok(ours)) => dirty.extend(ours),
                     Some(Err(e)) => {
-                        tracing::warn!(source = tracker.name(), error = %e, "file watch error");
+                        tracing::warn!(source = %name, error = %e, "file watch error");
                         continue;
                     }
                     None => {
-                        tracing::warn!(source = tracker.name(), "file watch ended; polling every {}s", POLL.as_secs());
+                        tracing::warn!(source = %name, "file watch ended; polling every {}s", POLL.as_secs());
                         watching = false;
                         continue;
                     }
@@ -1047,8 +1085,11 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                 // read once our files have been quiet for a moment, or at the
                 // latest after MAX_WAIT, so a busy log is still read.
                 let latest = tokio::time::Instant::now() + MAX_WAIT;
+                let debounce = tokio::time::sleep(DEBOUNCE);
+                tokio::pin!(debounce);
                 loop {
                     tokio::select! {
+                        _ = shutdown.cancelled() => break,
                         _ = &mut debounce => break,
                         more = nrx.recv() => match more {
                             Some(Ok(ours)) => {
@@ -1064,62 +1105,120 @@ pub async fn run(mut tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Ca
                     }
                 }
             }
-            _ = poll.tick() => {
-                for p in tracker.current_files() {
-                    if tracker.changed_on_disk(&p) {
-                        dirty.insert(p);
-                    }
-                }
-            }
+            _ = poll.tick() => poll_due = true,
         }
-        if dirty.is_empty() {
+        if busy {
             continue;
         }
-        let mut paths: Vec<PathBuf> = dirty.drain().collect();
-        paths.sort();
+        let job = if !dirty.is_empty() {
+            let mut paths: Vec<PathBuf> = dirty.drain().collect();
+            paths.sort();
+            Job::Read(paths)
+        } else if poll_due {
+            poll_due = false;
+            Job::Poll
+        } else {
+            continue;
+        };
+        if jobs.send(job).is_err() {
+            break;
+        }
+        busy = true;
+    }
+    drop(watcher);
+}
+
+/// The source's reader thread: does each job and hands back what it read.
+/// Ends when the task is gone.
+fn reader(
+    mut tracker: FileTracker,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    while let Ok(job) = jobs.recv() {
         let now = Utc::now();
-        let mut batch = Vec::new();
-        // A file refused whole is a failure of the source; a read that
-        // went through is a success (bad lines of a log are not counted).
-        let mut health = None;
+        let mut d = Done::default();
+        match job {
+            Job::Start => {
+                let files = tracker.current_files();
+                if files.is_empty() {
+                    tracing::warn!(
+                        source = tracker.name(),
+                        "no file matches yet; waiting for one to appear"
+                    );
+                }
+                for path in files {
+                    let (records, errors) = tracker.start(&path, now);
+                    if !errors.is_empty()
+                        && let Ok(m) = std::fs::metadata(&path)
+                    {
+                        tracker.refused_io.insert(path.clone(), sig(&m));
+                    }
+                    d.errors.extend(errors);
+                    d.records.extend(records);
+                }
+            }
+            Job::Poll => {
+                let changed: Vec<PathBuf> = tracker
+                    .current_files()
+                    .into_iter()
+                    .filter(|p| tracker.changed_on_disk(p))
+                    .collect();
+                tracker.read_paths(changed, now, &mut d);
+            }
+            Job::Read(paths) => tracker.read_paths(paths, now, &mut d),
+        }
+        d.checkpoints = tracker.take_checkpoints();
+        d.recheck = tracker.next_recheck();
+        if done.send(d).is_err() {
+            return;
+        }
+    }
+}
+
+impl FileTracker {
+    /// Reads `paths` into `d`. A file refused whole is a failure of the
+    /// source; a read that went through is a success (bad lines of a log
+    /// are not counted).
+    fn read_paths(&mut self, paths: Vec<PathBuf>, now: DateTime<Utc>, d: &mut Done) {
         for p in paths {
-            if !p.exists() {
+            if std::fs::symlink_metadata(&p).is_err() {
                 // Gone (or mid-rename). Its rows stand until it returns: a
                 // file briefly missing during an editor save resolves nothing.
                 continue;
             }
-            match tracker.refresh(&p, now) {
+            match self.refresh(&p, now) {
                 Ok((records, errors)) => {
-                    report(&errors);
-                    batch.extend(records);
-                    health.get_or_insert(Health::Ok);
+                    d.errors.extend(errors);
+                    d.records.extend(records);
+                    d.health.get_or_insert(Health::Ok);
                 }
                 Err(e) => {
-                    health = Some(Health::Failed(e.to_string()));
-                    report(&[e]);
+                    // Not read again until it changes.
+                    if let Ok(m) = std::fs::metadata(&p) {
+                        self.refused_io.insert(p.clone(), sig(&m));
+                    }
+                    d.health = Some(Health::Failed(e.to_string()));
+                    d.errors.push(e);
                 }
             }
         }
-        if !send(&tx, &mut tracker, batch, health).await {
-            return;
-        }
     }
-    drop(watcher);
 }
 
 /// Sends what was read, with where reading got to, as one batch.
 async fn send(
     tx: &mpsc::Sender<Batch>,
-    tracker: &mut FileTracker,
+    name: &str,
     records: Vec<Record>,
+    checkpoints: Vec<Checkpoint>,
     health: Option<Health>,
 ) -> bool {
-    let checkpoints = tracker.take_checkpoints();
     if records.is_empty() && checkpoints.is_empty() && health.is_none() {
         return true;
     }
     tx.send(Batch {
-        source: tracker.name().to_string(),
+        source: name.to_string(),
         records,
         checkpoints,
         health,
