@@ -264,3 +264,61 @@ channels:
     assert!(status.success(), "{status:?}\n{}", d.log());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// `path: data/*.csv` is one table per file: a row of one file never
+/// resolves the same key of another, and keys start with the file's name.
+#[test]
+fn a_glob_is_one_table_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        r#"
+state: state.db
+rules: rules.yaml
+sources:
+  - { name: rates, type: file, path: "data/*.csv", mode: table, key: [partner] }
+channels:
+  - { name: audit, type: file, path: out/alerts.jsonl }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("rules.yaml"),
+        "rules:\n  - { id: high, source: rates, when: { field: rate, above: 10 }, notify: [audit] }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    let (one, two) = (p.join("data/one.csv"), p.join("data/two.csv"));
+    let alerts = p.join("out/alerts.jsonl");
+    std::fs::write(&one, "partner,rate\nX,20\n").unwrap();
+    std::fs::write(&two, "partner,rate\nX,5\n").unwrap();
+    let d = Daemon::start(&p.join("tocsin.yaml"), &[]);
+    let v = wait_count(&alerts, 1, &d);
+    assert_eq!(v[0]["key"], "one.csv|X");
+    // A low row in two.csv says nothing of one.csv's X.
+    write_by_rename(&two, "partner,rate\nX,3\nY,1\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        after(&alerts, 1),
+        [] as [(String, String); 0],
+        "{}",
+        d.log()
+    );
+    // two.csv going away keeps its rows: nothing resolves or fires.
+    std::fs::remove_file(&two).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        after(&alerts, 1),
+        [] as [(String, String); 0],
+        "{}",
+        d.log()
+    );
+    write_by_rename(&one, "partner,rate\nX,5\n");
+    let v = wait_count(&alerts, 2, &d);
+    assert_eq!(
+        (v[1]["key"].as_str(), v[1]["state"].as_str()),
+        (Some("one.csv|X"), Some("resolved"))
+    );
+    d.stop();
+}

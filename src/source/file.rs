@@ -617,6 +617,7 @@ impl FileTracker {
             self.cfg.key.clone(),
             self.constants.clone(),
         );
+        let glob = self.pattern.is_some();
         let Some(FileState::Table {
             rows,
             sig: judged,
@@ -676,9 +677,18 @@ impl FileTracker {
             tracing::debug!(source = %source, file = %path.display(), "the file is empty, as while it is being written; its previous rows stand");
             return nothing;
         }
+        // A glob is one table per file: its keys start with the file's name.
+        let file_prefix = glob.then(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        });
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
-            key,
+            key: match &file_prefix {
+                Some(f) => format!("{f}|{key}"),
+                None => key,
+            },
             fields: with_constants(fields, &constants),
             prev,
             observed: now,

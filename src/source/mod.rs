@@ -145,11 +145,15 @@ pub(crate) fn diff_table(
         order.push(k);
     }
     let mut records = Vec::new();
+    let mut upsert = Vec::new();
     for k in &order {
         let new = &next[k];
         match rows.get(k) {
             Some(old) if old == new => {}
-            old => records.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row)),
+            old => {
+                records.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row));
+                upsert.push((k.clone(), new.clone()));
+            }
         }
     }
     let mut removed: Vec<(&String, &Row)> = rows
@@ -157,19 +161,11 @@ pub(crate) fn diff_table(
         .filter(|(k, _)| !next.contains_key(*k))
         .collect();
     removed.sort_by(|a, b| a.0.cmp(b.0));
+    let mut delete = Vec::with_capacity(removed.len());
     for (k, old) in removed {
         records.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
+        delete.push(k.clone());
     }
-    let upsert = records
-        .iter()
-        .filter(|r| r.kind == RecordKind::Row)
-        .map(|r| (r.key.clone(), next[&r.key].clone()))
-        .collect();
-    let delete = records
-        .iter()
-        .filter(|r| r.kind == RecordKind::Removed)
-        .map(|r| r.key.clone())
-        .collect();
     *rows = next;
     Ok(TableDiff {
         records,
