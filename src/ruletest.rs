@@ -237,6 +237,8 @@ fn source_config(name: &str, mode: Mode, key: Vec<String>, fields: Fields) -> So
             format: None,
             mode,
             key,
+            id_field: "id".into(),
+            retention: crate::config::read::DEFAULT_RETENTION,
         }),
         fields,
         fail_after: 3,

@@ -89,6 +89,10 @@ struct FileSource {
     mode: Option<Mode>,
     /// Required for tables: the columns that identify a row.
     key: Option<StringOrList>,
+    /// Array logs (json, yaml): the field that identifies an item (default `id`; else a hash of the item).
+    id_field: Option<String>,
+    /// Array logs: how long an item gone from the file is remembered (default 90d).
+    retention: Option<Duration>,
     /// Constant fields added to every record.
     fields: Option<BTreeMap<String, serde_json::Value>>,
     /// Failures in a row before `source-unhealthy` fires (default 3).

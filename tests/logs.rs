@@ -132,3 +132,95 @@ fn a_line_that_is_not_utf8_is_skipped_with_its_place_and_never_fires() {
     assert!(!v[0].to_string().contains('\u{fffd}'));
     d.stop();
 }
+
+/// A JSON array log kept as a rolling window (the last 50 items, 3 added
+/// at a time), rewritten 20 times in place or by `mv`, with a restart and a
+/// `kill -9` on the way: exactly the 60 new items fire, once each.
+#[test]
+fn a_rolling_window_array_log_fires_each_new_item_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        r#"
+state: state.db
+rules: rules.yaml
+sources:
+  - { name: items, type: file, path: data/items.json, mode: log }
+channels:
+  - { name: audit, type: file, path: out/alerts.jsonl }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("rules.yaml"),
+        "rules:\n  - { id: ec, source: items, when: { text: [title], any: [\"export control*\"] }, notify: [audit] }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    let (json, alerts, config) = (
+        p.join("data/items.json"),
+        p.join("out/alerts.jsonl"),
+        p.join("tocsin.yaml"),
+    );
+    let window = |last: usize| {
+        let items: Vec<serde_json::Value> = (last.saturating_sub(49).max(1)..=last)
+            .map(|i| serde_json::json!({"id": format!("i{i}"), "title": format!("export controls {i}")}))
+            .collect();
+        serde_json::to_string_pretty(&items).unwrap()
+    };
+    std::fs::write(&json, window(50)).unwrap();
+    let mut d = Daemon::start(&config, &[]);
+    d.wait_log("first look at this array log", T);
+    let count_is = |n: usize, d: &Daemon| {
+        wait_for(T, || (read_jsonl(&alerts).len() >= n).then_some(())).unwrap_or_else(|| {
+            panic!(
+                "expected {n}, got {}:\n{}",
+                read_jsonl(&alerts).len(),
+                d.log()
+            )
+        });
+    };
+    for round in 1..=20 {
+        let content = window(50 + 3 * round);
+        if round % 3 == 0 {
+            write_by_rename(&json, &content);
+        } else {
+            write_in_place(&json, &content);
+        }
+        match round {
+            7 => {
+                count_is(3 * round, &d);
+                d.stop();
+                d = Daemon::start(&config, &[]);
+            }
+            14 => {
+                // Killed whether or not it read this version yet.
+                std::thread::sleep(Duration::from_millis(150));
+                d.kill();
+                d = Daemon::start(&config, &[]);
+                count_is(3 * round, &d);
+            }
+            _ => count_is(3 * round, &d),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = read_jsonl(&alerts);
+    let mut keys: Vec<String> = v
+        .iter()
+        .map(|n| n["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        v.len(),
+        60,
+        "{:?}",
+        v.iter().map(|n| &n["key"]).collect::<Vec<_>>()
+    );
+    assert_eq!(keys.len(), 60);
+    let mut want: Vec<String> = (51..=110).map(|i| format!("items.json:i{i}")).collect();
+    want.sort();
+    assert_eq!(keys, want);
+    d.stop();
+}

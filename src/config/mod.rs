@@ -181,6 +181,11 @@ pub struct FileSource {
     pub format: Option<Format>,
     pub mode: Mode,
     pub key: Vec<String>,
+    /// Array logs (json, yaml): the field that identifies an item (else a
+    /// hash of the item), and how long an item gone from the file is
+    /// remembered.
+    pub id_field: String,
+    pub retention: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -228,7 +228,7 @@ fn one_of<'a>(n: &Node, what: &str, choices: &[&'a str], d: &mut Diags) -> Optio
 }
 
 const SOURCE_TYPES: [&str; 3] = ["file", "feed", "http"];
-const FILE_KEYS: [&str; 4] = ["path", "format", "mode", "key"];
+const FILE_KEYS: [&str; 6] = ["path", "format", "mode", "key", "id_field", "retention"];
 const POLL_KEYS: [&str; 7] = [
     "url",
     "every",
@@ -291,6 +291,9 @@ fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
         fail_after,
     })
 }
+
+/// How long an item gone from an array log is remembered (as feed items).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Failures in a row before a source is reported unhealthy.
 pub const DEFAULT_FAIL_AFTER: u32 = 3;
@@ -575,11 +578,21 @@ fn file_source(m: &mut MapReader, dir: &Path, d: &mut Diags) -> Option<FileSourc
             ),
         );
     }
+    let id_field = m
+        .get("id_field")
+        .and_then(|n| string(n, "id_field", d))
+        .unwrap_or_else(|| "id".into());
+    let retention = m
+        .get("retention")
+        .and_then(|n| duration(n, "retention", d))
+        .unwrap_or(DEFAULT_RETENTION);
     Some(FileSource {
         path: path?,
         format,
         mode,
         key,
+        id_field,
+        retention,
     })
 }
 

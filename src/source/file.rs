@@ -58,15 +58,100 @@ const QUIET_TAIL: Duration = Duration::from_secs(1);
 /// The longest wait, for a file that keeps changing.
 const QUIET_MAX: Duration = Duration::from_secs(5);
 
+/// A file read as a whole document (a table, an array log): which version
+/// was last judged, the one waiting to settle, the last one refused.
+#[derive(Debug, Default)]
+struct Whole {
+    /// The version last judged (compared or refused).
+    sig: Option<Sig>,
+    settle: Option<Settle>,
+    /// The SHA-256 of the version last refused: reported once.
+    refused: Option<[u8; 32]>,
+}
+
+impl Whole {
+    /// The bytes of a new version once it is whole: it must have stayed
+    /// put for a quiet interval (longer while its last line has no
+    /// newline) and be read without changing. `None` until then, and for
+    /// a version already judged or an empty file (an in-place write
+    /// truncates first: an empty file is one being written).
+    fn settled_read(&mut self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+        let meta = regular_metadata(path)?;
+        let s = sig(&meta);
+        if self.sig == Some(s) {
+            self.settle = None;
+            return Ok(None);
+        }
+        let tail_done = meta.len() == 0 || last_byte(path, meta.len())? == b'\n';
+        let need = if tail_done { QUIET } else { QUIET_TAIL };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
+        let settled = match &self.settle {
+            Some(st) if st.sig == s => st.since.elapsed() >= st.wait.max(need),
+            _ => false,
+        } || age.is_some_and(|a| a >= need);
+        if !settled {
+            self.settle = Some(match self.settle {
+                Some(st) if st.sig == s => Settle {
+                    wait: st.wait.max(need),
+                    ..st
+                },
+                Some(st) => Settle {
+                    sig: s,
+                    since: std::time::Instant::now(),
+                    wait: (st.wait * 2).clamp(need, QUIET_MAX),
+                },
+                None => Settle {
+                    sig: s,
+                    since: std::time::Instant::now(),
+                    wait: need,
+                },
+            });
+            return Ok(None);
+        }
+        let (bytes, after) = read_regular(path)?;
+        if sig(&after) != s || bytes.len() as u64 != after.len() {
+            // Written while being read: wait for it to settle again.
+            self.settle = Some(Settle {
+                sig: sig(&after),
+                since: std::time::Instant::now(),
+                wait: self.settle.map_or(QUIET, |st| (st.wait * 2).min(QUIET_MAX)),
+            });
+            return Ok(None);
+        }
+        self.settle = None;
+        self.sig = Some(s);
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            tracing::debug!(file = %path.display(), "the file is empty, as while it is being written; what was read before stands");
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Whether the version `bytes`, which does not parse, is reported: a
+    /// version already refused is not, however often it is read.
+    fn refuse(&mut self, bytes: &[u8]) -> bool {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let first = self.refused != Some(hash);
+        self.refused = Some(hash);
+        first
+    }
+}
+
 #[derive(Debug)]
 enum FileState {
     Table {
         rows: HashMap<String, Row>,
-        /// The version last judged (compared or refused).
-        sig: Option<Sig>,
-        settle: Option<Settle>,
-        /// The SHA-256 of the version last refused: reported once.
-        refused: Option<[u8; 32]>,
+        whole: Whole,
+    },
+    /// A JSON or YAML array used as a log: items are known by their id.
+    Items {
+        whole: Whole,
+        /// False until a version has parsed: its items are history.
+        known: bool,
     },
     Log {
         sig: Option<Sig>,
@@ -81,6 +166,30 @@ enum FileState {
         /// The last read stopped at [`MAX_READ`]: read on at once.
         more: bool,
     },
+}
+
+/// Seen ids are written again at most this often while they stay in the
+/// file, so their retention clock keeps running without a write per read.
+const REFRESH_SEEN: chrono::Duration = chrono::Duration::days(1);
+
+/// The identity of an array log item: its `id_field` as text when it has
+/// one, else a hash of the item.
+fn item_id(fields: &Fields, id_field: &str) -> String {
+    use sha2::Digest;
+    match fields.get(id_field).and_then(crate::record::as_text) {
+        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let json = serde_json::to_vec(fields).unwrap_or_default();
+            let d = sha2::Sha256::digest(&json);
+            format!(
+                "sha256:{}",
+                d[..12]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        }
+    }
 }
 
 /// How much of a log's beginning identifies it.
@@ -110,6 +219,9 @@ pub struct FileTracker {
     /// Files that could not be read (not regular, unreadable), as they
     /// were then: not tried again until they change.
     refused_io: HashMap<PathBuf, Sig>,
+    /// Items of array logs seen (`file:id`), with when each was last
+    /// written to the store.
+    seen: HashMap<String, DateTime<Utc>>,
 }
 
 const GLOB_OPTS: glob::MatchOptions = glob::MatchOptions {
@@ -135,6 +247,7 @@ impl FileTracker {
             stored: HashMap::new(),
             pending: Vec::new(),
             refused_io: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -142,6 +255,12 @@ impl FileTracker {
     /// stored rows, logs go on from their stored position.
     pub fn with_checkpoints(mut self, stored: HashMap<PathBuf, FileCheckpoint>) -> FileTracker {
         self.stored = stored;
+        self
+    }
+
+    /// The array log items seen in earlier runs.
+    pub fn with_seen(mut self, seen: HashMap<String, DateTime<Utc>>) -> FileTracker {
+        self.seen = seen;
         self
     }
 
@@ -270,9 +389,21 @@ impl FileTracker {
                     path.to_path_buf(),
                     FileState::Table {
                         rows,
-                        sig: None,
-                        settle: None,
-                        refused: None,
+                        whole: Whole::default(),
+                    },
+                );
+                match self.refresh(path, now) {
+                    Ok(r) => r,
+                    Err(e) => (vec![], vec![e]),
+                }
+            }
+            (Mode::Log, stored) if self.is_array(path) => {
+                let known = matches!(stored, Some(FileCheckpoint::Log(_)));
+                self.files.insert(
+                    path.to_path_buf(),
+                    FileState::Items {
+                        whole: Whole::default(),
+                        known,
                     },
                 );
                 match self.refresh(path, now) {
@@ -327,16 +458,7 @@ impl FileTracker {
         let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
         let format = self.format_of(path)?;
         let (mut f, meta) = open_regular(path).map_err(io)?;
-        let (header, count) = match format {
-            Format::Json | Format::Yaml => {
-                let (bytes, _) = read_regular(path).map_err(io)?;
-                (
-                    None,
-                    parse::rows(format, &bytes).map(|r| r.len()).unwrap_or(0),
-                )
-            }
-            _ => (None, 0),
-        };
+        let (header, count) = (None, 0);
         // Only whole lines count; a half-written last line is read later.
         let (mut lines, mut end, mut pos) = (0usize, 0u64, 0u64);
         let mut first_line = Vec::new();
@@ -383,7 +505,10 @@ impl FileTracker {
             return false;
         }
         match self.files.get(path) {
-            Some(FileState::Table { sig, .. }) | Some(FileState::Log { sig, .. }) => *sig != now,
+            Some(FileState::Table { whole, .. }) | Some(FileState::Items { whole, .. }) => {
+                whole.sig != now
+            }
+            Some(FileState::Log { sig, .. }) => *sig != now,
             None => true,
         }
     }
@@ -433,7 +558,7 @@ impl FileTracker {
         let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
         let format = self.format_of(path)?;
         if matches!(format, Format::Json | Format::Yaml) {
-            return self.read_array_log(path, format, now);
+            return self.read_items(path, format, now);
         }
         let (mut f, meta) = open_regular(path).map_err(io)?;
         let new_sig = sig(&meta);
@@ -541,41 +666,102 @@ impl FileTracker {
         Ok((records, errors))
     }
 
-    /// A JSON or YAML array used as a log: the whole document, read again.
-    fn read_array_log(
+    /// Whether `path` is read as an array log (json, yaml).
+    fn is_array(&self, path: &Path) -> bool {
+        self.cfg.mode == Mode::Log
+            && matches!(
+                self.cfg.format.or_else(|| Format::from_path(path)),
+                Some(Format::Json | Format::Yaml)
+            )
+    }
+
+    /// A JSON or YAML array used as a log, read whole once it is whole
+    /// ([`Whole::settled_read`]): its items are known by their id (or a
+    /// hash of the item), so a rewrite, an `mv` save or a rolling window
+    /// fires exactly the items not seen before. The first version read is
+    /// history. Seen ids are kept in the store for `retention`.
+    fn read_items(
         &mut self,
         path: &Path,
         format: Format,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
-        let io = |e: std::io::Error| SourceError::io(&self.source, path, e);
-        let (bytes, after) = read_regular(path).map_err(io)?;
-        let source = self.source.clone();
-        let constants = self.constants.clone();
+        let (source, constants) = (self.source.clone(), self.constants.clone());
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let Some(FileState::Log { sig, count, .. }) = self.files.get_mut(path) else {
+        let Some(FileState::Items { whole, known }) = self.files.get_mut(path) else {
             return Ok((vec![], vec![]));
         };
-        let parsed = parse::rows(format, &bytes).map_err(|e| parse_error(&source, path, e))?;
-        *sig = Some(self::sig(&after));
-        if parsed.len() < *count {
-            *count = 0;
-        }
+        let Some(bytes) = whole
+            .settled_read(path)
+            .map_err(|e| SourceError::io(&source, path, e))?
+        else {
+            return Ok((vec![], vec![]));
+        };
+        let parsed = match parse::rows(format, &bytes) {
+            Ok(p) => p,
+            Err(e) if whole.refuse(&bytes) => return Err(parse_error(&source, path, e)),
+            Err(_) => return Ok((vec![], vec![])),
+        };
+        whole.refused = None;
+        let first = !*known;
+        *known = true;
         let mut records = Vec::new();
-        for (i, (_, fields)) in parsed.into_iter().enumerate().skip(*count) {
-            records.push(Record {
-                source: source.clone(),
-                key: format!("{file_name}:{}", i + 1),
-                fields: with_constants(Row::new(fields), &constants),
-                prev: None,
-                observed: now,
-                kind: RecordKind::Event,
+        let mut write = Vec::new();
+        for (_, fields) in parsed {
+            let id = format!("{file_name}:{}", item_id(&fields, &self.cfg.id_field));
+            match self.seen.get_mut(&id) {
+                Some(t) => {
+                    if now - *t >= REFRESH_SEEN {
+                        *t = now;
+                        write.push(id);
+                    }
+                }
+                None => {
+                    self.seen.insert(id.clone(), now);
+                    write.push(id.clone());
+                    if !first {
+                        records.push(Record {
+                            source: source.clone(),
+                            key: id,
+                            fields: with_constants(Row::new(fields), &constants),
+                            prev: None,
+                            observed: now,
+                            kind: RecordKind::Event,
+                        });
+                    }
+                }
+            }
+        }
+        if first {
+            tracing::info!(source = %source, file = %path.display(), items = write.len(), "first look at this array log: its items are history");
+            // Known from now on, across restarts.
+            let meta = std::fs::metadata(path).ok();
+            self.pending.push(Checkpoint::Log {
+                source: source.to_string(),
+                file: path.to_path_buf(),
+                cursor: LogCursor {
+                    dev: meta.as_ref().map_or(0, |m| sig(m).dev),
+                    ino: meta.as_ref().map_or(0, |m| sig(m).ino),
+                    offset: 0,
+                    line: 0,
+                    header: None,
+                    count: 0,
+                    prefix: None,
+                },
             });
         }
-        *count += records.len();
+        let forget_before =
+            now - chrono::Duration::from_std(self.cfg.retention).unwrap_or_default();
+        self.seen.retain(|_, t| *t >= forget_before);
+        self.pending.push(Checkpoint::Seen {
+            source: source.to_string(),
+            ids: write,
+            at: now,
+            forget_before,
+        });
         Ok((records, vec![]))
     }
 
@@ -586,9 +772,9 @@ impl FileTracker {
             .files
             .iter()
             .filter_map(|(p, f)| match f {
-                FileState::Table {
-                    settle: Some(st), ..
-                } => Some((st.since + st.wait, p)),
+                FileState::Table { whole, .. } | FileState::Items { whole, .. } => {
+                    whole.settle.map(|st| (st.since + st.wait, p))
+                }
                 FileState::Log { more: true, .. } => Some((std::time::Instant::now(), p)),
                 _ => None,
             })
@@ -597,86 +783,30 @@ impl FileTracker {
         Some((at, due.into_iter().map(|(_, p)| p.clone()).collect()))
     }
 
-    /// A table's new version, once it is whole: it must have stayed put
-    /// for a quiet interval (longer while its last line has no newline),
-    /// be read without changing, and parse with unique keys. Until then
-    /// nothing is compared; a refused version is reported once.
+    /// A table's new version, once it is whole ([`Whole::settled_read`]),
+    /// compared with the previous one; it must parse with unique keys, else
+    /// it is refused (once) and nothing is compared.
     fn read_table(
         &mut self,
         path: &Path,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
-        let nothing = Ok((vec![], vec![]));
         let format = self.format_of(path)?;
-        let meta = regular_metadata(path).map_err(|e| self.io_error(path, e))?;
-        let s = sig(&meta);
-        let tail_done = meta.len() == 0
-            || last_byte(path, meta.len()).map_err(|e| self.io_error(path, e))? == b'\n';
         let (source, key, constants) = (
             self.source.clone(),
             self.cfg.key.clone(),
             self.constants.clone(),
         );
         let glob = self.pattern.is_some();
-        let Some(FileState::Table {
-            rows,
-            sig: judged,
-            settle,
-            refused,
-        }) = self.files.get_mut(path)
-        else {
-            return nothing;
+        let Some(FileState::Table { rows, whole }) = self.files.get_mut(path) else {
+            return Ok((vec![], vec![]));
         };
-        if *judged == Some(s) {
-            *settle = None;
-            return nothing;
-        }
-        let need = if tail_done { QUIET } else { QUIET_TAIL };
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
-        let settled = match settle {
-            Some(st) if st.sig == s => st.since.elapsed() >= st.wait.max(need),
-            _ => false,
-        } || age.is_some_and(|a| a >= need);
-        if !settled {
-            *settle = Some(match settle {
-                Some(st) if st.sig == s => Settle {
-                    wait: st.wait.max(need),
-                    ..*st
-                },
-                Some(st) => Settle {
-                    sig: s,
-                    since: std::time::Instant::now(),
-                    wait: (st.wait * 2).clamp(need, QUIET_MAX),
-                },
-                None => Settle {
-                    sig: s,
-                    since: std::time::Instant::now(),
-                    wait: need,
-                },
-            });
-            return nothing;
-        }
-        let (bytes, after) = read_regular(path).map_err(|e| SourceError::io(&source, path, e))?;
-        if sig(&after) != s || bytes.len() as u64 != after.len() {
-            // Written while being read: wait for it to settle again.
-            *settle = Some(Settle {
-                sig: sig(&after),
-                since: std::time::Instant::now(),
-                wait: settle.map_or(QUIET, |st| (st.wait * 2).min(QUIET_MAX)),
-            });
-            return nothing;
-        }
-        *settle = None;
-        *judged = Some(s);
-        // An in-place write truncates first: an empty file is one being
-        // written, not a table with no rows (that keeps its header).
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            tracing::debug!(source = %source, file = %path.display(), "the file is empty, as while it is being written; its previous rows stand");
-            return nothing;
-        }
+        let Some(bytes) = whole
+            .settled_read(path)
+            .map_err(|e| SourceError::io(&source, path, e))?
+        else {
+            return Ok((vec![], vec![]));
+        };
         // A glob is one table per file: its keys start with the file's name.
         let file_prefix = glob.then(|| {
             path.file_name()
@@ -704,7 +834,7 @@ impl FileTracker {
                 upsert,
                 delete,
             }) => {
-                *refused = None;
+                whole.refused = None;
                 if !upsert.is_empty() || !delete.is_empty() {
                     self.pending.push(Checkpoint::Table {
                         source: source.to_string(),
@@ -715,20 +845,9 @@ impl FileTracker {
                 }
                 Ok((records, vec![]))
             }
-            Err(e) => {
-                use sha2::Digest;
-                let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-                if *refused == Some(hash) {
-                    return nothing; // this version was reported already
-                }
-                *refused = Some(hash);
-                Err(parse_error(&source, path, e))
-            }
+            Err(e) if whole.refuse(&bytes) => Err(parse_error(&source, path, e)),
+            Err(_) => Ok((vec![], vec![])),
         }
-    }
-
-    fn io_error(&self, path: &Path, e: std::io::Error) -> SourceError {
-        SourceError::io(&self.source, path, e)
     }
 
     /// Reads a whole file as `tocsin eval` does, without a baseline. A
@@ -760,14 +879,9 @@ impl FileTracker {
             if self.cfg.mode == Mode::Log {
                 let records = rows
                     .into_iter()
-                    .enumerate()
-                    .map(|(i, (_, f))| {
-                        mk(
-                            Row::new(f),
-                            format!("{file_name}:{}", i + 1),
-                            None,
-                            RecordKind::Event,
-                        )
+                    .map(|(_, f)| {
+                        let id = format!("{file_name}:{}", item_id(&f, &self.cfg.id_field));
+                        mk(Row::new(f), id, None, RecordKind::Event)
                     })
                     .collect();
                 return Ok((records, vec![]));

@@ -185,7 +185,9 @@ pub fn spawn(
     let mut stored = store.checkpoints(&cfg.name)?;
     match &cfg.kind {
         SourceKind::File(f) => {
-            let tracker = file::FileTracker::new(cfg, f).with_checkpoints(stored);
+            let tracker = file::FileTracker::new(cfg, f)
+                .with_checkpoints(stored)
+                .with_seen(store.seen(&cfg.name)?);
             Ok(tokio::spawn(file::run(tracker, tx, shutdown)))
         }
         SourceKind::Feed(_) | SourceKind::Http(_) => {

@@ -367,17 +367,7 @@ impl Store {
         let Some((url, etag, last_modified)) = row else {
             return Ok(None);
         };
-        let mut st = self
-            .conn
-            .prepare("SELECT id, last_seen FROM feed_seen WHERE source = ?1")
-            .map_err(|e| self.err(e))?;
-        let seen = st
-            .query_map([source], |r| {
-                Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)))
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))?;
+        let seen = self.seen(source)?;
         Ok(Some(PollState {
             url,
             validators: crate::source::fetch::Validators {
@@ -386,6 +376,21 @@ impl Store {
             },
             seen,
         }))
+    }
+
+    /// The item ids a source has seen (feed items, array log items), with
+    /// when each was last written.
+    pub fn seen(&self, source: &str) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, last_seen FROM feed_seen WHERE source = ?1")
+            .map_err(|e| self.err(e))?;
+        st.query_map([source], |r| {
+            Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)))
+        })
+        .map_err(|e| self.err(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| self.err(e))
     }
 
     /// Commits one batch: state changes, source checkpoints and the new
