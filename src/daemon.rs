@@ -374,7 +374,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                     Some(source::Health::Failed(_)) => {
                         m.source_errors.get_or_create(&src).inc();
                     }
-                    None => {}
+                    // Said at every metadata poll while it lasts: not a
+                    // new error each time.
+                    Some(source::Health::Missing { .. }) | None => {}
                 }
                 if let Some(h) = &batch.health {
                     health_change.extend(health.observe(&batch.source, h, now, &mut out));

@@ -1,6 +1,7 @@
 //! Warnings for `tocsin check` (exit 0): things that are valid but likely
-//! mistakes. Lists no rule uses, rules that notify no channel, and fields a
-//! rule reads that the header of its table file does not have.
+//! mistakes. Lists no rule uses, rules that notify no channel, fields a
+//! rule reads that the header of its table file does not have, and data
+//! paths that match no file.
 
 use std::collections::BTreeSet;
 
@@ -42,6 +43,8 @@ pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
             ));
         }
     }
+
+    out.extend(missing_files(&l.config));
 
     for def in &set.rules {
         if def.notify.is_empty() {
@@ -91,6 +94,65 @@ pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
                 ));
             }
         }
+    }
+    out
+}
+
+/// File sources whose path or glob matches no file now, at their `path:`.
+fn missing_files(config: &crate::config::Config) -> Vec<Diagnostic> {
+    let Ok(text) = std::fs::read_to_string(&config.path) else {
+        return vec![];
+    };
+    let src = crate::diag::SourceFile::new(&config.path, text);
+    let tree = crate::yaml::parse(&src.text).ok();
+    let path_node = |name: &str| -> Option<crate::diag::Pos> {
+        let crate::yaml::Kind::Map(top) = &tree.as_ref()?.kind else {
+            return None;
+        };
+        let (_, sources) = top.iter().find(|(k, _)| k.as_str() == Some("sources"))?;
+        let crate::yaml::Kind::Seq(items) = &sources.kind else {
+            return None;
+        };
+        items.iter().find_map(|s| {
+            let crate::yaml::Kind::Map(m) = &s.kind else {
+                return None;
+            };
+            let named = m
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("name") && v.as_str() == Some(name));
+            named
+                .then(|| m.iter().find(|(k, _)| k.as_str() == Some("path")))
+                .flatten()
+                .map(|(_, v)| v.pos())
+        })
+    };
+    let mut out = Vec::new();
+    for s in &config.sources {
+        let SourceKind::File(f) = &s.kind else {
+            continue;
+        };
+        let p = f.path.to_string_lossy();
+        let matched = if p.contains(['*', '?', '[']) {
+            glob::glob(&p).is_ok_and(|mut it| it.next().is_some())
+        } else {
+            std::fs::symlink_metadata(&f.path).is_ok()
+        };
+        if matched {
+            continue;
+        }
+        let pos = path_node(&s.name).unwrap_or_default();
+        out.push(Diagnostic {
+            file: config.path.clone(),
+            pos,
+            severity: Severity::Warning,
+            message: format!(
+                "source `{}`: {} matches no file now",
+                s.name,
+                f.path.display()
+            ),
+            hint: Some("the source waits for the file to appear (and is unhealthy after `health.missing_after`); check the path, which is relative to the config file's folder".into()),
+            line_text: src.line(pos.line).map(str::to_string),
+        });
     }
     out
 }

@@ -62,6 +62,8 @@ struct Http {
 struct Health {
     /// Channel names.
     notify: Vec<String>,
+    /// How long a file source may have no readable file before it is unhealthy (default 10m).
+    missing_after: Option<Duration>,
 }
 
 /// A source turns the outside world into records.

@@ -97,6 +97,10 @@ fn warnings_are_printed_and_exit_0() {
     assert!(out.contains("reads `rate`, but $DIR/t.csv has no such column"));
     assert!(out.contains("did you mean `rate_pct`?"));
     assert!(out.contains("rule `b` notifies no channel"));
+    assert!(
+        out.contains("$DIR/tocsin.yaml:3:38: warning: source `later`: $DIR/incoming/*.csv matches no file now"),
+        "{out}"
+    );
     // The shipped demo has none.
     let (code, out) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tocsin.yaml"));
     assert_eq!(code, 0);

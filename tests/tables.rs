@@ -322,3 +322,80 @@ channels:
     );
     d.stop();
 }
+
+/// A file source with no readable file for `health.missing_after` is
+/// unhealthy, and says so (`/healthz` too); it recovers with its file.
+/// A bad version refused `fail_after` times in a row is unhealthy too,
+/// each refused version counting once.
+#[test]
+fn a_missing_file_makes_the_source_unhealthy_after_missing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_path_buf();
+    let port = free_port();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        format!(
+            r#"
+state: state.db
+rules: rules.yaml
+http: {{ listen: "127.0.0.1:{port}" }}
+sources:
+  - {{ name: tariffs, type: file, path: data/tariffs.csv, mode: table, key: [partner, product], fail_after: 2 }}
+channels:
+  - {{ name: audit, type: file, path: out/alerts.jsonl }}
+health: {{ notify: [audit], missing_after: 1s }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("rules.yaml"), RULES).unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    let csv = p.join("data/tariffs.csv");
+    let alerts = p.join("out/alerts.jsonl");
+    std::fs::write(&csv, table(200, 10)).unwrap();
+    let d = Daemon::start(&p.join("tocsin.yaml"), &[]);
+    wait_count(&alerts, 2, &d);
+
+    std::fs::remove_file(&csv).unwrap();
+    let v = wait_count(&alerts, 3, &d);
+    assert_eq!(v[2]["rule"], "source-unhealthy", "{v:?}");
+    assert!(
+        v[2]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("source tariffs has had no readable file for"),
+        "{}",
+        v[2]["summary"]
+    );
+    assert!(
+        v[2]["body"]
+            .as_str()
+            .unwrap()
+            .contains("tariffs.csv does not exist")
+    );
+    assert_eq!(get(port, "/healthz").0, 503);
+    // Back, unchanged: recovers; nothing of the rules moves.
+    write_by_rename(&csv, &table(200, 10));
+    let v = wait_count(&alerts, 4, &d);
+    assert_eq!(
+        (v[3]["rule"].as_str(), v[3]["state"].as_str()),
+        (Some("source-unhealthy"), Some("resolved"))
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+
+    // Two different bad versions in a row: unhealthy, saying so.
+    write_by_rename(&csv, "partner,product,rate_pct\nCN,8505,\"1\n");
+    d.wait_log("never closed", T);
+    write_by_rename(&csv, "partner,product,rate_pct\nCN,8505,1\nCN,8505,2\n");
+    let v = wait_count(&alerts, 5, &d);
+    assert!(
+        v[4]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("2 failures in a row"),
+        "{}",
+        v[4]["summary"]
+    );
+    assert_eq!(after(&alerts, 4).len(), 1, "{}", d.log());
+    d.stop();
+}

@@ -41,10 +41,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// `health: { notify: [...] }`: where `source-unhealthy` alerts go.
-#[derive(Clone, Debug, Default)]
+/// `health: { notify: [...], missing_after: 10m }`: where
+/// `source-unhealthy` alerts go, and how long a file source may have no
+/// readable file before it is unhealthy.
+#[derive(Clone, Debug)]
 pub struct HealthConfig {
     pub notify: Vec<String>,
+    pub missing_after: std::time::Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            notify: Vec::new(),
+            missing_after: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -174,7 +174,7 @@ fn http(n: &Node, d: &mut Diags) -> Option<HttpConfig> {
     }
 }
 
-/// `health: { notify: [channel, ...] }`.
+/// `health: { notify: [channel, ...], missing_after: 10m }`.
 fn health(n: &Node, channels: &[ChannelConfig], d: &mut Diags) -> Option<HealthConfig> {
     let mut m = MapReader::new(n, "health", d)?;
     let notify = required(
@@ -185,6 +185,10 @@ fn health(n: &Node, channels: &[ChannelConfig], d: &mut Diags) -> Option<HealthC
     )
     .map(|n| strings(n, "a channel name", d))
     .unwrap_or_default();
+    let missing_after = m
+        .get("missing_after")
+        .and_then(|n| duration(n, "missing_after", d))
+        .unwrap_or(HealthConfig::default().missing_after);
     m.finish(d);
     for (c, pos) in &notify {
         if !channels.iter().any(|ch| &ch.name == c) {
@@ -195,6 +199,7 @@ fn health(n: &Node, channels: &[ChannelConfig], d: &mut Diags) -> Option<HealthC
     }
     Some(HealthConfig {
         notify: notify.into_iter().map(|(c, _)| c).collect(),
+        missing_after,
     })
 }
 

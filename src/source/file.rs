@@ -222,6 +222,8 @@ pub struct FileTracker {
     /// Items of array logs seen (`file:id`), with when each was last
     /// written to the store.
     seen: HashMap<String, DateTime<Utc>>,
+    /// Since when no readable file has been there.
+    missing_since: Option<DateTime<Utc>>,
 }
 
 const GLOB_OPTS: glob::MatchOptions = glob::MatchOptions {
@@ -248,6 +250,7 @@ impl FileTracker {
             pending: Vec::new(),
             refused_io: HashMap::new(),
             seen: HashMap::new(),
+            missing_since: None,
         }
     }
 
@@ -256,6 +259,26 @@ impl FileTracker {
     pub fn with_checkpoints(mut self, stored: HashMap<PathBuf, FileCheckpoint>) -> FileTracker {
         self.stored = stored;
         self
+    }
+
+    /// Whether the source has a readable file: `Missing` (with since when)
+    /// while it has none, `Ok` once when one is back, else nothing new.
+    fn availability(&mut self, now: DateTime<Utc>) -> Option<Health> {
+        let files = self.current_files();
+        if files.iter().any(|p| regular_metadata(p).is_ok()) {
+            return self.missing_since.take().map(|_| Health::Ok);
+        }
+        let path = &self.cfg.path;
+        let reason = match (&self.pattern, files.first()) {
+            (Some(_), None) => format!("no file matches {}", path.display()),
+            (Some(_), Some(p)) | (None, Some(p)) => match regular_metadata(p) {
+                Err(e) => format!("{}: {e}", p.display()),
+                Ok(_) => String::new(),
+            },
+            (None, None) => format!("{} does not exist", path.display()),
+        };
+        let since = *self.missing_since.get_or_insert(now);
+        Some(Health::Missing { since, reason })
     }
 
     /// The array log items seen in earlier runs.
@@ -1281,6 +1304,7 @@ fn reader(
                     d.errors.extend(errors);
                     d.records.extend(records);
                 }
+                d.health = tracker.availability(now);
             }
             Job::Poll => {
                 let changed: Vec<PathBuf> = tracker
@@ -1289,8 +1313,21 @@ fn reader(
                     .filter(|p| tracker.changed_on_disk(p))
                     .collect();
                 tracker.read_paths(changed, now, &mut d);
+                match tracker.availability(now) {
+                    Some(h @ Health::Missing { .. }) => d.health = Some(h),
+                    Some(h) => {
+                        d.health.get_or_insert(h);
+                    }
+                    None => {}
+                }
             }
-            Job::Read(paths) => tracker.read_paths(paths, now, &mut d),
+            Job::Read(paths) => {
+                tracker.read_paths(paths, now, &mut d);
+                // A file that went away starts the missing clock at once.
+                if let Some(h @ Health::Missing { .. }) = tracker.availability(now) {
+                    d.health = Some(h);
+                }
+            }
         }
         d.checkpoints = tracker.take_checkpoints();
         d.recheck = tracker.next_recheck();
@@ -1315,7 +1352,17 @@ impl FileTracker {
                 Ok((records, errors)) => {
                     d.errors.extend(errors);
                     d.records.extend(records);
-                    d.health.get_or_insert(Health::Ok);
+                    // A version still settling, or refused before, is not
+                    // a success.
+                    let judged_ok = match self.files.get(&p) {
+                        Some(FileState::Table { whole, .. } | FileState::Items { whole, .. }) => {
+                            whole.settle.is_none() && whole.refused.is_none()
+                        }
+                        _ => true,
+                    };
+                    if judged_ok {
+                        d.health.get_or_insert(Health::Ok);
+                    }
                 }
                 Err(e) => {
                     // Not read again until it changes.

@@ -1,6 +1,8 @@
 //! Source health: consecutive failures per source. After `fail_after` in a
-//! row, an internal `source-unhealthy` alert fires for that source to the
-//! channels under `health: {notify}`; it resolves when the source recovers.
+//! row (for a file source: versions refused in a row), or when a file
+//! source has had no readable file for `health.missing_after`, an internal
+//! `source-unhealthy` alert fires for that source to the channels under
+//! `health: {notify}`, saying which; it resolves when the source recovers.
 //! Its state lives in the store with the rules' state, so a restart
 //! neither repeats nor forgets it.
 
@@ -22,6 +24,7 @@ pub const RULE: &str = "source-unhealthy";
 
 pub struct HealthTracker {
     notify: Arc<[String]>,
+    missing_after: std::time::Duration,
     fail_after: HashMap<String, u32>,
     failures: HashMap<String, u32>,
     last_error: HashMap<String, String>,
@@ -36,6 +39,7 @@ impl HealthTracker {
     pub fn new(cfg: &Config, stored: Vec<(String, KeyState)>) -> (HealthTracker, Vec<StateChange>) {
         let mut tracker = HealthTracker {
             notify: Arc::from(Vec::new()),
+            missing_after: cfg.health.missing_after,
             fail_after: HashMap::new(),
             failures: HashMap::new(),
             last_error: HashMap::new(),
@@ -60,6 +64,7 @@ impl HealthTracker {
     /// and a source restarted by the reload counts its failures anew.
     pub fn reconfigure(&mut self, cfg: &Config, restarted: &[String]) -> Vec<StateChange> {
         self.notify = Arc::from(cfg.health.notify.clone());
+        self.missing_after = cfg.health.missing_after;
         self.fail_after = cfg
             .sources
             .iter()
@@ -115,7 +120,8 @@ impl HealthTracker {
                 let since = self.firing.remove(source)?;
                 tracing::info!(source, "source recovered");
                 let error = self.last_error.remove(source).unwrap_or_default();
-                out.push(self.note(source, AlertState::Resolved, since, 0, &error, now));
+                let why = Why::Recovered(error);
+                out.push(self.note(source, AlertState::Resolved, since, &why, now));
                 Some((RULE.into(), Key::new(source), None))
             }
             Health::Failed(e) => {
@@ -128,19 +134,38 @@ impl HealthTracker {
                     return None;
                 }
                 tracing::warn!(source, failures = n, "source unhealthy: {e}");
-                self.firing.insert(source.to_string(), now);
-                out.push(self.note(source, AlertState::Firing, now, n, e, now));
-                Some((
-                    RULE.into(),
-                    Key::new(source),
-                    Some(KeyState {
-                        firing: true,
-                        last_sent: Some(now.into()),
-                        ..KeyState::inactive(now)
-                    }),
-                ))
+                self.fire(source, &Why::Failures(n, e.clone()), now, out)
+            }
+            Health::Missing { since, reason } => {
+                self.last_error.insert(source.to_string(), reason.clone());
+                let gone = (now - *since).to_std().unwrap_or_default();
+                if gone < self.missing_after || self.firing.contains_key(source) {
+                    return None;
+                }
+                tracing::warn!(source, "source unhealthy: {reason}");
+                self.fire(source, &Why::Missing(gone, reason.clone()), now, out)
             }
         }
+    }
+
+    fn fire(
+        &mut self,
+        source: &str,
+        why: &Why,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notification>,
+    ) -> Option<StateChange> {
+        self.firing.insert(source.to_string(), now);
+        out.push(self.note(source, AlertState::Firing, now, why, now));
+        Some((
+            RULE.into(),
+            Key::new(source),
+            Some(KeyState {
+                firing: true,
+                last_sent: Some(now.into()),
+                ..KeyState::inactive(now)
+            }),
+        ))
     }
 
     fn note(
@@ -148,18 +173,31 @@ impl HealthTracker {
         source: &str,
         state: AlertState,
         since: DateTime<Utc>,
-        failures: u32,
-        error: &str,
+        why: &Why,
         now: DateTime<Utc>,
     ) -> Notification {
-        let (summary, body) = match state {
-            AlertState::Firing => (
-                format!("source {source} is failing: {failures} failures in a row"),
-                format!("Source {source} failed {failures} times in a row.\nLast error: {error}\n"),
+        let (summary, body, failures, error) = match why {
+            Why::Failures(n, error) => (
+                format!("source {source} is failing: {n} failures in a row"),
+                format!("Source {source} failed {n} times in a row.\nLast error: {error}\n"),
+                *n,
+                error,
             ),
-            AlertState::Resolved => (
+            Why::Missing(gone, reason) => {
+                let gone =
+                    humantime::format_duration(std::time::Duration::from_secs(gone.as_secs()));
+                (
+                    format!("source {source} has had no readable file for {gone}"),
+                    format!("Source {source} has had no readable file for {gone}: {reason}\n"),
+                    0,
+                    reason,
+                )
+            }
+            Why::Recovered(error) => (
                 format!("source {source} recovered"),
                 format!("Source {source} reads again.\nLast error before recovery: {error}\n"),
+                0,
+                error,
             ),
         };
         let mut fields = serde_json::Map::new();
@@ -189,6 +227,16 @@ impl HealthTracker {
             notify: self.notify.clone(),
         }
     }
+}
+
+/// Why a source is unhealthy, or that it recovered.
+enum Why {
+    /// Failures (versions refused) in a row, and the last error.
+    Failures(u32, String),
+    /// No readable file for this long, and why.
+    Missing(std::time::Duration, String),
+    /// Recovered; the last error before.
+    Recovered(String),
 }
 
 #[cfg(test)]

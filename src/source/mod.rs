@@ -62,6 +62,12 @@ pub enum Health {
     Ok,
     /// A fetch error, a non-2xx answer, a document that does not parse.
     Failed(String),
+    /// A file source has had no readable file since `since` (missing, or
+    /// not a regular file), for `reason`.
+    Missing {
+        since: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
 }
 
 /// A failed read or parse: logged with where and why; the source goes on.
