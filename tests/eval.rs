@@ -363,3 +363,31 @@ fn explain_reports_a_bad_log_line_and_goes_on() {
         }
     }
 }
+
+#[test]
+fn a_table_with_a_stray_quote_or_a_duplicate_key_is_an_error() {
+    let dir = setup();
+    let p = dir.path();
+    std::fs::write(
+        p.join("quote.csv"),
+        "partner,product,rate_pct\nCN,1,\"200\nJP,1,300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("dup.csv"),
+        "partner,product,rate_pct\nCN,1,200\nCN,1,100\n",
+    )
+    .unwrap();
+    let (code, n, err) = eval(p, "tariffs", "quote.csv");
+    assert_eq!((code, n.len()), (1, 0), "{err}");
+    assert!(
+        err.contains("quote.csv:2: a quoted field opened here is never closed"),
+        "{err}"
+    );
+    let (code, n, err) = eval(p, "tariffs", "dup.csv");
+    assert_eq!((code, n.len()), (1, 0), "{err}");
+    assert!(
+        err.contains("dup.csv:3: lines 2 and 3 have the same key `CN|1`"),
+        "{err}"
+    );
+}
