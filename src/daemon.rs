@@ -19,7 +19,7 @@ use crate::engine::{Compiled, Engine};
 use crate::http::{Shared, label};
 use crate::rules::RuleSet;
 use crate::source::{self, Batch};
-use crate::store::Store;
+use crate::store::{Pending, Store};
 use crate::systemd;
 use tokio::sync::Notify;
 
@@ -436,17 +436,26 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         // here, trying again, rather than let a notification go unrecorded:
         // sources wait, and nothing read is lost.
         let mut delay = Duration::from_millis(500);
-        while let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
+        'commit: while let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
             tracing::error!("{e}; trying again in {delay:?}");
             shared.health().store = Some(e.to_string());
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => {
-                    // Not recorded: the next start reads the same changes
-                    // again from the files and makes these notifications anew.
-                    tracing::error!("stopping with {} notifications not recorded; the next start makes them again", out.len());
-                    out.clear();
-                    break;
+            let again = tokio::time::sleep(delay);
+            tokio::pin!(again);
+            loop {
+                tokio::select! {
+                    _ = &mut again => break,
+                    // Waiting for the store is being alive: systemd's
+                    // watchdog must not kill the daemon for a full disk.
+                    _ = beat.tick() => {
+                        sd.alive(&format!("waiting for the store to be writable: {e}"));
+                    }
+                    _ = shutdown.cancelled() => {
+                        // Not recorded: the next start reads the same changes
+                        // again from the files and makes these notifications anew.
+                        tracing::error!("stopping with {} notifications not recorded; the next start makes them again", out.len());
+                        out.clear();
+                        break 'commit;
+                    }
                 }
             }
             delay = (delay * 2).min(Duration::from_secs(30));
@@ -671,9 +680,12 @@ struct Stops {
     drain: CancellationToken,
 }
 
-/// One channel's delivery loop: the oldest pending notification first,
-/// retried with exponential backoff and jitter; final answers and an
-/// exhausted retry budget mark it failed.
+/// One channel's delivery loop: the oldest due notification first, one
+/// waiting out a backoff holding back only the later ones of its (rule,
+/// key); retried with exponential backoff and jitter; final answers and an
+/// exhausted retry budget mark it failed. What a send did is kept until
+/// the store has recorded it: a store that cannot be written (a full disk)
+/// delays the record, and nothing is sent again meanwhile.
 async fn deliver(
     name: String,
     ch: Channel,
@@ -690,74 +702,129 @@ async fn deliver(
     } = stops;
     let m = &shared.metrics;
     let ch_label = label("channel", &name);
+    let mut unrecorded: Option<(Pending, Outcome)> = None;
+    let mut record_delay = Duration::from_millis(500);
+    let mut paused: Option<chrono::DateTime<Utc>> = None;
     loop {
         // Replaced by a reload: the successor takes over the outbox.
         if retire.is_cancelled() {
             return;
         }
-        let next = match store.next_pending(&name) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(channel = %name, "{e}");
-                None
-            }
-        };
-        let Some(p) = next else {
-            if drain.is_cancelled() {
-                return;
-            }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = drain.cancelled() => {}
-                _ = retire.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-            continue;
-        };
-        if let Some(at) = p.next_at {
-            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            if !wait.is_zero() {
-                if shutdown.is_cancelled() {
-                    return; // waiting out a backoff is for the next start
+        if let Some((p, outcome)) = &unrecorded {
+            match record(&mut store, p, outcome) {
+                Ok(()) => {
+                    unrecorded = None;
+                    record_delay = Duration::from_millis(500);
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => return,
-                    _ = retire.cancelled() => return,
+                Err(e) => {
+                    tracing::error!(channel = %name, id = %p.notification.id, "{e}; the send is recorded later, and not repeated");
+                    tokio::select! {
+                        _ = tokio::time::sleep(record_delay) => {}
+                        _ = shutdown.cancelled() => return,
+                        _ = retire.cancelled() => return,
+                    }
+                    record_delay = (record_delay * 2).min(Duration::from_secs(30));
+                    continue;
                 }
             }
         }
+        if let Some(until) = paused.take() {
+            let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if shutdown.is_cancelled() && !wait.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+                _ = retire.cancelled() => return,
+            }
+        }
+        let next = match store.next_due(&name, Utc::now()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(channel = %name, "{e}");
+                crate::store::Next::Wait(Utc::now() + chrono::Duration::seconds(1))
+            }
+        };
+        let p = match next {
+            crate::store::Next::Ready(p) => *p,
+            crate::store::Next::Empty => {
+                if drain.is_cancelled() {
+                    return;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = drain.cancelled() => {}
+                    _ = retire.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+            crate::store::Next::Wait(at) => {
+                if shutdown.is_cancelled() {
+                    return; // waiting out a backoff is for the next start
+                }
+                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake.notified() => {}
+                    _ = shutdown.cancelled() => return,
+                    _ = retire.cancelled() => return,
+                }
+                continue;
+            }
+        };
         let n = &p.notification;
+        let result = ch.send(&name, n).await;
         let now = Utc::now();
-        let result = match ch.send(&name, n).await {
+        let outcome = match result {
             Ok(answer) => {
                 tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
                 m.deliveries.get_or_create(&ch_label).inc();
                 shared.channel(&name, None);
-                store.delivered(&p, &answer, now)
+                Outcome::Delivered(answer, now)
             }
             Err(e) if e.retryable && (now - p.created_at).to_std().unwrap_or_default() < budget => {
                 let delay = backoff(p.attempts);
                 tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
                 m.retries.get_or_create(&ch_label).inc();
                 shared.channel(&name, Some(&e.message));
-                store.retry_later(
-                    &p,
-                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    &e.message,
-                )
+                let until = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                if e.channel_down {
+                    // The server's trouble, not this notification's: the
+                    // channel waits with it, so its notifications keep
+                    // their order.
+                    paused = Some(until);
+                }
+                Outcome::Retry(e.message, until)
             }
             Err(e) => {
                 tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
                 m.failures.get_or_create(&ch_label).inc();
                 shared.channel(&name, Some(&e.message));
-                store.failed(&p, &e.message, now)
+                Outcome::Failed(e.message, now)
             }
         };
-        if let Err(e) = result {
-            tracing::error!(channel = %name, "{e}");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        unrecorded = Some((p, outcome));
+    }
+}
+
+/// What one send did, to record.
+enum Outcome {
+    Delivered(String, chrono::DateTime<Utc>),
+    Retry(String, chrono::DateTime<Utc>),
+    Failed(String, chrono::DateTime<Utc>),
+}
+
+fn record(
+    store: &mut Store,
+    p: &Pending,
+    outcome: &Outcome,
+) -> Result<(), crate::store::StoreError> {
+    match outcome {
+        Outcome::Delivered(answer, at) => store.delivered(p, answer, *at),
+        Outcome::Retry(error, next_at) => store.retry_later(p, *next_at, error),
+        Outcome::Failed(error, at) => store.failed(p, error, *at),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
+    /// For the whole send (connect, TLS, the SMTP dialogue): lettre's own
+    /// timeout is per read, which a server trickling bytes never reaches.
+    deadline: std::time::Duration,
 }
 
 impl Email {
@@ -57,6 +60,7 @@ impl Email {
             transport: b.build(),
             from,
             to,
+            deadline: s.timeout,
         })
     }
 
@@ -75,7 +79,14 @@ impl Email {
 
     pub async fn send(&self, n: &Notification) -> Result<String, DeliveryError> {
         let msg = self.message(n)?;
-        match self.transport.send(msg).await {
+        let sent = tokio::time::timeout(self.deadline, self.transport.send(msg)).await;
+        let Ok(sent) = sent else {
+            return Err(DeliveryError::down(format!(
+                "no complete answer from the SMTP server within {}s (timeout)",
+                self.deadline.as_secs_f64()
+            )));
+        };
+        match sent {
             Ok(resp) => Ok(format!(
                 "{} {}",
                 resp.code(),
@@ -87,8 +98,11 @@ impl Email {
                 // timeouts may pass on a later try.
                 if e.is_permanent() {
                     Err(DeliveryError::fatal(text))
-                } else {
+                } else if e.is_response() {
                     Err(DeliveryError::retry(text))
+                } else {
+                    // No answer at all (connection, TLS, timeout): the server's.
+                    Err(DeliveryError::down(text))
                 }
             }
         }

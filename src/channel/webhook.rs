@@ -40,7 +40,10 @@ impl Webhook {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            // A redirect is never followed: a client would turn the POST into
+            // a GET (or re-send the body, signature and headers to another
+            // host) and count the answer to that as delivered.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
         let mut env = super::template::environment();
@@ -70,9 +73,18 @@ impl Webhook {
                     AlertState::Firing => ":rotating_light:",
                     AlertState::Resolved => ":white_check_mark:",
                 };
-                let mut text = format!("{icon} *[{}]* {}", super::email::prefix(n), n.summary);
-                if let Some(l) = &n.link {
-                    text.push_str(&format!("\n<{l}>"));
+                // Text from data never turns into markup: `<!channel>` and
+                // `<url|label>` are escaped, and only http(s) links are made.
+                let mut text = format!(
+                    "{icon} *[{}]* {}",
+                    super::email::prefix(n),
+                    slack_escape(&n.summary)
+                );
+                if let Some(l) = &n.link
+                    && let Ok(u) = reqwest::Url::parse(l)
+                    && matches!(u.scheme(), "http" | "https")
+                {
+                    text.push_str(&format!("\n<{}>", slack_escape(u.as_str())));
                 }
                 let v = serde_json::json!({ "text": text });
                 Ok((v.to_string().into_bytes(), "application/json".into()))
@@ -109,26 +121,48 @@ impl Webhook {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let resp = req.body(body).send().await.map_err(|e| {
+        let failed = |e: reqwest::Error| {
             let what = if e.is_timeout() {
                 "timed out"
             } else {
                 "request failed"
             };
-            DeliveryError::retry(format!("{what}: {}", super::error_chain(&e)))
-        })?;
+            DeliveryError::down(format!("{what}: {}", super::error_chain(&e)))
+        };
+        let mut resp = req.body(body).send().await.map_err(failed)?;
         let status = resp.status();
-        let text: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| {
+                let to = self.url.join(l).map_or(l.to_string(), |u| u.to_string());
+                format!(" to {}", crate::secret::mask_url(&to))
+            })
+            .unwrap_or_default();
+        // The answer is read up to a limit, so a server sending gigabytes
+        // costs 64 KiB; the client's timeout covers the whole exchange.
+        let mut read = Vec::new();
+        while read.len() < MAX_ANSWER
+            && let Some(chunk) = resp.chunk().await.map_err(failed)?
+        {
+            read.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER - read.len())]);
+        }
+        drop(resp);
+        let text: String = String::from_utf8_lossy(&read).chars().take(300).collect();
         let answer = format!("HTTP {} {}", status.as_u16(), text.trim());
+        if status.is_redirection() {
+            return Err(DeliveryError::fatal(format!(
+                "HTTP {}: the webhook URL redirects{location}; redirects are not followed, so nothing was delivered. Set the channel's `url` to where it redirects",
+                status.as_u16()
+            )));
+        }
         if status.is_success() {
             Ok(answer)
-        } else if status.as_u16() == 429 || status.is_server_error() {
+        } else if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+            // Overloaded or unreachable behind a gateway: the channel's.
+            Err(DeliveryError::down(answer))
+        } else if status.is_server_error() {
             Err(DeliveryError::retry(answer))
         } else {
             Err(DeliveryError::fatal(answer))
@@ -162,4 +196,14 @@ pub fn sign(key: &[u8], id: &str, ts: &str, body: &[u8]) -> String {
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(sig)
     )
+}
+
+/// The most of a receiver's answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Slack's markup characters in text: `&`, `<`, `>`.
+pub fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

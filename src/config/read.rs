@@ -840,7 +840,7 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
     };
     let secret = secret(m, "secret", "secret_env", "secret_file", d);
     let headers = m.get("headers").map(|h| headers(h, d)).unwrap_or_default();
-    let timeout = timeout(m, Duration::from_secs(10), d);
+    let timeout = timeout(m, Duration::from_secs(30), d);
     Some(WebhookChannel {
         url: url?,
         format,

@@ -43,7 +43,7 @@ impl Fetcher {
                         .connect_timeout(poll.connect_timeout)
                         .timeout(poll.timeout)
                         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-                        .redirect(reqwest::redirect::Policy::limited(5))
+                        .redirect(same_origin_redirects())
                         .build()
                         .map_err(|e| format!("cannot make an HTTP client: {e}"))?,
                 )
@@ -164,9 +164,37 @@ impl Fetcher {
                 self.timeout.as_secs_f64()
             )
         } else if e.is_redirect() {
-            format!("stopped following redirects (at most 5, or a loop): {chain}")
+            format!("stopped following redirects: {chain}")
         } else {
             chain
         }
     }
+}
+
+/// Redirects are followed at most five times, and only within the same
+/// scheme, host and port: a source's headers (credentials among them) are
+/// never sent to another host, nor over plain HTTP.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        let (to, from) = (attempt.url(), first);
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects, or a loop")
+        } else if to.scheme() != from.scheme()
+            || to.host_str() != from.host_str()
+            || to.port_or_known_default() != from.port_or_known_default()
+        {
+            let msg = format!(
+                "the server redirects to another host or scheme ({}); only redirects within {}://{} are followed: set `url` to where it redirects",
+                crate::secret::mask_url(to.as_str()),
+                from.scheme(),
+                from.host_str().unwrap_or_default()
+            );
+            attempt.error(msg)
+        } else {
+            attempt.follow()
+        }
+    })
 }

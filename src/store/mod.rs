@@ -71,6 +71,12 @@ CREATE TABLE silences (
 ALTER TABLE log_cursor ADD COLUMN prefix_len INTEGER;
 ALTER TABLE log_cursor ADD COLUMN prefix_hash BLOB;
 "#,
+    r#"
+ALTER TABLE outbox ADD COLUMN rule TEXT;
+ALTER TABLE outbox ADD COLUMN key TEXT;
+UPDATE outbox SET rule = json_extract(notification, '$.rule'), key = json_extract(notification, '$.key');
+CREATE INDEX outbox_by_key ON outbox (channel, status, rule, key, id);
+"#,
 ];
 
 /// Where a log file was read to.
@@ -151,6 +157,15 @@ pub struct Pending {
     pub attempts: u32,
     pub next_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a channel is to do next.
+#[derive(Debug)]
+pub enum Next {
+    Ready(Box<Pending>),
+    /// Nothing is due before then.
+    Wait(DateTime<Utc>),
+    Empty,
 }
 
 /// A key firing now: rule, key, since when, last sent.
@@ -533,8 +548,8 @@ impl Store {
             let json = serde_json::to_string(n).unwrap_or_default();
             for ch in n.notify.iter() {
                 tx.execute(
-                    "INSERT INTO outbox (channel, notification, created_at) VALUES (?1, ?2, ?3)",
-                    params![ch, json, ts(now)],
+                    "INSERT INTO outbox (channel, notification, created_at, rule, key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![ch, json, ts(now), &*n.rule, &n.key],
                 )
                 .map_err(err)?;
             }
@@ -542,14 +557,37 @@ impl Store {
         tx.commit().map_err(err)
     }
 
-    /// The oldest pending notification of a channel: channels deliver in
-    /// creation order.
-    pub fn next_pending(&self, channel: &str) -> Result<Option<Pending>, StoreError> {
-        let rows = self.outbox_rows(
-            "channel = ?1 AND status = 'pending' ORDER BY id LIMIT 1",
-            channel,
-        )?;
-        Ok(rows.into_iter().next().map(|(p, _)| p))
+    /// What a channel delivers next: the oldest pending notification that
+    /// is due (`next_at` passed) and first of its (rule, key), so that one
+    /// waiting out a backoff holds back only the later notifications of its
+    /// own key; else when the next one is due; else nothing.
+    pub fn next_due(&self, channel: &str, now: DateTime<Utc>) -> Result<Next, StoreError> {
+        const HEAD: &str = "o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id)";
+        let sql = format!(
+            "SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT 1"
+        );
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                st.query_row(params![channel, ts(now)], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        if let Some(id) = id {
+            let rows = self.outbox_rows("id = ?1", &id.to_string())?;
+            return Ok(rows
+                .into_iter()
+                .next()
+                .map_or(Next::Empty, |(p, _)| Next::Ready(Box::new(p))));
+        }
+        let sql = format!("SELECT MIN(o.next_at) FROM outbox o WHERE {HEAD}");
+        let at: Option<String> = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(params![channel], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        Ok(at.map_or(Next::Empty, |t| Next::Wait(parse_ts(&t))))
     }
 
     /// Outbox rows matching `filter` (SQL after WHERE, with `?1` = `param`),
@@ -895,16 +933,17 @@ mod tests {
             matches!(&l[Path::new("/d/l.jsonl")], FileCheckpoint::Log(c) if c.offset == 30 && c.header.as_deref() == Some(&["a".to_string()][..]) && c.prefix == Some((30, [7; 32])))
         );
         assert_eq!(s.outbox_counts().unwrap(), (3, 0));
-        let p = s.next_pending("mail").unwrap().unwrap();
+        let due = |s: &Store, ch: &str| match s.next_due(ch, now).unwrap() {
+            Next::Ready(p) => Some(*p),
+            _ => None,
+        };
+        let p = due(&s, "mail").unwrap();
         assert_eq!(p.notification.id, "n1", "in creation order");
         s.delivered(&p, "250 OK", now).unwrap();
-        assert_eq!(
-            s.next_pending("mail").unwrap().unwrap().notification.id,
-            "n2"
-        );
-        let h = s.next_pending("hook").unwrap().unwrap();
+        assert_eq!(due(&s, "mail").unwrap().notification.id, "n2");
+        let h = due(&s, "hook").unwrap();
         s.failed(&h, "HTTP 400", now).unwrap();
-        assert!(s.next_pending("hook").unwrap().is_none());
+        assert!(matches!(s.next_due("hook", now).unwrap(), Next::Empty));
         assert_eq!(s.outbox_counts().unwrap(), (1, 1));
         s.commit(&[("r".into(), "k".into(), None)], &[], &[], now)
             .unwrap();

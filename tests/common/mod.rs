@@ -381,11 +381,16 @@ impl Request {
 }
 
 /// An HTTP receiver on 127.0.0.1:0 that records every request and answers
-/// with the statuses queued in `answers` (200 once they run out).
+/// with the statuses queued in `answers` (200 once they run out); a 3xx
+/// comes with `Location: /moved`. A JSON payload whose `key` is
+/// `reject_key` is answered 500, always.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Request>>>,
     pub answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
+    pub reject_key: Arc<Mutex<Option<String>>>,
+    /// How long each answer waits.
+    pub delay: Arc<Mutex<Duration>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -396,10 +401,21 @@ impl Receiver {
         let (rt, listener, addr) = loopback();
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
-        let (reqs, ans) = (requests.clone(), answers.clone());
+        let reject_key: Arc<Mutex<Option<String>>> = Arc::default();
+        let delay: Arc<Mutex<Duration>> = Arc::default();
+        let (reqs, ans, reject, wait) = (
+            requests.clone(),
+            answers.clone(),
+            reject_key.clone(),
+            delay.clone(),
+        );
         let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (reqs, ans) = (reqs.clone(), ans.clone());
+            let (reqs, ans, reject, wait) =
+                (reqs.clone(), ans.clone(), reject.clone(), wait.clone());
             async move {
+                let key = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["key"].as_str().map(str::to_string));
                 reqs.lock().unwrap().push(Request {
                     path: uri.path().to_string(),
                     headers: headers
@@ -408,8 +424,19 @@ impl Receiver {
                         .collect(),
                     body: body.to_vec(),
                 });
-                let code = ans.lock().unwrap().pop_front().unwrap_or(200);
-                (StatusCode::from_u16(code).unwrap(), "ok")
+                let rejected = key.is_some() && *reject.lock().unwrap() == key;
+                let code = if rejected {
+                    500
+                } else {
+                    ans.lock().unwrap().pop_front().unwrap_or(200)
+                };
+                let pause = *wait.lock().unwrap();
+                tokio::time::sleep(pause).await;
+                let mut h = HeaderMap::new();
+                if (300..400).contains(&code) {
+                    h.insert("location", "/moved".parse().unwrap());
+                }
+                (StatusCode::from_u16(code).unwrap(), h, "ok")
             }
         };
         let app = axum::Router::new().fallback(handler);
@@ -420,6 +447,8 @@ impl Receiver {
             addr,
             requests,
             answers,
+            reject_key,
+            delay,
             _rt: rt,
         }
     }
