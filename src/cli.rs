@@ -56,7 +56,12 @@ pub enum Command {
         log_format: Option<crate::config::LogFormat>,
     },
     /// Validate the config and all rules; exit 0 when clean, 1 on problems.
-    Check,
+    Check {
+        /// Do not require the secrets (`*_env`, `*_file`) to be there:
+        /// problems with them are warnings (building a package, say)
+        #[arg(long)]
+        offline: bool,
+    },
     /// Feed files through a source's parsing and the rules; print the
     /// notifications that would be sent, as JSON lines. Sends and writes nothing.
     Eval {

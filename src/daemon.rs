@@ -271,6 +271,8 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         ..
     } = loaded;
     let shutdown = control.shutdown.clone();
+    // One daemon per store; held until the process ends.
+    let _lock = crate::store::RunLock::take(&config.state)?;
     let mut store = Store::open(&config.state)?;
     let shared = Shared::new(config.state.clone());
     let http = match &config.http {

@@ -117,7 +117,7 @@ fn polled_records(
         SourceKind::Feed(f) => {
             let items = crate::source::feed::parse(&bytes, None, &f.poll.url.base())?;
             let stored = crate::store::PollState {
-                url: f.poll.url.to_string(),
+                url: f.poll.url.identity(),
                 ..Default::default()
             };
             let mut t = FeedTracker::new(cfg, f, Some(&stored));

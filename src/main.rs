@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     match cli.command {
-        Command::Check => check(&config_path),
+        Command::Check { offline } => check(&config_path, offline),
         Command::Eval {
             rules,
             source,
@@ -104,10 +104,20 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match daemon::load(path, None) {
+fn check(path: &std::path::Path, offline: bool) -> ExitCode {
+    let secrets = config::verify_secrets(path, offline);
+    let loaded = match daemon::load(path, None) {
+        Ok(l) if !secrets.iter().any(|d| d.is_error()) => Ok(l),
+        Ok(_) => Err(tocsin::diag::Problems(secrets.clone())),
+        Err(mut p) => {
+            p.0.extend(secrets.iter().filter(|d| d.is_error()).cloned());
+            Err(p)
+        }
+    };
+    match loaded {
         Ok(l) => {
-            let warnings = tocsin::lint::warnings(&l);
+            let mut warnings = secrets;
+            warnings.extend(tocsin::lint::warnings(&l));
             print!("{}", daemon::render(&warnings));
             println!(
                 "{}: ok: {} sources, {} channels, {} rules in {} files{}",
@@ -153,14 +163,30 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
 fn init_logging(cfg: &tocsin::config::LogConfig, format: Option<LogFormat>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+    // The HTTP, TLS and SMTP crates write requests, headers and the SMTP
+    // dialogue (AUTH included) at debug and trace: capped at info whatever
+    // is asked, so that no credential reaches the log.
+    const CAPPED: [&str; 8] = [
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "h2",
+        "rustls",
+        "tokio_rustls",
+        "lettre",
+        "axum",
+    ];
+    let spec = std::env::var("RUST_LOG")
         .ok()
-        .or_else(|| {
-            cfg.level
-                .as_deref()
-                .and_then(|l| EnvFilter::try_new(l).ok())
-        })
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| cfg.level.clone())
+        .unwrap_or_else(|| "info".into());
+    let kept: Vec<&str> = spec
+        .split(',')
+        .filter(|d| !CAPPED.iter().any(|c| d.trim().starts_with(c)))
+        .collect();
+    let caps: Vec<String> = CAPPED.iter().map(|c| format!("{c}=info")).collect();
+    let filter = EnvFilter::try_new(format!("{},{}", kept.join(","), caps.join(",")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{}", caps.join(","))));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -174,9 +200,15 @@ fn init_logging(cfg: &tocsin::config::LogConfig, format: Option<LogFormat>) {
 }
 
 fn run(path: &std::path::Path, format: Option<LogFormat>) -> ExitCode {
+    let secrets = config::verify_secrets(path, false);
     let loaded = match daemon::load(path, None) {
-        Ok(l) => l,
-        Err(p) => {
+        Ok(l) if secrets.is_empty() => l,
+        Ok(_) => {
+            eprint!("{}", daemon::render(&secrets));
+            return ExitCode::from(1);
+        }
+        Err(mut p) => {
+            p.0.extend(secrets);
             eprint!("{}", daemon::render(&p.0));
             return ExitCode::from(1);
         }

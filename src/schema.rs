@@ -121,6 +121,8 @@ struct FeedSource {
     timeout: Option<Duration>,
     /// Bytes, or a size such as `10MiB` (default).
     max_body: Option<StringOrNumber>,
+    /// Sent with each request; `Name_env: VAR` or `Name_file: /path` takes the value from a secret.
+    headers: Option<BTreeMap<String, String>>,
     /// First poll only: alert on items published within this window.
     backfill: Option<Duration>,
     /// How long an item gone from the feed is remembered (default 90d).
@@ -141,6 +143,8 @@ struct HttpSource {
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
     max_body: Option<StringOrNumber>,
+    /// Sent with each request; `Name_env: VAR` or `Name_file: /path` takes the value from a secret.
+    headers: Option<BTreeMap<String, String>>,
     /// The fields that identify a row.
     key: StringOrList,
     /// JSON Pointer to the array of rows, e.g. `/data/rates`.

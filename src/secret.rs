@@ -37,6 +37,34 @@ impl SecretRef {
     }
 }
 
+/// An HTTP header's value as the config gives it: in clear, or from a
+/// secret (`Name_env: VAR`, `Name_file: /path`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderValue {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+/// Headers as sent: secrets resolved now and marked sensitive, so that no
+/// debug output of the HTTP client shows them.
+pub fn header_map(headers: &[(String, HeaderValue)]) -> Result<reqwest::header::HeaderMap, String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        let mut v = match value {
+            HeaderValue::Plain(v) => reqwest::header::HeaderValue::from_str(v),
+            HeaderValue::Secret(r) => reqwest::header::HeaderValue::from_str(r.resolve()?.expose()),
+        }
+        .map_err(|_| format!("the value of header `{name}` is not a valid header value"))?;
+        if matches!(value, HeaderValue::Secret(_)) {
+            v.set_sensitive(true);
+        }
+        map.insert(n, v);
+    }
+    Ok(map)
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -155,3 +155,48 @@ fn a_huge_expression_is_refused_with_its_place_not_a_crash() {
         &err[..err.len().min(400)]
     );
 }
+
+/// Every secret the config names must be there and not empty: `check`
+/// says so at the key (`--offline` only warns), and `run` refuses to start.
+#[test]
+fn missing_and_empty_secrets_are_errors_of_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("empty"), "\n").unwrap();
+    std::fs::write(
+        p.join("tocsin.yaml"),
+        format!(
+            "state: state.db\nrules: rules.yaml\nsources:\n  - {{ name: log, type: file, path: log.jsonl, mode: log }}\nchannels:\n  - {{ name: hook, type: webhook, url: \"https://hooks.example.org/x\", secret_env: TOCSIN_TEST_UNSET_VAR }}\n  - {{ name: hook2, type: webhook, url: \"https://hooks.example.org/y\", secret_file: {} }}\n",
+            p.join("empty").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("rules.yaml"), "rules: []\n").unwrap();
+    std::fs::write(p.join("log.jsonl"), "").unwrap();
+    let (code, out) = check(&p.join("tocsin.yaml"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("tocsin.yaml:6:82: error: `secret_env`: environment variable TOCSIN_TEST_UNSET_VAR is not set"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: `secret_file`: secret file") && out.contains("is empty"),
+        "{out}"
+    );
+    let offline = Command::new(BIN)
+        .args(["check", "--offline", "-c"])
+        .arg(p.join("tocsin.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&offline.stdout);
+    assert_eq!(offline.status.code(), Some(0), "{text}");
+    assert!(text.contains("warning: `secret_env`"), "{text}");
+    let run = Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(p.join("tocsin.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("TOCSIN_TEST_UNSET_VAR is not set"));
+}

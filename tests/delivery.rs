@@ -389,3 +389,42 @@ fn a_full_disk_neither_repeats_sends_nor_starves_the_watchdog() {
     d.stop();
     drop(fs);
 }
+
+/// One daemon per store: a second `run` exits 1 at once naming the first's
+/// PID, while `check` and `alerts` work beside it; after a `kill -9` of the
+/// first, a new one starts at once.
+#[test]
+fn a_second_daemon_on_the_same_store_is_refused_naming_the_first() {
+    let r = Receiver::start();
+    let s = setup(
+        &format!(
+            "{{ name: hook, type: webhook, url: \"{}\" }}",
+            r.url("/hook")
+        ),
+        ONE_RULE,
+    );
+    let d = Daemon::start(&s.config, &[]);
+    let t = std::time::Instant::now();
+    let second = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        err.contains(&format!(
+            "another tocsin (PID {}) is running on the store",
+            d.child.id()
+        )),
+        "{err}"
+    );
+    assert!(tocsin(&s.config, &["check"]).contains(": ok: "));
+    assert!(tocsin(&s.config, &["alerts"]).contains("FIRING"));
+    d.kill();
+    let d = Daemon::start(&s.config, &[]);
+    append(&s.log, "{\"title\": \"after\"}\n");
+    r.wait_requests(1, T);
+    d.stop();
+}

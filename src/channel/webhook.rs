@@ -17,7 +17,7 @@ pub struct Webhook {
     url: reqwest::Url,
     format: WebhookFormat,
     secret: Option<Vec<u8>>,
-    headers: Vec<(String, String)>,
+    headers: reqwest::header::HeaderMap,
     client: reqwest::Client,
     env: minijinja::Environment<'static>,
 }
@@ -55,7 +55,7 @@ impl Webhook {
             url,
             format: cfg.format.clone(),
             secret,
-            headers: cfg.headers.clone(),
+            headers: crate::secret::header_map(&cfg.headers)?,
             client,
             env,
         })
@@ -118,9 +118,7 @@ impl Webhook {
         if let Some(key) = &self.secret {
             req = req.header("webhook-signature", sign(key, &n.id, &ts, &body));
         }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        req = req.headers(self.headers.clone());
         let failed = |e: reqwest::Error| {
             let what = if e.is_timeout() {
                 "timed out"
@@ -206,4 +204,47 @@ pub fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text from data never turns into Slack markup, and only http(s)
+    /// links are made.
+    #[test]
+    fn slack_text_is_escaped_and_links_are_http_only() {
+        let cfg = WebhookChannel {
+            url: "https://hooks.example.org/x".into(),
+            format: WebhookFormat::Slack,
+            secret: None,
+            headers: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let hook = Webhook::build(&cfg).unwrap();
+        let mut n = crate::sendtest::notification("hook");
+        n.summary = "<!channel> see <https://evil.example|Official notice> & more".into();
+        n.link = Some("javascript:alert(1)".into());
+        let (body, _) = hook.body(&n).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let text = v["text"].as_str().unwrap();
+        assert!(
+            text.ends_with(
+                "&lt;!channel&gt; see &lt;https://evil.example|Official notice&gt; &amp; more"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("javascript"), "{text}");
+        n.link = Some("https://example.org/a?b=1&c=<2>".into());
+        let (body, _) = hook.body(&n).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("\n<https://example.org/a?b=1&amp;c=%3C2%3E>"),
+            "{}",
+            v["text"]
+        );
+    }
 }

@@ -132,6 +132,8 @@ pub struct Poll {
     pub timeout: Duration,
     /// Bodies longer than this are cut off and the poll fails.
     pub max_body: u64,
+    /// Sent with each request (only to the source's own host).
+    pub headers: Vec<(String, crate::secret::HeaderValue)>,
 }
 
 /// An `http(s)://` URL, or a file given as `file:///abs/path` or
@@ -143,6 +145,21 @@ pub enum Location {
 }
 
 impl Location {
+    /// What the store keeps to know the source polled this location
+    /// before: the URL with its credentials masked, and a hash of the whole
+    /// of it (so a changed token is a changed URL), never the credentials.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        match self {
+            Location::Http(u) => {
+                let h = sha2::Sha256::digest(u.as_str().as_bytes());
+                let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{} #{hex}", crate::secret::mask_url(u.as_str()))
+            }
+            Location::File(_) => self.to_string(),
+        }
+    }
+
     /// The URL relative links in a document resolve against.
     pub fn base(&self) -> String {
         match self {
@@ -292,7 +309,7 @@ pub struct WebhookChannel {
     pub url: String,
     pub format: WebhookFormat,
     pub secret: Option<SecretRef>,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, crate::secret::HeaderValue)>,
     pub timeout: Duration,
 }
 
@@ -375,4 +392,66 @@ pub fn is_loopback_host(host: &str) -> bool {
     }
     h.parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Every secret the config refers to (its `*_env` and `*_file` keys, which
+/// only ever name secrets) checked as `run` will resolve it: the variable
+/// set and not empty, the file readable and not empty. Each problem is an
+/// error at the key's value; `offline` (building a package, say) makes
+/// them warnings.
+pub fn verify_secrets(path: &Path, offline: bool) -> Vec<Diagnostic> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    let src = SourceFile::new(path, text);
+    let Ok(tree) = yaml::parse(&src.text) else {
+        return vec![];
+    };
+    let mut found = Vec::new();
+    secret_keys(&tree, &mut found);
+    let mut out = Vec::new();
+    for (key, value) in found {
+        let Some(name) = value.as_str() else { continue };
+        let reference = if key.ends_with("_env") {
+            crate::secret::SecretRef::Env(name.to_string())
+        } else {
+            crate::secret::SecretRef::File(std::path::PathBuf::from(name))
+        };
+        if let Err(e) = reference.resolve() {
+            out.push(Diagnostic {
+                file: path.to_path_buf(),
+                pos: value.pos(),
+                severity: if offline {
+                    crate::diag::Severity::Warning
+                } else {
+                    crate::diag::Severity::Error
+                },
+                message: format!("`{key}`: {e}"),
+                hint: Some(if key.ends_with("_env") {
+                    format!("set {name} in the daemon's environment (under systemd: `Environment=` or `EnvironmentFile=`), or use a `*_file`; `check --offline` only warns")
+                } else {
+                    "write the secret into the file (readable by the daemon), e.g. with `systemd-creds` or `install -m 600`; `check --offline` only warns".into()
+                }),
+                line_text: src.line(value.line).map(str::to_string),
+            });
+        }
+    }
+    out
+}
+
+fn secret_keys<'n>(n: &'n yaml::Node, out: &mut Vec<(String, &'n yaml::Node)>) {
+    match &n.kind {
+        yaml::Kind::Map(entries) => {
+            for (k, v) in entries {
+                match k.as_str() {
+                    Some(key) if key.ends_with("_env") || key.ends_with("_file") => {
+                        out.push((key.to_string(), v))
+                    }
+                    _ => secret_keys(v, out),
+                }
+            }
+        }
+        yaml::Kind::Seq(items) => items.iter().for_each(|i| secret_keys(i, out)),
+        _ => {}
+    }
 }

@@ -234,7 +234,7 @@ fn one_of<'a>(n: &Node, what: &str, choices: &[&'a str], d: &mut Diags) -> Optio
 
 const SOURCE_TYPES: [&str; 3] = ["file", "feed", "http"];
 const FILE_KEYS: [&str; 6] = ["path", "format", "mode", "key", "id_field", "retention"];
-const POLL_KEYS: [&str; 7] = [
+const POLL_KEYS: [&str; 8] = [
     "url",
     "every",
     "schedule",
@@ -242,6 +242,7 @@ const POLL_KEYS: [&str; 7] = [
     "jitter",
     "connect_timeout",
     "timeout",
+    "headers",
 ];
 
 fn source(n: &Node, dir: &Path, d: &mut Diags) -> Option<SourceConfig> {
@@ -380,6 +381,7 @@ fn poll(m: &mut MapReader, dir: &Path, example: &str, d: &mut Diags) -> Option<P
         .get("max_body")
         .and_then(|n| size(n, "max_body", d))
         .unwrap_or(10 << 20);
+    let headers = m.get("headers").map(|h| headers(h, d)).unwrap_or_default();
     Some(Poll {
         url: url?,
         schedule: schedule?,
@@ -387,6 +389,7 @@ fn poll(m: &mut MapReader, dir: &Path, example: &str, d: &mut Diags) -> Option<P
         connect_timeout,
         timeout,
         max_body,
+        headers,
     })
 }
 
@@ -850,23 +853,35 @@ fn webhook(m: &mut MapReader, d: &mut Diags) -> Option<WebhookChannel> {
     })
 }
 
-/// `headers: { Name: value }`, each a valid HTTP header: a request with
-/// an invalid one could never be sent.
-fn headers(n: &Node, d: &mut Diags) -> Vec<(String, String)> {
+/// `headers: { Name: value, Name_env: VAR, Name_file: /path }`, each a
+/// valid HTTP header (a request with an invalid one could never be sent);
+/// a value from `_env` or `_file` is a secret, read when the source or
+/// channel starts.
+fn headers(n: &Node, d: &mut Diags) -> Vec<(String, crate::secret::HeaderValue)> {
+    use crate::secret::HeaderValue;
     let mut out = Vec::new();
     for (k, v) in entries(n, "headers", d) {
-        let (Some(name), Some(value)) = (
+        let (Some(key), Some(value)) = (
             string(k, "a header name", d),
             string(v, "a header value", d),
         ) else {
             continue;
         };
+        let (name, secret) = if let Some(n) = key.strip_suffix("_env") {
+            (n.to_string(), Some(SecretRef::Env(value.clone())))
+        } else if let Some(n) = key.strip_suffix("_file") {
+            (n.to_string(), Some(SecretRef::File(PathBuf::from(&value))))
+        } else {
+            (key.clone(), None)
+        };
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             d.error(
                 k.pos(),
                 format!("`{name}` is not a valid HTTP header name"),
-                Some("a header name is letters, digits and `-` (and `!#$%&'*+.^_`|~`), no spaces or colons, e.g. `X-Team`".into()),
+                Some("a header name is letters, digits and `-` (and `!#$%&'*+.^_`|~`), no spaces or colons, e.g. `X-Team`; a value from a secret is written `X-Api-Key_env: VAR` or `X-Api-Key_file: /path`".into()),
             );
+        } else if let Some(r) = secret {
+            out.push((name, HeaderValue::Secret(r)));
         } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
             d.error(
                 v.pos(),
@@ -874,7 +889,7 @@ fn headers(n: &Node, d: &mut Diags) -> Vec<(String, String)> {
                 Some("a header value is one line of visible characters and spaces".into()),
             );
         } else {
-            out.push((name, value));
+            out.push((name, HeaderValue::Plain(value)));
         }
     }
     out

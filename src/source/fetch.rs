@@ -43,6 +43,7 @@ impl Fetcher {
                         .connect_timeout(poll.connect_timeout)
                         .timeout(poll.timeout)
                         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+                        .default_headers(crate::secret::header_map(&poll.headers)?)
                         .redirect(same_origin_redirects())
                         .build()
                         .map_err(|e| format!("cannot make an HTTP client: {e}"))?,

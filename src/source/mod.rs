@@ -188,17 +188,21 @@ pub fn spawn(
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, crate::store::StoreError> {
-    let mut stored = store.checkpoints(&cfg.name)?;
     match &cfg.kind {
         SourceKind::File(f) => {
             let tracker = file::FileTracker::new(cfg, f)
-                .with_checkpoints(stored)
+                .with_checkpoints(store.checkpoints(&cfg.name)?)
                 .with_seen(store.seen(&cfg.name)?);
             Ok(tokio::spawn(file::run(tracker, tx, shutdown)))
         }
         SourceKind::Feed(_) | SourceKind::Http(_) => {
+            let (url, plain) = cfg
+                .poll()
+                .map(|p| (p.url.identity(), p.url.to_string()))
+                .unwrap_or_default();
+            store.rename_location(&cfg.name, &plain, &url)?;
+            let mut stored = store.checkpoints(&cfg.name)?;
             let poll = store.poll_state(&cfg.name)?;
-            let url = cfg.poll().map(|p| p.url.to_string()).unwrap_or_default();
             let table = match stored.remove(std::path::Path::new(&url)) {
                 Some(crate::store::FileCheckpoint::Table(rows)) => rows,
                 _ => HashMap::new(),

@@ -37,8 +37,8 @@ pub struct FeedTracker {
 
 impl FeedTracker {
     pub fn new(cfg: &SourceConfig, f: &FeedSource, stored: Option<&PollState>) -> FeedTracker {
-        let url = f.poll.url.to_string();
-        let stored = stored.filter(|s| s.url == url);
+        let (url, plain) = (f.poll.url.identity(), f.poll.url.to_string());
+        let stored = stored.filter(|s| s.url == url || s.url == plain);
         FeedTracker {
             source: Arc::from(cfg.name.as_str()),
             constants: cfg.fields.clone(),
@@ -133,7 +133,7 @@ impl HttpTracker {
         HttpTracker {
             source: Arc::from(cfg.name.as_str()),
             constants: cfg.fields.clone(),
-            url: h.poll.url.to_string(),
+            url: h.poll.url.identity(),
             cfg: h.clone(),
             rows,
         }
@@ -158,12 +158,20 @@ impl HttpTracker {
         if ct.contains("json") {
             return Format::Json;
         }
-        std::path::Path::new(self.url.split(['?', '#']).next().unwrap_or_default())
-            .extension()
-            .and_then(|e| e.to_str())
-            .and_then(Format::from_name)
-            .filter(|f| matches!(f, Format::Csv | Format::Tsv))
-            .unwrap_or(Format::Json)
+        std::path::Path::new(
+            self.cfg
+                .poll
+                .url
+                .to_string()
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default(),
+        )
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(Format::from_name)
+        .filter(|f| matches!(f, Format::Csv | Format::Tsv))
+        .unwrap_or(Format::Json)
     }
 
     /// Parses a document and compares it with the rows held.
@@ -243,14 +251,16 @@ pub async fn run(
     let Some(poll) = cfg.poll().cloned() else {
         return;
     };
-    let url = poll.url.to_string();
+    let url = poll.url.identity();
+    // Stores written before kept the URL itself.
+    let plain = poll.url.to_string();
     let mut tracker = match &cfg.kind {
         SourceKind::Feed(f) => Tracker::Feed(FeedTracker::new(&cfg, f, stored.as_ref())),
         SourceKind::Http(h) => Tracker::Http(Box::new(HttpTracker::new(&cfg, h, table))),
         SourceKind::File(_) => return,
     };
     let mut held = stored
-        .filter(|s| s.url == url)
+        .filter(|s| s.url == url || s.url == plain)
         .map(|s| s.validators)
         .unwrap_or_default();
     let fetcher = match Fetcher::new(&poll) {

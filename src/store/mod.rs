@@ -159,6 +159,62 @@ pub struct Pending {
     pub created_at: DateTime<Utc>,
 }
 
+/// The right to run on a store: an exclusive lock on `<state>.lock`,
+/// which holds the holder's PID. The kernel releases it when the process
+/// ends, however it ends, so a `kill -9` leaves no stale lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock, or says who holds it.
+    pub fn take(state: &Path) -> Result<RunLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let path = PathBuf::from(format!("{}.lock", state.display()));
+        let err = |message: String| StoreError {
+            path: path.clone(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create its folder: {e}")))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| err(format!("cannot open: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(err(format!(
+                    "another tocsin{} is running on the store {}: one daemon per store (stop it first; `tocsin alerts`, `check`, `eval` and `silence` work beside it)",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (PID {holder})")
+                    },
+                    state.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(err(format!("cannot lock: {e}")));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| err(format!("cannot write: {e}")))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
 /// What a channel is to do next.
 #[derive(Debug)]
 pub enum Next {
@@ -391,6 +447,34 @@ impl Store {
             },
             seen,
         }))
+    }
+
+    /// Renames what a polled source stored under its URL in clear (stores
+    /// written before) to the URL's identity
+    /// ([`crate::config::Location::identity`]), so that no credential stays
+    /// in the store.
+    pub fn rename_location(
+        &self,
+        source: &str,
+        plain: &str,
+        identity: &str,
+    ) -> Result<(), StoreError> {
+        if plain == identity {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                "UPDATE table_rows SET file = ?3 WHERE source = ?1 AND file = ?2",
+                params![source, plain, identity],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "UPDATE poll_state SET url = ?3 WHERE source = ?1 AND url = ?2",
+                    params![source, plain, identity],
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// The item ids a source has seen (feed items, array log items), with
