@@ -147,7 +147,12 @@ impl Webhook {
             read.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER - read.len())]);
         }
         drop(resp);
-        let text: String = String::from_utf8_lossy(&read).chars().take(300).collect();
+        // What the receiver said is stored and shown: a URL it echoes is
+        // masked too.
+        let text: String = crate::secret::mask_text(&String::from_utf8_lossy(&read))
+            .chars()
+            .take(300)
+            .collect();
         let answer = format!("HTTP {} {}", status.as_u16(), text.trim());
         if status.is_redirection() {
             return Err(DeliveryError::fatal(format!(
