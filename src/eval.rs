@@ -118,6 +118,7 @@ fn polled_records(
             let items = crate::source::feed::parse(&bytes, None, &f.poll.url.base())?;
             let stored = crate::store::PollState {
                 url: f.poll.url.identity(),
+                item_ids: crate::store::ITEM_IDS,
                 ..Default::default()
             };
             let mut t = FeedTracker::new(cfg, f, Some(&stored));

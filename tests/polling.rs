@@ -317,3 +317,233 @@ fn a_quiet_feed_fires_absent_and_a_new_item_resolves_it() {
     assert_eq!(got[1]["state"], "resolved");
     assert_eq!(got[1]["fields"]["id"], "b");
 }
+
+/// An RSS 0.92 document without guids, from `(title, link, description)`.
+fn rss_without_guids(items: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\"?>\n<rss version=\"0.92\">\n<channel>\n<title>Customs notices</title>\n<link>https://customs.example.org/</link>\n<description>Notices</description>\n",
+    );
+    for (title, link, description) in items {
+        s.push_str("<item>");
+        for (k, v) in [
+            ("title", title),
+            ("link", link),
+            ("description", description),
+        ] {
+            if !v.is_empty() {
+                s.push_str(&format!("<{k}>{v}</{k}>"));
+            }
+        }
+        s.push_str("</item>\n");
+    }
+    s + "</channel>\n</rss>\n"
+}
+
+/// `v` in a set order.
+fn sorted(mut v: Vec<(Value, Value)>) -> Vec<(Value, Value)> {
+    v.sort_by_key(|(t, s)| format!("{t}{s}"));
+    v
+}
+
+/// What fired, as (title, summary) pairs in the order sent.
+fn fired(dir: &Path) -> Vec<(Value, Value)> {
+    alerts(dir, "export-controls")
+        .iter()
+        .map(|a| (a["fields"]["title"].clone(), a["fields"]["summary"].clone()))
+        .collect()
+}
+
+#[test]
+fn items_without_guid_keep_their_ids_across_the_upgrade() {
+    // A store an earlier version wrote after one poll of `feed.xml`: eight
+    // items without guids known under five ids (two share a link, three
+    // have only a description).
+    let fixture = Path::new("tests/fixtures/store-earlier");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join("state.db"), dir.path().join("state.db")).unwrap();
+    let server = FeedServer::start();
+    let before = std::fs::read_to_string(fixture.join("feed.xml")).unwrap();
+    {
+        let mut s = server.served.lock().unwrap();
+        s.content_type = "application/rss+xml".into();
+        s.set(&before);
+    }
+    // The same feed, now served by this test's server.
+    rusqlite::Connection::open(dir.path().join("state.db"))
+        .unwrap()
+        .execute(
+            "UPDATE poll_state SET url = ?1, etag = NULL, last_modified = NULL",
+            [server.url("/feed")],
+        )
+        .unwrap();
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: notices, type: feed, url: \"{}\", every: 1s }}",
+            server.url("/feed")
+        ),
+        &EXPORT_RULE.replace("source: news", "source: notices"),
+    );
+    let d = Daemon::start(&cfg, &[("RUST_LOG", "info")]);
+    server.wait_hits(3, T);
+    let log = d.stop();
+    // No alert storm: every item is known, under its new id.
+    assert!(fired(dir.path()).is_empty(), "{log}");
+    assert!(!log.contains("first poll of this feed"), "{log}");
+
+    // New items of each kind: each alerts once, old ones do not.
+    const NOTICE_C: (&str, &str, &str) = (
+        "Export controls: notice C",
+        "https://customs.example.org/notices/c",
+        "",
+    );
+    const DIGEST_3: (&str, &str, &str) = (
+        "Export controls: weekly digest 3",
+        "https://customs.example.org/news",
+        "",
+    );
+    const NOTICE_4: (&str, &str, &str) = ("", "", "Export controls notice 4: antimony");
+    let items = |extra: &[(&'static str, &'static str, &'static str)]| {
+        let mut all = extra.to_vec();
+        all.extend([
+            (
+                "Export controls: notice A",
+                "https://customs.example.org/notices/a",
+                "",
+            ),
+            (
+                "Export controls: notice B",
+                "https://customs.example.org/notices/b",
+                "",
+            ),
+            (
+                "Export controls: weekly digest 1",
+                "https://customs.example.org/news",
+                "",
+            ),
+            (
+                "Export controls: weekly digest 2",
+                "https://customs.example.org/news",
+                "",
+            ),
+            ("", "", "Export controls notice 1: gallium"),
+            ("", "", "Export controls notice 2: germanium"),
+            ("", "", "Export controls notice 3: graphite"),
+            ("Export controls: title only", "", ""),
+        ]);
+        rss_without_guids(&all)
+    };
+    // The fixture is this document.
+    assert_eq!(items(&[]), before);
+    let d = Daemon::start(&cfg, &[]);
+    server.wait_hits(2, T);
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&items(&[NOTICE_C, DIGEST_3, NOTICE_4]));
+    wait_for(T, || (fired(dir.path()).len() >= 3).then_some(())).expect("three new items");
+    server.wait_hits(2, T);
+    let log = d.stop();
+    assert_eq!(
+        sorted(fired(dir.path())),
+        sorted(vec![
+            (Value::Null, "Export controls notice 4: antimony".into()),
+            ("Export controls: notice C".into(), Value::Null),
+            ("Export controls: weekly digest 3".into(), Value::Null),
+        ]),
+        "{log}"
+    );
+
+    // Across a restart: the same document sends nothing, two more items
+    // without guid (one sharing the link, one with only a description) two
+    // alerts.
+    let d = Daemon::start(&cfg, &[]);
+    server.wait_hits(2, T);
+    assert_eq!(fired(dir.path()).len(), 3);
+    server.served.lock().unwrap().set(&items(&[
+        (
+            "Export controls: weekly digest 4",
+            "https://customs.example.org/news",
+            "",
+        ),
+        ("", "", "Export controls notice 5: tungsten"),
+        NOTICE_C,
+        DIGEST_3,
+        NOTICE_4,
+    ]));
+    wait_for(T, || (fired(dir.path()).len() >= 5).then_some(())).expect("two new items");
+    server.wait_hits(2, T);
+    let log = d.stop();
+    let got = fired(dir.path());
+    assert_eq!(got.len(), 5, "{log}");
+    assert_eq!(
+        sorted(got[3..].to_vec()),
+        sorted(vec![
+            (Value::Null, "Export controls notice 5: tungsten".into()),
+            ("Export controls: weekly digest 4".into(), Value::Null),
+        ]),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_panic_in_the_feed_reader_fails_the_poll_and_polling_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FeedServer::start();
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&rss(&[("a", "Trade fair")]));
+    let cfg = setup(
+        dir.path(),
+        &format!(
+            "  - {{ name: news, type: feed, url: \"{}\", every: 1s }}",
+            server.url("/feed")
+        ),
+        EXPORT_RULE,
+    );
+    // The reader (in debug builds) panics on a document with this text, as
+    // a dependency's bug would.
+    let d = Daemon::start(&cfg, &[("TOCSIN_FEED_PANIC_ON", "poison-pill")]);
+    server.wait_hits(1, T);
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&rss(&[("p", "poison-pill"), ("a", "Trade fair")]));
+    let unhealthy = wait_for(T, || {
+        let a = alerts(dir.path(), "source-unhealthy");
+        (!a.is_empty()).then_some(a)
+    })
+    .expect("the source unhealthy after three failed polls");
+    assert!(
+        unhealthy[0]["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the feed reader failed on this document"),
+        "{}",
+        unhealthy[0]
+    );
+    // Polling went on: the next document is read, the source recovers and
+    // its new item alerts.
+    server
+        .served
+        .lock()
+        .unwrap()
+        .set(&rss(&[("b", "New export controls"), ("a", "Trade fair")]));
+    wait_for(T, || {
+        (alerts(dir.path(), "source-unhealthy").len() == 2
+            && alerts(dir.path(), "export-controls").len() == 1)
+            .then_some(())
+    })
+    .expect("recovered, and the new item alerted");
+    let log = d.stop();
+    assert!(log.contains("injected by TOCSIN_FEED_PANIC_ON"), "{log}");
+    assert_eq!(
+        alerts(dir.path(), "source-unhealthy")[1]["state"],
+        "resolved"
+    );
+    assert_eq!(alerts(dir.path(), "export-controls")[0]["key"], "b");
+}

@@ -180,14 +180,7 @@ fn item_id(fields: &Fields, id_field: &str) -> String {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             let json = serde_json::to_vec(fields).unwrap_or_default();
-            let d = sha2::Sha256::digest(&json);
-            format!(
-                "sha256:{}",
-                d[..12]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
+            super::hash_id(&sha2::Sha256::digest(&json))
         }
     }
 }
@@ -784,6 +777,7 @@ impl FileTracker {
             ids: write,
             at: now,
             forget_before,
+            forget: Vec::new(),
         });
         Ok((records, vec![]))
     }

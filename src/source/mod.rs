@@ -115,6 +115,12 @@ impl std::fmt::Display for SourceError {
     }
 }
 
+/// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
+pub(crate) fn hash_id(digest: &[u8]) -> String {
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// What a new version of a table means: a record per row added or
 /// changed, one per row removed, and the store's update.
 pub(crate) struct TableDiff {

@@ -33,6 +33,9 @@ pub struct FeedTracker {
     /// that poll records what is there and alerts on none (but `backfill`).
     known: bool,
     seen: HashMap<String, DateTime<Utc>>,
+    /// The seen ids were made the way earlier versions made them: the next
+    /// poll moves them to today's ([`crate::store::ITEM_IDS`]).
+    earlier_ids: bool,
 }
 
 impl FeedTracker {
@@ -46,48 +49,69 @@ impl FeedTracker {
             retention: f.retention,
             known: stored.is_some(),
             seen: stored.map(|s| s.seen.clone()).unwrap_or_default(),
+            earlier_ids: stored.is_some_and(|s| s.item_ids < crate::store::ITEM_IDS),
         }
     }
 
     /// The items of one document: a record per item not seen before
     /// (oldest first), and what the store must remember.
+    ///
+    /// An item not seen under its id may have been under an alias (its id
+    /// before another item came to share its link, or before this version):
+    /// then it is not new, it is known under its id from now on, and the
+    /// alias is forgotten, so that a later item with the same alias is new.
+    /// An alias goes to one item only, the oldest, except when moving ids
+    /// written by earlier versions, which gave one id to all the items that
+    /// now have it as an alias.
     pub fn items(
         &mut self,
         items: Vec<feed::Item>,
         now: DateTime<Utc>,
     ) -> (Vec<Record>, Checkpoint) {
+        let moving = std::mem::take(&mut self.earlier_ids);
+        let ids: std::collections::HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
+        // Oldest first: dated by date, then undated ones, last listed first.
+        let mut items: Vec<feed::Item> = items.into_iter().rev().collect();
+        items.sort_by_key(|i| (i.date.is_none(), i.date));
         let mut new = Vec::new();
         let mut write = Vec::new();
+        let mut forget = Vec::new();
         for item in items {
-            match self.seen.get_mut(&item.id) {
-                Some(t) => {
-                    if now - *t >= REFRESH_SEEN {
-                        *t = now;
-                        write.push(item.id.clone());
-                    }
-                }
-                None => {
-                    self.seen.insert(item.id.clone(), now);
+            if let Some(t) = self.seen.get_mut(&item.id) {
+                if now - *t >= REFRESH_SEEN {
+                    *t = now;
                     write.push(item.id.clone());
-                    let wanted = self.known
-                        || self.backfill.is_some_and(|b| {
-                            item.date.is_some_and(|d| {
-                                now - d <= chrono::Duration::from_std(b).unwrap_or_default()
-                            })
-                        });
-                    if wanted {
-                        new.push(item);
-                    }
                 }
+                continue;
+            }
+            let alias = item.aliases.iter().find(|a| {
+                !ids.contains(*a) && (self.seen.contains_key(*a) || moving && forget.contains(*a))
+            });
+            if let Some(a) = alias {
+                if !forget.contains(a) {
+                    self.seen.remove(a);
+                    forget.push(a.clone());
+                }
+                self.seen.insert(item.id.clone(), now);
+                write.push(item.id.clone());
+                continue;
+            }
+            self.seen.insert(item.id.clone(), now);
+            write.push(item.id.clone());
+            let wanted = self.known
+                || self.backfill.is_some_and(|b| {
+                    item.date.is_some_and(|d| {
+                        now - d <= chrono::Duration::from_std(b).unwrap_or_default()
+                    })
+                });
+            if wanted {
+                new.push(item);
             }
         }
         if !self.known && !self.seen.is_empty() {
             tracing::info!(source = %self.source, items = self.seen.len(), backfilled = new.len(), "first poll of this feed: its items are recorded as seen (those within `backfill` go to the rules)");
         }
         self.known = true;
-        // Oldest first; undated items keep their place after dated ones.
-        new.sort_by_key(|i| i.date.is_none());
-        new.sort_by_key(|i| i.date);
         let records = new
             .into_iter()
             .map(|i| {
@@ -114,6 +138,7 @@ impl FeedTracker {
                 ids: write,
                 at: now,
                 forget_before,
+                forget,
             },
         )
     }
@@ -364,6 +389,91 @@ fn jitter(name: &str, max: Duration) -> chrono::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tracker() -> FeedTracker {
+        let cfg = crate::config::Config::parse(
+            std::path::Path::new("tocsin.yaml"),
+            "rules: rules.yaml\nsources:\n  - { name: news, type: feed, url: \"http://127.0.0.1:1/feed\", every: 1m }\nchannels:\n  - { name: audit, type: file, path: alerts.jsonl }\n",
+        )
+        .unwrap();
+        let src = cfg.sources[0].clone();
+        let SourceKind::Feed(f) = &src.kind else {
+            unreachable!()
+        };
+        let stored = PollState {
+            url: f.poll.url.identity(),
+            item_ids: crate::store::ITEM_IDS,
+            ..Default::default()
+        };
+        FeedTracker::new(&src, f, Some(&stored))
+    }
+
+    /// Items without guid: (title, link).
+    fn doc(items: &[(&str, &str)]) -> Vec<feed::Item> {
+        let mut s = String::from("<rss version=\"2.0\"><channel><title>T</title>");
+        for (t, l) in items {
+            s.push_str(&format!("<item><title>{t}</title><link>{l}</link></item>"));
+        }
+        feed::parse(
+            format!("{s}</channel></rss>").as_bytes(),
+            None,
+            "http://x.example/",
+        )
+        .unwrap()
+    }
+
+    fn new_titles(t: &mut FeedTracker, items: &[(&str, &str)], now: DateTime<Utc>) -> Vec<String> {
+        t.items(doc(items), now)
+            .0
+            .iter()
+            .map(|r| r.fields.get("title").unwrap().as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_item_whose_link_comes_to_be_shared_is_not_new_again() {
+        let now = Utc::now();
+        let mut t = tracker();
+        let a = ("A", "http://x.example/news");
+        let b = ("B", "http://x.example/news");
+        let c = ("C", "http://x.example/news");
+        assert_eq!(new_titles(&mut t, &[a], now), ["A"]);
+        // A's id was its link; now that B shares it, both have content
+        // hashes: only B is new.
+        assert_eq!(new_titles(&mut t, &[b, a], now), ["B"]);
+        assert!(new_titles(&mut t, &[b, a], now).is_empty());
+        // A third item with the link is new too (the link, A's old id, was
+        // forgotten when A moved on).
+        assert_eq!(new_titles(&mut t, &[c, b, a], now), ["C"]);
+        // Back to one item with the link: its id is the link again, and it
+        // is known under its hash.
+        assert!(new_titles(&mut t, &[a], now).is_empty());
+        assert!(new_titles(&mut t, &[a], now).is_empty());
+    }
+
+    #[test]
+    fn items_known_under_earlier_ids_are_not_new() {
+        let now = Utc::now();
+        let mut t = tracker();
+        // A store written by an earlier version: the two items sharing a
+        // link known under it.
+        t.earlier_ids = true;
+        t.seen.insert("http://x.example/news".into(), now);
+        let (a, b) = (
+            ("A", "http://x.example/news"),
+            ("B", "http://x.example/news"),
+        );
+        let (records, cp) = t.items(doc(&[b, a]), now);
+        assert!(records.is_empty());
+        let Checkpoint::Seen { forget, ids, .. } = cp else {
+            unreachable!()
+        };
+        assert_eq!(forget, ["http://x.example/news"]);
+        assert_eq!(ids.len(), 2);
+        // Moved once: a later item with that link is new.
+        let c = ("C", "http://x.example/news");
+        assert_eq!(new_titles(&mut t, &[c, b, a], now), ["C"]);
+    }
 
     #[test]
     fn jitter_stays_within_its_bound() {

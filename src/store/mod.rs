@@ -77,7 +77,15 @@ ALTER TABLE outbox ADD COLUMN key TEXT;
 UPDATE outbox SET rule = json_extract(notification, '$.rule'), key = json_extract(notification, '$.key');
 CREATE INDEX outbox_by_key ON outbox (channel, status, rule, key, id);
 "#,
+    r#"
+ALTER TABLE poll_state ADD COLUMN item_ids INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
+
+/// The way feed item ids are made (see [`crate::source::feed::Item`]):
+/// 1 before items without a guid got ids of their own, 2 since. A store
+/// that saw a feed under 1 has its ids moved on the next poll.
+pub const ITEM_IDS: i64 = 2;
 
 /// Where a log file was read to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +135,8 @@ pub enum Checkpoint {
         ids: Vec<String>,
         at: DateTime<Utc>,
         forget_before: DateTime<Utc>,
+        /// Ids no longer to be known (an item's old id, now moved on).
+        forget: Vec<String>,
     },
 }
 
@@ -138,6 +148,8 @@ pub struct PollState {
     pub validators: crate::source::fetch::Validators,
     /// Feed item ids, with when each was last in the feed.
     pub seen: HashMap<String, DateTime<Utc>>,
+    /// How those ids were made ([`ITEM_IDS`]).
+    pub item_ids: i64,
 }
 
 /// One (rule, key)'s state after a batch: `None` when it went inactive.
@@ -423,19 +435,20 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT url, etag, last_modified FROM poll_state WHERE source = ?1",
+                "SELECT url, etag, last_modified, item_ids FROM poll_state WHERE source = ?1",
                 [source],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Option<String>>(1)?,
                         r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 },
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((url, etag, last_modified)) = row else {
+        let Some((url, etag, last_modified, item_ids)) = row else {
             return Ok(None);
         };
         let seen = self.seen(source)?;
@@ -446,6 +459,7 @@ impl Store {
                 last_modified,
             },
             seen,
+            item_ids,
         }))
     }
 
@@ -580,9 +594,9 @@ impl Store {
                     validators: v,
                 } => {
                     tx.execute(
-                        "INSERT INTO poll_state (source, url, etag, last_modified) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (source) DO UPDATE SET url = ?2, etag = ?3, last_modified = ?4",
-                        params![source, url, v.etag, v.last_modified],
+                        "INSERT INTO poll_state (source, url, etag, last_modified, item_ids) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (source) DO UPDATE SET url = ?2, etag = ?3, last_modified = ?4, item_ids = ?5",
+                        params![source, url, v.etag, v.last_modified, ITEM_IDS],
                     )
                     .map_err(err)?;
                 }
@@ -591,8 +605,16 @@ impl Store {
                     ids,
                     at,
                     forget_before,
+                    forget,
                 } => {
                     let at = ts(*at);
+                    for id in forget {
+                        tx.execute(
+                            "DELETE FROM feed_seen WHERE source = ?1 AND id = ?2",
+                            params![source, id],
+                        )
+                        .map_err(err)?;
+                    }
                     for id in ids {
                         tx.execute(
                             "INSERT INTO feed_seen (source, id, last_seen) VALUES (?1, ?2, ?3)
