@@ -10,6 +10,8 @@
 //! - `engine`: pure and synchronous; `now` is passed in.
 //! - `daemon`: wiring and shutdown; `main.rs` owns signals and exit codes.
 
+#![forbid(unsafe_code)]
+
 pub mod alerts;
 pub mod channel;
 pub mod cli;
@@ -21,7 +23,6 @@ pub mod eval;
 pub mod explain;
 pub mod expr;
 pub mod http;
-pub mod json;
 pub mod lint;
 pub mod record;
 pub mod rules;

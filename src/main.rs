@@ -1,5 +1,7 @@
 //! The `tocsin` binary: argument parsing, logging, signals, exit codes.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

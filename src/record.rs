@@ -220,7 +220,7 @@ pub fn lookup_from<'a>(fields: &'a Fields, name: &str, at: u8) -> Option<&'a Val
 #[inline]
 pub fn get_at<'a>(fields: &'a Fields, name: &str, at: u8) -> Option<&'a Value> {
     key_at(fields, at)
-        .filter(|(k, _)| same_bytes(k.as_bytes(), name.as_bytes()))
+        .filter(|(k, _)| k.as_str() == name)
         .map(|(_, v)| v)
 }
 
@@ -237,41 +237,11 @@ pub fn get<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     if fields.len() <= 12 {
         fields
             .iter()
-            .find(|(k, _)| same_bytes(k.as_bytes(), name.as_bytes()))
+            .find(|(k, _)| k.as_str() == name)
             .map(|(_, v)| v)
     } else {
         fields.get(name)
     }
-}
-
-/// `a == b`, without a call to `memcmp` for short names and keys, which
-/// most are: a load from each end compares every byte up to 16.
-#[inline(always)]
-pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=7 => half_at(a, 0) == half_at(b, 0) && half_at(a, n - 4) == half_at(b, n - 4),
-        8..=16 => word_at(a, 0) == word_at(b, 0) && word_at(a, n - 8) == word_at(b, n - 8),
-        _ => a == b,
-    }
-}
-
-/// The 8 bytes of `s` from `i` (which it must have) as a little-endian
-/// word: one from each end covers every byte of 8 to 16.
-#[inline(always)]
-pub fn word_at(s: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default())
-}
-
-/// [`word_at`] for 4 bytes: with one from each end, every byte of 4 to 7.
-#[inline(always)]
-pub fn half_at(s: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or_default())
 }
 
 /// `t.trim()`, which needs no look inside when both ends are ASCII and
@@ -327,24 +297,6 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.get("a"), Some(&serde_json::json!("x")));
         assert_ne!(back, Changed::default());
-    }
-
-    #[test]
-    fn same_bytes_is_slice_equality() {
-        let mut next = crate::engine::xorshift(5);
-        for _ in 0..20_000 {
-            let len = (next() % 24) as usize;
-            let a: Vec<u8> = (0..len).map(|_| (next() % 3) as u8).collect();
-            let mut b = a.clone();
-            if next().is_multiple_of(2) && len > 0 {
-                let i = (next() % len as u64) as usize;
-                b[i] ^= 1;
-            }
-            if next().is_multiple_of(8) {
-                b.push(0);
-            }
-            assert_eq!(same_bytes(&a, &b), a == b, "{a:?} {b:?}");
-        }
     }
 
     #[test]

@@ -803,29 +803,6 @@ fn new_rules_keep_state_by_id() {
 }
 
 #[test]
-fn the_fast_json_line_is_what_serde_writes() {
-    let rules = CN_157.replace("notify: [out]", "notify: [out]\n    summary: \"{{ note }} \\\"quoted\\\"\"\n    labels: { team: \"a\\tb\" }");
-    let mut e = engine(&rules);
-    let mut t = Table::new();
-    t.set(
-        &mut e,
-        json!({"partner": "CN", "product": "1", "rate_pct": 100, "note": "x"}),
-        t0(),
-    );
-    let mut all = t.set(&mut e, json!({"partner": "CN", "product": "1", "rate_pct": 200.5, "note": "é\n\u{1}🎉", "nested": {"a": [1, null, true]}}), t0() + Duration::seconds(61));
-    all.extend(t.remove(&mut e, "CN|1", t0() + Duration::days(400)));
-    assert_eq!(all.len(), 2);
-    for n in all {
-        let mut fast = Vec::new();
-        n.write_json_line(&mut fast);
-        assert_eq!(
-            String::from_utf8(fast).unwrap(),
-            serde_json::to_string(&n).unwrap() + "\n"
-        );
-    }
-}
-
-#[test]
 fn absent_fires_after_silence_resolves_on_a_record_and_counts_from_start() {
     let mut e = engine(
         "rules:\n  - { id: quiet, title: News quiet, source: news, when: { absent: 48h }, repeat: 24h, notify: [out] }\n",

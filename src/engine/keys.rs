@@ -23,71 +23,10 @@ use rustc_hash::FxBuildHasher;
 
 use super::KeyState;
 
-/// A key as the table holds it: short keys (the usual codes and ids)
-/// inline, so that finding one reads no memory beyond its slot; longer ones
-/// on the heap.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Key {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<str>),
-}
-
-/// Longest key kept inline: the enum is then as large as a `String`.
-const INLINE: usize = 22;
-
-impl Key {
-    pub fn new(s: &str) -> Key {
-        if s.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Key::Inline {
-                len: s.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(s.into())
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(s) => s.as_bytes(),
-        }
-    }
-
-    /// Whether this is `key`: compares bytes, nothing to decode.
-    fn is(&self, key: &str) -> bool {
-        crate::record::same_bytes(self.bytes(), key.as_bytes())
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            // SAFETY: the bytes were copied whole from a `str` in `new`.
-            Key::Inline { .. } => unsafe { std::str::from_utf8_unchecked(self.bytes()) },
-            Key::Heap(s) => s,
-        }
-    }
-}
-
-impl std::ops::Deref for Key {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl From<&str> for Key {
-    fn from(s: &str) -> Key {
-        Key::new(s)
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
+/// A key as the table holds it: short keys (the usual codes and ids, up to
+/// 24 bytes) inline, so that finding one reads no memory beyond its slot;
+/// longer ones on the heap.
+pub type Key = compact_str::CompactString;
 
 /// A min-queue of (deadline in Unix milliseconds, key hash), earliest
 /// deadline first; of entries due at once, any first. A rule's deadlines
@@ -229,9 +168,7 @@ impl KeyStates {
     }
 
     pub fn get(&self, key: &str) -> Option<&KeyState> {
-        self.table
-            .find(hash(key), |e| e.0.is(key))
-            .map(|(_, st)| st)
+        self.table.find(hash(key), |e| e.0 == key).map(|(_, st)| st)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut KeyState> {
@@ -241,16 +178,7 @@ impl KeyStates {
     /// [`KeyStates::get_mut`] given the key's [`hash`], which a caller
     /// that looks a key up in several rules' tables computes once.
     pub fn get_mut_hashed(&mut self, key: &str, h: u64) -> Option<&mut KeyState> {
-        self.table.find_mut(h, |e| e.0.is(key)).map(|(_, st)| st)
-    }
-
-    /// Asks the CPU to fetch the slot `key` (of hash [`hash`]) would be
-    /// found in, ahead of its lookup: the first whose tag matches (another
-    /// key shares a tag about once in 128).
-    pub fn prefetch(&self, h: u64) {
-        if let Some(e) = self.table.find(h, |_| true) {
-            super::prefetch(e as *const _ as *const u8);
-        }
+        self.table.find_mut(h, |e| e.0 == key).map(|(_, st)| st)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -264,7 +192,7 @@ impl KeyStates {
 
     /// [`KeyStates::insert`] given the key's [`hash`].
     pub fn insert_hashed(&mut self, key: &str, h: u64, st: KeyState) {
-        match self.table.entry(h, |e| e.0.is(key), rehash) {
+        match self.table.entry(h, |e| e.0 == key, rehash) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = st,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert((Key::new(key), st));
@@ -283,7 +211,7 @@ impl KeyStates {
         let h = hash(key);
         let entry = self
             .table
-            .entry(h, |e| e.0.is(key), rehash)
+            .entry(h, |e| e.0 == key, rehash)
             .or_insert_with(|| (Key::new(key), make()));
         let queue = Queue {
             timers: &mut self.timers,
@@ -300,7 +228,7 @@ impl KeyStates {
 
     /// [`KeyStates::get_queued`] given the key's [`hash`].
     pub fn get_queued_hashed(&mut self, key: &str, h: u64) -> Option<(&mut KeyState, Queue<'_>)> {
-        let (_, st) = self.table.find_mut(h, |e| e.0.is(key))?;
+        let (_, st) = self.table.find_mut(h, |e| e.0 == key)?;
         let queue = Queue {
             timers: &mut self.timers,
             h,
@@ -315,7 +243,7 @@ impl KeyStates {
     /// [`KeyStates::remove`] given the key's [`hash`].
     pub fn remove_hashed(&mut self, key: &str, h: u64) -> Option<KeyState> {
         self.table
-            .find_entry(h, |e| e.0.is(key))
+            .find_entry(h, |e| e.0 == key)
             .ok()
             .map(|e| e.remove().0.1)
     }
@@ -325,7 +253,7 @@ impl KeyStates {
     pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
         let Some(at) = at else { return };
         let h = hash(key);
-        let Some((_, st)) = self.table.find_mut(h, |e| e.0.is(key)) else {
+        let Some((_, st)) = self.table.find_mut(h, |e| e.0 == key) else {
             return;
         };
         queue(&mut self.timers, st, h, at);
@@ -501,12 +429,10 @@ mod tests {
     }
 
     #[test]
-    fn keys_up_to_the_inline_length_and_beyond_are_found() {
+    fn keys_short_and_long_are_found() {
         let mut m = KeyStates::default();
-        let short = "x".repeat(INLINE);
-        let long = "x".repeat(INLINE + 1);
-        assert!(matches!(Key::new(&short), Key::Inline { .. }));
-        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        let short = "x".repeat(24);
+        let long = "x".repeat(25);
         for k in ["", "é", short.as_str(), long.as_str()] {
             m.insert(k, KeyState::inactive(at(0)));
         }
@@ -514,8 +440,8 @@ mod tests {
             assert!(m.contains_key(k), "{k:?}");
             assert_eq!(Key::new(k).as_str(), k);
         }
-        assert!(!m.contains_key(&"x".repeat(INLINE - 1)));
-        assert!(!m.contains_key(&"x".repeat(INLINE + 2)));
+        assert!(!m.contains_key(&"x".repeat(23)));
+        assert!(!m.contains_key(&"x".repeat(26)));
         assert_eq!(m.len(), 4);
     }
 

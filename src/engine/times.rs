@@ -1,76 +1,17 @@
 //! The times a key's state keeps: a `count` rule's window (its key's latest
 //! records) or when an `absent` rule's key last had a record. Most keys
-//! hold one time: it is kept in the state's own word, so that reading it
-//! reads no memory beyond the key's slot and keeping it allocates nothing.
-//! Two or more go to a block on the heap.
+//! hold one time, some two: up to two are kept inline (a `SmallVec` as
+//! large as a `Vec`), more go to the heap.
 //!
 //! Times are kept to the millisecond, as the store keeps them, so a key
 //! reads the same before and after a restart.
 
-use std::alloc::{Layout, alloc, dealloc};
-use std::ptr;
-
 use chrono::{DateTime, Utc};
+use smallvec::SmallVec;
 
-/// A few times, oldest first, in one word.
-pub struct Times {
-    /// Null: none. An odd address: one time, its milliseconds shifted left
-    /// by one, plus one (the range of `DateTime` fits in 63 bits). Else a
-    /// block from [`alloc_block`]: its length and capacity packed in the
-    /// first `i64` (see [`Header`]), then the times' milliseconds.
-    p: *mut i64,
-}
-
-// SAFETY: a `Times` owns its block alone, as a `Box` would; nothing is
-// shared between values, and `&Times` only reads.
-unsafe impl Send for Times {}
-unsafe impl Sync for Times {}
-
-/// A block's length (low 32 bits) and capacity (high 32 bits).
-struct Header {
-    len: usize,
-    cap: usize,
-}
-
-impl Header {
-    fn of(w: i64) -> Header {
-        let w = w as u64;
-        Header {
-            len: (w & 0xffff_ffff) as usize,
-            cap: (w >> 32) as usize,
-        }
-    }
-
-    fn word(&self) -> i64 {
-        ((self.cap as u64) << 32 | self.len as u64) as i64
-    }
-}
-
-fn layout(cap: usize) -> Layout {
-    // A window holds at most a `count` rule's N times (a u32).
-    Layout::array::<i64>(cap + 1).expect("a window of at most u32::MAX times")
-}
-
-/// A block with room for `cap` times (at least 2), holding `ms`.
-fn alloc_block(ms: &[i64], cap: usize) -> *mut i64 {
-    let cap = cap.max(ms.len()).max(2);
-    // SAFETY: the layout is not zero-sized (at least 3 words).
-    let p = unsafe { alloc(layout(cap)) } as *mut i64;
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout(cap));
-    }
-    // SAFETY: the block is new, with room for its header and for
-    // `cap >= ms.len()` times after it, so it does not overlap `ms`.
-    unsafe {
-        *p = Header { len: ms.len(), cap }.word();
-        ptr::copy_nonoverlapping(ms.as_ptr(), p.add(1), ms.len());
-    }
-    p
-}
-
-fn encode(ms: i64) -> *mut i64 {
-    ptr::without_provenance_mut(((ms << 1) | 1) as usize)
-}
+/// A few times, oldest first, as Unix milliseconds.
+#[derive(Clone, Default, PartialEq)]
+pub struct Times(SmallVec<[i64; 2]>);
 
 fn ms_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -81,107 +22,33 @@ fn time_of(ms: i64) -> DateTime<Utc> {
 }
 
 impl Times {
-    /// Times from milliseconds, oldest first.
-    fn from_millis(ms: &[i64]) -> Times {
-        match ms {
-            [] => Times::default(),
-            [one] => Times { p: encode(*one) },
-            _ => Times {
-                p: alloc_block(ms, ms.len()),
-            },
-        }
-    }
-
-    /// The inline time, if that is what this holds.
-    fn inline(&self) -> Option<i64> {
-        let a = self.p.addr();
-        (a & 1 == 1).then_some((a as i64) >> 1)
-    }
-
-    /// The block's header, if this holds a block.
-    fn header(&self) -> Option<Header> {
-        if self.p.is_null() || self.p.addr() & 1 == 1 {
-            return None;
-        }
-        // SAFETY: a pointer that is neither null nor odd is a live block's,
-        // which starts with its header.
-        Some(Header::of(unsafe { *self.p }))
-    }
-
-    /// Sets the length of the block this holds (at most its capacity).
-    fn set_len(&mut self, len: usize) {
-        let Some(h) = self.header() else { return };
-        debug_assert!(len <= h.cap);
-        // SAFETY: a live block this owns (see `header`).
-        unsafe { *self.p = Header { len, cap: h.cap }.word() };
-    }
-
-    /// The block's times, if this holds a block.
-    fn block(&self) -> Option<&[i64]> {
-        let h = self.header()?;
-        // SAFETY: a live block holds `len` times after its header.
-        Some(unsafe { std::slice::from_raw_parts(self.p.add(1), h.len) })
-    }
-
-    /// The times' milliseconds, oldest first.
-    fn millis(&self) -> impl Iterator<Item = i64> + '_ {
-        self.inline()
-            .into_iter()
-            .chain(self.block().unwrap_or_default().iter().copied())
-    }
-
     pub fn len(&self) -> usize {
-        match (self.inline(), self.block()) {
-            (Some(_), _) => 1,
-            (None, Some(b)) => b.len(),
-            (None, None) => 0,
-        }
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 
     pub fn get(&self, i: usize) -> Option<DateTime<Utc>> {
-        self.millis().nth(i).map(time_of)
+        self.0.get(i).copied().map(time_of)
     }
 
     pub fn first(&self) -> Option<DateTime<Utc>> {
-        self.get(0)
+        self.0.first().copied().map(time_of)
     }
 
     pub fn last(&self) -> Option<DateTime<Utc>> {
-        match (self.inline(), self.block()) {
-            (Some(ms), _) => Some(time_of(ms)),
-            (None, b) => b.and_then(|b| b.last()).copied().map(time_of),
-        }
+        self.0.last().copied().map(time_of)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.millis().map(time_of)
+        self.0.iter().copied().map(time_of)
     }
 
     /// Adds `t` (no earlier than the others) at the end.
     pub fn push(&mut self, t: DateTime<Utc>) {
-        let ms = ms_of(t);
-        if self.p.is_null() {
-            self.p = encode(ms);
-            return;
-        }
-        if let Some(one) = self.inline() {
-            self.p = alloc_block(&[one, ms], 4);
-            return;
-        }
-        let Some(mut h) = self.header() else { return };
-        if h.len == h.cap {
-            let grown = alloc_block(self.block().unwrap_or_default(), h.cap * 2);
-            self.free();
-            self.p = grown;
-            h.cap *= 2;
-        }
-        // SAFETY: the block has room for `cap > len` times.
-        unsafe { *self.p.add(1 + h.len) = ms };
-        self.set_len(h.len + 1);
+        self.0.push(ms_of(t));
     }
 
     /// Removes and returns the `i`th time.
@@ -189,34 +56,9 @@ impl Times {
     /// # Panics
     /// When there is no `i`th time.
     pub fn remove(&mut self, i: usize) -> DateTime<Utc> {
-        let len = self.len();
-        assert!(i < len, "removal index (is {i}) should be < len (is {len})");
-        let Some(b) = self.block() else {
-            let gone = self.inline();
-            *self = Times::default();
-            return gone.map(time_of).unwrap_or_default();
-        };
-        let gone = b[i];
-        // SAFETY: `i < len`: the times after the `i`th move down by one,
-        // within the block.
-        unsafe { ptr::copy(self.p.add(2 + i), self.p.add(1 + i), len - 1 - i) };
-        self.truncate(len - 1);
-        time_of(gone)
-    }
-
-    /// Keeps the block's first `n` times (no more than it has); one or
-    /// none are kept inline and the block freed.
-    fn truncate(&mut self, n: usize) {
-        if n >= 2 {
-            self.set_len(n);
-            return;
-        }
-        // SAFETY: the block holds at least `n` times.
-        let one = (n == 1).then(|| unsafe { *self.p.add(1) });
-        self.free();
-        if let Some(ms) = one {
-            self.p = encode(ms);
-        }
+        let gone = time_of(self.0.remove(i));
+        self.shrink();
+        gone
     }
 
     /// Keeps the times after `cutoff`.
@@ -224,66 +66,19 @@ impl Times {
         // A time to the millisecond is after `cutoff` when it is after the
         // millisecond `cutoff` falls in (`timestamp_millis` rounds down).
         let c = ms_of(cutoff);
-        match (self.inline(), self.block()) {
-            (Some(ms), _) if ms <= c => *self = Times::default(),
-            (None, Some(b)) if b.iter().any(|&t| t <= c) => {
-                let n = b.len();
-                let mut kept = 0;
-                for i in 0..n {
-                    // SAFETY: both within the block's `n` times; `kept <= i`.
-                    unsafe {
-                        let t = *self.p.add(1 + i);
-                        if t > c {
-                            *self.p.add(1 + kept) = t;
-                            kept += 1;
-                        }
-                    }
-                }
-                self.truncate(kept);
-            }
-            _ => {}
-        }
+        self.0.retain(|t| *t > c);
+        self.shrink();
     }
 
     pub fn clear(&mut self) {
-        *self = Times::default();
+        self.0 = SmallVec::new();
     }
 
-    /// Frees the block, if any, leaving no times.
-    fn free(&mut self) {
-        if let Some(h) = self.header() {
-            // SAFETY: the block was allocated with this layout, and is
-            // forgotten here.
-            unsafe { dealloc(self.p as *mut u8, layout(h.cap)) };
+    /// Back inline when two times or fewer are left.
+    fn shrink(&mut self) {
+        if self.0.spilled() && self.0.len() <= 2 {
+            self.0.shrink_to_fit();
         }
-        self.p = ptr::null_mut();
-    }
-}
-
-impl Default for Times {
-    fn default() -> Times {
-        Times { p: ptr::null_mut() }
-    }
-}
-
-impl Drop for Times {
-    fn drop(&mut self) {
-        self.free();
-    }
-}
-
-impl Clone for Times {
-    fn clone(&self) -> Times {
-        match self.block() {
-            Some(b) => Times::from_millis(b),
-            None => Times { p: self.p },
-        }
-    }
-}
-
-impl PartialEq for Times {
-    fn eq(&self, other: &Times) -> bool {
-        self.millis().eq(other.millis())
     }
 }
 
@@ -295,8 +90,7 @@ impl std::fmt::Debug for Times {
 
 impl From<Vec<DateTime<Utc>>> for Times {
     fn from(v: Vec<DateTime<Utc>>) -> Times {
-        let ms: Vec<i64> = v.into_iter().map(ms_of).collect();
-        Times::from_millis(&ms)
+        Times(v.into_iter().map(ms_of).collect())
     }
 }
 
@@ -363,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn one_time_is_kept_inline_to_the_millisecond_at_either_end_of_time() {
+    fn times_are_kept_to_the_millisecond_at_either_end_of_time() {
         let ends = [
             DateTime::<Utc>::MIN_UTC,
             DateTime::<Utc>::MAX_UTC,
@@ -373,10 +167,8 @@ mod tests {
         for e in ends {
             let mut w = Times::default();
             w.push(e);
-            assert!(w.inline().is_some());
             assert_eq!(w.last(), Some(time_of(e.timestamp_millis())), "{e}");
             w.push(e);
-            assert!(w.block().is_some());
             assert_eq!(w.get(1), w.first());
         }
         // Below the millisecond, a time counts as the millisecond it is in.
@@ -390,7 +182,15 @@ mod tests {
     }
 
     #[test]
-    fn a_key_state_with_times_stays_one_word() {
-        assert_eq!(size_of::<Times>(), 8);
+    fn two_times_stay_inline() {
+        let mut w = Times::default();
+        w.push(t(1));
+        w.push(t(2));
+        assert!(!w.0.spilled());
+        w.push(t(3));
+        assert!(w.0.spilled());
+        w.remove(0);
+        assert!(!w.0.spilled(), "back inline");
+        assert_eq!(size_of::<Times>(), size_of::<Vec<i64>>());
     }
 }
