@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::engine::format_ts;
+use crate::notification::format_ts;
 use crate::store::Store;
 
 pub struct Options {

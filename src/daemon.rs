@@ -301,7 +301,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let (health_state, rule_state): (Vec<_>, Vec<_>) = store
         .states()?
         .into_iter()
-        .partition(|(r, _, _)| r == source::health::RULE);
+        .partition(|(r, _, _)| r == crate::notification::UNHEALTHY_RULE);
     let (mut health, health_gone) = source::health::HealthTracker::new(
         &config,
         health_state.into_iter().map(|(_, k, st)| (k, st)).collect(),
@@ -513,7 +513,7 @@ fn count(
     engine: &mut Engine,
     last: &mut crate::engine::Stats,
     logged: &mut HashMap<Arc<str>, std::time::Instant>,
-    out: &[crate::engine::Notification],
+    out: &[crate::notification::Notification],
 ) {
     let m = &shared.metrics;
     for (rule, n) in engine.take_evaluations() {

@@ -24,6 +24,7 @@ pub mod explain;
 pub mod expr;
 pub mod http;
 pub mod lint;
+pub mod notification;
 pub mod record;
 pub mod rules;
 pub mod ruletest;

@@ -17,7 +17,8 @@ use crate::config::{
     ChannelConfig, ChannelKind, Config, FileSource, HealthConfig, Mode, SourceConfig, SourceKind,
 };
 use crate::diag::{Diagnostic, Diags, Pos, SourceFile};
-use crate::engine::{Engine, Notification};
+use crate::engine::Engine;
+use crate::notification::Notification;
 use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::rules::RuleSet;
 use crate::yaml::read::{entries, required, string, strings};
@@ -519,7 +520,7 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    crate::engine::format_ts(t)
+    crate::notification::format_ts(t)
 }
 
 /// Pairs each expectation with a notification it matches; `None` when all

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
-use crate::engine::{AlertState, Notification, notification_id};
+use crate::notification::{AlertState, Notification, notification_id};
 
 /// The test notification: a firing alert of the made-up rule
 /// `tocsin-send-test`, so receivers can tell it apart.

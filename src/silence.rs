@@ -85,7 +85,7 @@ fn ts(t: DateTime<Utc>) -> String {
 /// with the nearest id. The rules are read as the daemon reads them; when
 /// they do not load, any id is taken.
 fn known_rule(config: &crate::config::Config, rule: &str) -> anyhow::Result<()> {
-    if rule == crate::source::health::RULE {
+    if rule == crate::notification::UNHEALTHY_RULE {
         return Ok(());
     }
     let (set, _) = crate::rules::RuleSet::load(&config.rules);

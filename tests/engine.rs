@@ -8,7 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use tocsin::config::Config;
-use tocsin::engine::{AlertState, Engine, Notification, compile};
+use tocsin::engine::{Engine, compile};
+use tocsin::notification::{AlertState, Notification};
 use tocsin::record::{Fields, Record, RecordKind};
 use tocsin::rules::RuleSet;
 

@@ -9,7 +9,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::DeliveryError;
 use crate::config::{EmailChannel, SmtpTls};
-use crate::engine::{AlertState, Notification};
+use crate::notification::Notification;
 
 pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -109,17 +109,6 @@ impl Email {
     }
 }
 
-/// `FIRING critical` or `RESOLVED`.
-pub fn prefix(n: &Notification) -> String {
-    if &*n.rule == crate::engine::DIGEST_RULE {
-        return "DIGEST".to_string();
-    }
-    match n.state {
-        AlertState::Firing => format!("FIRING {}", n.severity.as_str()),
-        AlertState::Resolved => "RESOLVED".to_string(),
-    }
-}
-
 /// One line: control characters (CR, LF among them) become spaces, so a
 /// summary can never start a new header.
 pub fn subject(n: &Notification) -> String {
@@ -129,7 +118,7 @@ pub fn subject(n: &Notification) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let summary = summary.split_whitespace().collect::<Vec<_>>().join(" ");
-    format!("[{}] {summary}", prefix(n))
+    format!("[{}] {summary}", crate::notification::prefix(n))
 }
 
 pub fn text_body(n: &Notification) -> String {

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::{ChannelConfig, ChannelKind};
-use crate::engine::Notification;
+use crate::notification::Notification;
 
 /// Why a delivery failed, and whether trying again may help (network
 /// errors, timeouts, HTTP 429/5xx, SMTP 4xx) or not (anything else), and

@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use super::DeliveryError;
 use crate::config::{WebhookChannel, WebhookFormat};
-use crate::engine::{AlertState, Notification};
+use crate::notification::{AlertState, Notification};
 use crate::secret::Secret;
 
 pub struct Webhook {
@@ -77,7 +77,7 @@ impl Webhook {
                 // `<url|label>` are escaped, and only http(s) links are made.
                 let mut text = format!(
                     "{icon} *[{}]* {}",
-                    super::email::prefix(n),
+                    crate::notification::prefix(n),
                     slack_escape(&n.summary)
                 );
                 if let Some(l) = &n.link

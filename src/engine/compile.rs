@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use super::condition::{Expr, NumOp, TextCond};
 use super::text::{PhraseRef, PhraseSetBuilder};
-use super::{AlertState, Compiled, Guard, Rule, SourcePlan};
+use super::{Compiled, Guard, Rule, SourcePlan};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diags, Problems, closest};
+use crate::notification::AlertState;
 use crate::record::parse_number;
 use crate::rules::{CmpOp, Cond, Items, RuleSet, Window};
 use rustc_hash::FxHashMap;

@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::notification::{
+    AlertState, DIGEST_RULE, Notification, format_ts, notification_id, prefix, push_ts,
+};
 use crate::record::{Changed, Fields, Record, RecordKind, Row, as_text, lookup, lookup_at};
 use crate::rules::Severity;
 use condition::{EvalCtx, Expr, TextHits};
@@ -137,69 +140,6 @@ impl std::fmt::Debug for Compiled {
             .field("phrases", &self.phrases.len())
             .finish()
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Firing,
-    Resolved,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Firing => "firing",
-            AlertState::Resolved => "resolved",
-        }
-    }
-}
-
-/// One notification: the webhook `json` payload, one line of `tocsin eval`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Notification {
-    pub id: String,
-    pub rule: Arc<str>,
-    pub title: Arc<str>,
-    pub severity: Severity,
-    pub state: AlertState,
-    pub key: String,
-    pub summary: String,
-    pub body: String,
-    pub source: Arc<str>,
-    pub labels: Arc<BTreeMap<String, String>>,
-    pub fields: Row,
-    pub prev: Option<Changed>,
-    pub link: Option<String>,
-    #[serde(with = "secs")]
-    pub started_at: DateTime<Utc>,
-    #[serde(with = "secs")]
-    pub at: DateTime<Utc>,
-    /// Channels this notification goes to.
-    #[serde(skip)]
-    pub notify: Arc<[String]>,
-}
-
-impl Notification {
-    /// Appends the payload as one line of JSON.
-    pub fn write_json_line(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec fails only when a map has a key that is not text,
-        // which a payload never has.
-        let _ = serde_json::to_writer(&mut *out, self);
-        out.push(b'\n');
-    }
-}
-
-/// `2026-04-09T00:00:01Z`: RFC 3339, UTC, whole seconds.
-pub fn format_ts(t: DateTime<Utc>) -> String {
-    let mut s = String::with_capacity(20);
-    push_ts(&mut s, t);
-    s
-}
-
-/// [`format_ts`] appended to `out`.
-pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
-    out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
 }
 
 /// The record a pending or firing key last matched, kept for rules that
@@ -1609,9 +1549,6 @@ fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
     (s, b)
 }
 
-/// The rule name digests carry.
-pub const DIGEST_RULE: &str = "tocsin-digest";
-
 /// One message listing several notifications, for a digest channel. Its id
 /// follows from theirs, so the same digest sent twice carries the same id.
 pub fn digest<'a>(
@@ -1630,7 +1567,7 @@ pub fn digest<'a>(
         h.update(n.id.as_bytes());
         body.push_str(&format!(
             "[{}] {} ({}, {})\n",
-            crate::channel::email::prefix(n),
+            prefix(n),
             n.summary,
             n.source,
             format_ts(n.at)
@@ -1675,46 +1612,6 @@ pub fn digest<'a>(
         started_at: items.first().map_or(now, |n| n.at),
         at: now,
         notify: Arc::from(vec![channel.to_string()]),
-    }
-}
-
-/// Stable for one notification (an idempotency key): derived from what
-/// makes it unique, so retries and replays carry the same id.
-pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) -> String {
-    let nanos = at.timestamp_nanos_opt().unwrap_or_default().to_le_bytes();
-    let mut h = Sha256::new();
-    for part in [
-        rule.as_bytes(),
-        &[0],
-        key.as_bytes(),
-        &[0],
-        state.as_str().as_bytes(),
-        &[0],
-        &nanos,
-    ] {
-        h.update(part);
-    }
-    let mut hex = String::with_capacity(32);
-    for b in &h.finalize()[..16] {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
-}
-
-/// Timestamps in payloads: RFC 3339, UTC, whole seconds.
-mod secs {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_ts(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
     }
 }
 

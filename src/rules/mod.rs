@@ -10,25 +10,7 @@ use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diags, Pos, Severity as DiagSeverity, SourceFile};
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use crate::notification::Severity;
 
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
@@ -246,7 +228,7 @@ impl RuleSet {
         // Cross-file: rule ids are unique across all files.
         let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
         for r in &set.rules {
-            if r.id == crate::source::health::RULE {
+            if r.id == crate::notification::UNHEALTHY_RULE {
                 let mut d = Diags::new(&set.files[r.file]);
                 d.error(
                     r.id_pos,

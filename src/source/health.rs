@@ -14,13 +14,13 @@ use serde_json::json;
 
 use super::Health;
 use crate::config::Config;
+use crate::engine::KeyState;
 use crate::engine::keys::Key;
-use crate::engine::{AlertState, KeyState, Notification, notification_id};
+use crate::notification::{AlertState, Notification, notification_id};
 use crate::rules::Severity;
 use crate::store::StateChange;
 
-/// The rule id of the internal alert; its key is the source's name.
-pub const RULE: &str = "source-unhealthy";
+use crate::notification::UNHEALTHY_RULE as RULE;
 
 pub struct HealthTracker {
     notify: Arc<[String]>,

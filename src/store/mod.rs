@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::engine::{KeyState, Notification, Snapshot};
+use crate::engine::{KeyState, Snapshot};
+use crate::notification::Notification;
 use crate::record::Row;
 
 #[derive(Debug, thiserror::Error)]
@@ -956,7 +957,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::AlertState;
+    use crate::notification::AlertState;
     use crate::rules::Severity;
 
     fn note(id: &str, channels: &[&str]) -> Notification {

@@ -1,0 +1,155 @@
+//! What tocsin sends: a notification (the webhook payload, one line of
+//! `tocsin eval`), its id, severity and state, the subject prefix every
+//! channel shows, and the rule ids tocsin itself notifies under. Below the
+//! engine, the store and the channels, which all speak of it; it imports
+//! none of them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::record::{Changed, Row};
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One notification: the webhook `json` payload, one line of `tocsin eval`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub rule: Arc<str>,
+    pub title: Arc<str>,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub key: String,
+    pub summary: String,
+    pub body: String,
+    pub source: Arc<str>,
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub fields: Row,
+    pub prev: Option<Changed>,
+    pub link: Option<String>,
+    #[serde(with = "secs")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "secs")]
+    pub at: DateTime<Utc>,
+    /// Channels this notification goes to.
+    #[serde(skip)]
+    pub notify: Arc<[String]>,
+}
+
+impl Notification {
+    /// Appends the payload as one line of JSON.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec fails only when a map has a key that is not text,
+        // which a payload never has.
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
+    }
+}
+
+/// `2026-04-09T00:00:01Z`: RFC 3339, UTC, whole seconds.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    let mut s = String::with_capacity(20);
+    push_ts(&mut s, t);
+    s
+}
+
+/// [`format_ts`] appended to `out`.
+pub fn push_ts(out: &mut String, t: DateTime<Utc>) {
+    out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+}
+
+/// Stable for one notification (an idempotency key): derived from what
+/// makes it unique, so retries and replays carry the same id.
+pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Utc>) -> String {
+    let nanos = at.timestamp_nanos_opt().unwrap_or_default().to_le_bytes();
+    let mut h = Sha256::new();
+    for part in [
+        rule.as_bytes(),
+        &[0],
+        key.as_bytes(),
+        &[0],
+        state.as_str().as_bytes(),
+        &[0],
+        &nanos,
+    ] {
+        h.update(part);
+    }
+    let mut hex = String::with_capacity(32);
+    for b in &h.finalize()[..16] {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// The rule name digests carry.
+pub const DIGEST_RULE: &str = "tocsin-digest";
+
+/// The rule source health notifies under.
+pub const UNHEALTHY_RULE: &str = "source-unhealthy";
+
+/// `FIRING critical` or `RESOLVED`.
+pub fn prefix(n: &Notification) -> String {
+    if &*n.rule == DIGEST_RULE {
+        return "DIGEST".to_string();
+    }
+    match n.state {
+        AlertState::Firing => format!("FIRING {}", n.severity.as_str()),
+        AlertState::Resolved => "RESOLVED".to_string(),
+    }
+}
+
+/// Timestamps in payloads: RFC 3339, UTC, whole seconds.
+mod secs {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ts(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
