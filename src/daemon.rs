@@ -13,43 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::diag::{Diagnostic, Problems};
+use crate::diag::Diagnostic;
+use crate::engine::Engine;
 use crate::engine::keys::Key;
-use crate::engine::{Compiled, Engine};
 use crate::http::{Shared, label};
-use crate::rules::RuleSet;
 use crate::source::{self, Batch};
 use crate::store::{Pending, Store};
 use crate::systemd;
 use tokio::sync::Notify;
 
-/// Config and rules, validated and compiled.
-pub struct Loaded {
-    pub config: Config,
-    pub rules: RuleSet,
-    pub compiled: Compiled,
-}
-
-/// Loads and validates everything, reporting every problem at once.
-pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded, Problems> {
-    let config = Config::load(config_path)?;
-    let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();
-    let (rules, mut diags) = RuleSet::load(&rules_path);
-    // Compile even when some rules failed to parse, so that references to
-    // sources and channels are checked in the same pass.
-    match crate::engine::compile(&config, &rules) {
-        Ok(compiled) if !diags.iter().any(Diagnostic::is_error) => Ok(Loaded {
-            config,
-            rules,
-            compiled,
-        }),
-        Ok(_) => Err(Problems(diags)),
-        Err(mut p) => {
-            diags.append(&mut p.0);
-            Err(Problems(diags))
-        }
-    }
-}
+use crate::load::Loaded;
 
 /// How long queued notifications may take to go out once a stop is asked;
 /// what is left stays in the outbox for the next start.
@@ -562,7 +535,7 @@ fn reload(
     health: &mut source::health::HealthTracker,
     store: &mut Store,
 ) -> anyhow::Result<Vec<crate::store::StateChange>> {
-    let loaded = match load(&config.path, None) {
+    let loaded = match crate::load::load(&config.path, None) {
         Ok(l) => l,
         Err(p) => {
             for d in &p.0 {
@@ -864,7 +837,8 @@ async fn deliver_digest(
             }
         };
         let now = Utc::now();
-        let digest = crate::engine::digest(&name, items.iter().map(|p| &p.notification), now);
+        let digest =
+            crate::channel::digest::digest(&name, items.iter().map(|p| &p.notification), now);
         let outcome = ch.send(&name, &digest).await;
         for p in &items {
             let r = match &outcome {

@@ -15,7 +15,7 @@ use crate::source::file::FileTracker;
 
 /// Returns the number of input errors (bad lines, unreadable files).
 pub fn run(
-    loaded: crate::daemon::Loaded,
+    loaded: crate::load::Loaded,
     source: &str,
     files: &[PathBuf],
     explain: bool,

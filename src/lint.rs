@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use crate::config::{Format, Mode, SourceKind};
-use crate::daemon::Loaded;
 use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::load::Loaded;
 use crate::rules::{Cond, Items};
 
 pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {

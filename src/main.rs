@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             explain,
             files,
         } => {
-            let loaded = match daemon::load(&config_path, rules.as_deref()) {
+            let loaded = match tocsin::load::load(&config_path, rules.as_deref()) {
                 Ok(l) => l,
                 Err(p) => {
                     eprint!("{}", daemon::render(&p.0));
@@ -108,7 +108,7 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 fn check(path: &std::path::Path, offline: bool) -> ExitCode {
     let secrets = config::verify_secrets(path, offline);
-    let loaded = match daemon::load(path, None) {
+    let loaded = match tocsin::load::load(path, None) {
         Ok(l) if !secrets.iter().any(|d| d.is_error()) => Ok(l),
         Ok(_) => Err(tocsin::diag::Problems(secrets.clone())),
         Err(mut p) => {
@@ -203,7 +203,7 @@ fn init_logging(cfg: &tocsin::config::LogConfig, format: Option<LogFormat>) {
 
 fn run(path: &std::path::Path, format: Option<LogFormat>) -> ExitCode {
     let secrets = config::verify_secrets(path, false);
-    let loaded = match daemon::load(path, None) {
+    let loaded = match tocsin::load::load(path, None) {
         Ok(l) if secrets.is_empty() => l,
         Ok(_) => {
             eprint!("{}", daemon::render(&secrets));

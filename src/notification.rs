@@ -153,3 +153,57 @@ mod secs {
             .map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn notification_ids_stay_what_they_were() {
+        // Receivers drop repeats by id: the same inputs give the same id
+        // from one version to the next.
+        let at = Utc.with_ymd_and_hms(2026, 4, 1, 12, 30, 0).unwrap();
+        let long = "k".repeat(300);
+        let got = [
+            notification_id("r", "k", AlertState::Firing, at),
+            notification_id("r", "k", AlertState::Resolved, at),
+            notification_id("us-cn-tariff", "", AlertState::Firing, at),
+            notification_id(
+                "r",
+                &long,
+                AlertState::Firing,
+                at + chrono::Duration::nanoseconds(7),
+            ),
+        ];
+        // The first and last as Python's hashlib gives them for the same
+        // bytes: sha256(b"r\0k\0firing\0" + nanoseconds, little-endian).
+        assert_eq!(
+            got,
+            [
+                "8f5ca0d7ab8575786f60e1fc2940cb60",
+                "d15fb0e32667a9606287e6e9b7402649",
+                "ffe4c4d7b23a088ce0cdedb8cd7e5831",
+                "f9f8771ef853dedf7b8ddfb676fe959e",
+            ]
+        );
+        // Around the ends of one and two padded blocks (55/56 and 119/120
+        // bytes hashed) and of the stack buffer (128/129), as hashlib gives
+        // them.
+        for (n, want) in [
+            (37, "2677085f0bce459332bf42c8c80af607"),
+            (38, "8b67cb1fb67bb9de47050a0972731a10"),
+            (101, "34cf474dfd6335ef213c08fd01deec41"),
+            (102, "4e575e97be7f0a6ba5777d8d3e668b83"),
+            (110, "9e9b7d7be2dd0ade477ba271830f169f"),
+            (111, "496f6756340d76faed85c5041737b707"),
+        ] {
+            let key = "k".repeat(n);
+            assert_eq!(
+                notification_id("r", &key, AlertState::Firing, at),
+                want,
+                "{n}"
+            );
+        }
+    }
+}

@@ -209,8 +209,12 @@ fn a_broken_rules_edit_is_refused_whole_and_a_fixed_one_applies_with_state_kept(
         log.contains("restarted_sources=[] restarted_channels=[]"),
         "a rules edit restarts no source or channel: {log}"
     );
-    let m = get(port, "/metrics").1;
-    assert_eq!(sample(&m, "tocsin_last_reload_success"), 1.0, "{m}");
+    // The metrics follow the log line by a moment.
+    let m = wait_for(T, || {
+        let m = get(port, "/metrics").1;
+        (sample(&m, "tocsin_last_reload_success") == 1.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("the reload not in /metrics: {}", get(port, "/metrics").1));
     assert_eq!(
         sample(&m, "tocsin_reloads_total{result=\"applied\"}"),
         1.0,

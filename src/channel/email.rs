@@ -7,7 +7,7 @@ use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::DeliveryError;
+use super::error::DeliveryError;
 use crate::config::{EmailChannel, SmtpTls};
 use crate::notification::Notification;
 
@@ -22,7 +22,7 @@ pub struct Email {
 
 impl Email {
     pub fn build(cfg: &EmailChannel) -> Result<Email, String> {
-        super::webhook::install_crypto();
+        crate::tls::install_crypto();
         let s = &cfg.smtp;
         let mut b = match s.tls {
             SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
@@ -93,7 +93,7 @@ impl Email {
                 resp.message().collect::<Vec<_>>().join(" ")
             )),
             Err(e) => {
-                let text = super::error_chain(&e);
+                let text = super::error::error_chain(&e);
                 // 5xx is the server's final word; 4xx, network errors and
                 // timeouts may pass on a later try.
                 if e.is_permanent() {

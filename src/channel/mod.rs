@@ -2,7 +2,9 @@
 //! the daemon's log. A channel is built once from its config (secrets
 //! resolved, clients made) and then only sends.
 
+pub mod digest;
 pub mod email;
+mod error;
 pub mod template;
 pub mod webhook;
 
@@ -12,56 +14,8 @@ use std::path::PathBuf;
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::notification::Notification;
 
-/// Why a delivery failed, and whether trying again may help (network
-/// errors, timeouts, HTTP 429/5xx, SMTP 4xx) or not (anything else), and
-/// whether the failure is the channel's (the server unreachable or
-/// overloaded: every notification would fail alike) rather than this
-/// notification's (a payload the receiver rejects).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct DeliveryError {
-    pub retryable: bool,
-    pub channel_down: bool,
-    pub message: String,
-}
-
-impl DeliveryError {
-    pub fn retry(message: impl Into<String>) -> Self {
-        DeliveryError {
-            retryable: true,
-            channel_down: false,
-            message: message.into(),
-        }
-    }
-    /// Retryable, and for the whole channel: its notifications wait their
-    /// turn in order.
-    pub fn down(message: impl Into<String>) -> Self {
-        DeliveryError {
-            channel_down: true,
-            ..DeliveryError::retry(message)
-        }
-    }
-    pub fn fatal(message: impl Into<String>) -> Self {
-        DeliveryError {
-            retryable: false,
-            channel_down: false,
-            message: message.into(),
-        }
-    }
-}
-
-/// An error with its causes, as one line: what a server said is usually
-/// in the innermost. A URL in it is masked ([`crate::secret::mask_text`]).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    crate::secret::mask_text(&s)
-}
+pub use error::DeliveryError;
+pub(crate) use error::error_chain;
 
 // One value per configured channel, built once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]

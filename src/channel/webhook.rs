@@ -8,7 +8,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::DeliveryError;
+use super::error::DeliveryError;
 use crate::config::{WebhookChannel, WebhookFormat};
 use crate::notification::{AlertState, Notification};
 use crate::secret::Secret;
@@ -22,15 +22,9 @@ pub struct Webhook {
     env: minijinja::Environment<'static>,
 }
 
-/// Makes ring the TLS crypto provider of the process; calling again is
-/// harmless. reqwest is built without one of its own.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Webhook {
     pub fn build(cfg: &WebhookChannel) -> Result<Webhook, String> {
-        install_crypto();
+        crate::tls::install_crypto();
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("bad url: {e}"))?;
         let secret = match &cfg.secret {
             Some(r) => Some(signing_key(&r.resolve()?)),
@@ -125,7 +119,7 @@ impl Webhook {
             } else {
                 "request failed"
             };
-            DeliveryError::down(format!("{what}: {}", super::error_chain(&e)))
+            DeliveryError::down(format!("{what}: {}", super::error::error_chain(&e)))
         };
         let mut resp = req.body(body).send().await.map_err(failed)?;
         let status = resp.status();

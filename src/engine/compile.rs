@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::condition::{Expr, NumOp, TextCond};
+use super::rule::{Compiled, Guard, Rule, SourcePlan};
 use super::text::{PhraseRef, PhraseSetBuilder};
-use super::{Compiled, Guard, Rule, SourcePlan};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diags, Problems, closest};
 use crate::notification::AlertState;
@@ -234,7 +234,8 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             shown_fields: shown,
             heads: Default::default(),
         };
-        rule.heads = [AlertState::Firing, AlertState::Resolved].map(|s| super::body_head(&rule, s));
+        rule.heads =
+            [AlertState::Firing, AlertState::Resolved].map(|s| super::texts::body_head(&rule, s));
         rules.push(rule);
         out.append(&mut d.out);
     }

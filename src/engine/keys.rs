@@ -21,12 +21,9 @@ use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
-use super::KeyState;
-
-/// A key as the table holds it: short keys (the usual codes and ids, up to
-/// 24 bytes) inline, so that finding one reads no memory beyond its slot;
-/// longer ones on the heap.
-pub type Key = compact_str::CompactString;
+pub use super::state::Key;
+pub(crate) use super::state::NOT_QUEUED;
+use super::state::{Due, KeyState};
 
 /// A min-queue of (deadline in Unix milliseconds, key hash), earliest
 /// deadline first; of entries due at once, any first. A rule's deadlines
@@ -111,22 +108,6 @@ impl Queue<'_> {
         }
     }
 }
-
-/// The deadline queued for a key, in milliseconds since 1970 in 48 bits
-/// (clamped to 1970 to about the year 10,000), or none: 6 bytes, so that a
-/// key state keeps to 40 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Due([u16; 3]);
-
-impl Due {
-    fn at(ms: i64) -> Due {
-        let v = ms.clamp(0, (1 << 48) - 2) as u64;
-        Due([v as u16, (v >> 16) as u16, (v >> 32) as u16])
-    }
-}
-
-/// No deadline queued.
-pub(crate) const NOT_QUEUED: Due = Due([u16::MAX; 3]);
 
 #[derive(Clone, Default)]
 pub struct KeyStates {

@@ -37,7 +37,7 @@ impl Fetcher {
     pub fn new(poll: &Poll) -> Result<Fetcher, String> {
         let client = match &poll.url {
             Location::Http(_) => {
-                crate::channel::webhook::install_crypto();
+                crate::tls::install_crypto();
                 Some(
                     reqwest::Client::builder()
                         .connect_timeout(poll.connect_timeout)

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{Batch, Health, SourceError};
 use super::parse::{self, ParseError};
-use super::{Batch, Health, SourceError};
 use crate::config::{FileSource, Format, Mode, SourceConfig};
 use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::store::{Checkpoint, FileCheckpoint, LogCursor};
@@ -180,7 +180,7 @@ fn item_id(fields: &Fields, id_field: &str) -> String {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             let json = serde_json::to_vec(fields).unwrap_or_default();
-            super::hash_id(&sha2::Sha256::digest(&json))
+            super::table::hash_id(&sha2::Sha256::digest(&json))
         }
     }
 }
@@ -842,11 +842,11 @@ impl FileTracker {
             kind,
         };
         let diff = parse::rows(format, &bytes).and_then(|parsed| {
-            super::diff_table(rows, parsed, &key, mk)
+            super::table::diff_table(rows, parsed, &key, mk)
                 .map_err(|(line, message)| ParseError { line, message })
         });
         match diff {
-            Ok(super::TableDiff {
+            Ok(super::table::TableDiff {
                 records,
                 upsert,
                 delete,
@@ -903,7 +903,7 @@ impl FileTracker {
                     .collect();
                 return Ok((records, vec![]));
             }
-            let diff = super::diff_table(table, rows, &self.cfg.key, mk)
+            let diff = super::table::diff_table(table, rows, &self.cfg.key, mk)
                 .map_err(|(line, message)| self.error(path, ParseError { line, message }))?;
             return Ok((diff.records, vec![]));
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::Health;
+use super::batch::Health;
 use crate::config::Config;
 use crate::engine::KeyState;
 use crate::engine::keys::Key;

@@ -13,8 +13,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{Batch, Health};
 use super::fetch::{Fetched, Fetcher};
-use super::{Batch, Health, feed, parse};
+use super::{feed, parse};
 use crate::config::{FeedSource, Format, HttpSource, SourceConfig, SourceKind};
 use crate::record::{Fields, Record, RecordKind, Row, with_constants};
 use crate::store::{Checkpoint, PollState};
@@ -232,13 +233,12 @@ impl HttpTracker {
             observed: now,
             kind,
         };
-        let diff =
-            super::diff_table(&mut self.rows, parsed, &self.cfg.key, mk).map_err(|(line, m)| {
-                match line {
-                    0 => m,
-                    l => format!("line {l}: {m}"),
-                }
-            })?;
+        let diff = super::table::diff_table(&mut self.rows, parsed, &self.cfg.key, mk).map_err(
+            |(line, m)| match line {
+                0 => m,
+                l => format!("line {l}: {m}"),
+            },
+        )?;
         let cp = (!diff.upsert.is_empty() || !diff.delete.is_empty()).then(|| Checkpoint::Table {
             source: self.source.to_string(),
             file: self.url.clone().into(),

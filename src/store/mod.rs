@@ -153,13 +153,7 @@ pub struct PollState {
     pub item_ids: i64,
 }
 
-/// One (rule, key)'s state after a batch: `None` when it went inactive.
-/// A (rule, key) state to store, `None` to delete it.
-pub type StateChange = (
-    std::sync::Arc<str>,
-    crate::engine::keys::Key,
-    Option<KeyState>,
-);
+pub use crate::engine::StateChange;
 
 /// A notification waiting in the outbox for one channel.
 #[derive(Clone, Debug)]

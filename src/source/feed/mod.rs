@@ -329,7 +329,7 @@ fn content_hash(r: &Raw) -> String {
         h.update(part.unwrap_or_default().as_bytes());
         h.update([0]);
     }
-    super::hash_id(&h.finalize())
+    super::table::hash_id(&h.finalize())
 }
 
 /// The id earlier versions gave an item without a guid: its link, else
@@ -348,7 +348,7 @@ fn legacy(r: &Raw) -> String {
             .unwrap_or_default()
             .as_bytes(),
     );
-    super::hash_id(&h.finalize())
+    super::table::hash_id(&h.finalize())
 }
 
 /// Atom 0.3 is read as Atom 1.0 under its old names: the namespace, and

@@ -1,0 +1,119 @@
+//! Compiled rules: per source, the rules over it, the field slots they read
+//! and the guards that let most of them be skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Duration;
+use rustc_hash::FxHashMap;
+
+use super::condition::Expr;
+use super::text::PhraseSet;
+use crate::notification::Severity;
+
+/// The rules of one source, with the field slots they read and the guards
+/// that let most rules be skipped without evaluating them.
+#[derive(Debug)]
+pub struct SourcePlan {
+    pub rules: Vec<usize>,
+    pub slots: Vec<usize>,
+    /// Per position in `rules`: whether the rule sits behind a guard.
+    pub guarded: Vec<bool>,
+    /// Per position: which child of the rule's `all` the guard is (the
+    /// whole condition: `usize::MAX`); a record let through by value needs
+    /// no second look at it.
+    pub guard_at: Vec<Option<usize>>,
+    pub guards: Vec<Guard>,
+    /// Per position: the rule needs one of its phrases found.
+    pub text_guarded: Vec<bool>,
+    /// Phrase id → positions of the rules it lets through.
+    pub phrase_rules: Vec<Vec<usize>>,
+    /// Text slots the phrase guards read.
+    pub text_guard_slots: Vec<usize>,
+    /// Positions of rules behind no guard.
+    pub unguarded: Vec<usize>,
+    /// Some rule has a `key:` template (events then share state).
+    pub keyed: bool,
+}
+
+/// Rules (by position in the plan) that can only hold when a field has one
+/// of a few values.
+#[derive(Debug)]
+pub struct Guard {
+    pub slot: usize,
+    /// Lowercased value → positions of the rules it lets through.
+    pub values: FxHashMap<String, Vec<usize>>,
+    /// Every position behind this guard.
+    pub all: Vec<usize>,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub title: Arc<str>,
+    pub severity: Severity,
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub expr: Option<Expr>,
+    pub for_: Duration,
+    pub repeat: Option<Duration>,
+    pub resolve: Option<bool>,
+    pub notify: Arc<[String]>,
+    /// Template names in [`Compiled::env`].
+    pub summary: Option<String>,
+    pub body: Option<String>,
+    pub key: Option<String>,
+    /// The condition in words, for the default body.
+    pub condition: String,
+    /// Fields compared as numbers, shown in the default summary.
+    pub shown_fields: Vec<String>,
+    /// The first two lines of the default body, firing and resolved.
+    pub heads: [String; 2],
+    /// `absent: D`: fires when no record passing `expr` came for D.
+    pub absent: Option<Duration>,
+    /// `count: N, within: D`: fires while N records passing `expr` came
+    /// within D.
+    pub count: Option<(u32, Duration)>,
+    /// The one key of an `absent` rule without `key:` (its sources).
+    pub absent_key: Arc<str>,
+    /// A `key:` template that only names a field (`{{ partner }}`): read
+    /// directly, without rendering.
+    pub key_field: Option<String>,
+    /// Evaluations of its expression and renderings of its templates that
+    /// ran past their budget, since the last [`Engine::take_over_budget`].
+    /// Counted where the rule is at hand (rendering included), so shared.
+    pub over_budget: std::sync::atomic::AtomicU64,
+}
+
+impl Rule {
+    pub(super) fn keeps_snapshot(&self) -> bool {
+        self.for_ > Duration::zero() || self.repeat.is_some() || self.absent.is_some()
+    }
+
+    /// Whether time passing can do anything to its keys (they have
+    /// deadlines in the queue of [`keys`]).
+    pub(super) fn timed(&self) -> bool {
+        self.keeps_snapshot() || self.count.is_some()
+    }
+}
+
+/// Rules in engine form. Built once per load; shared read-only.
+pub struct Compiled {
+    pub rules: Vec<Rule>,
+    /// Per source: its rules and how to evaluate them.
+    pub plans: FxHashMap<String, SourcePlan>,
+    pub slot_names: Vec<String>,
+    /// Field slot of each text slot.
+    pub text_slots: Vec<usize>,
+    pub phrases: PhraseSet,
+    pub env: minijinja::Environment<'static>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("rules", &self.rules.len())
+            .field("phrases", &self.phrases.len())
+            .finish()
+    }
+}
