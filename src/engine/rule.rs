@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 
 use super::condition::Expr;
+use super::state::KeyState;
 use super::text::PhraseSet;
 use crate::notification::Severity;
 
@@ -94,6 +95,47 @@ impl Rule {
     /// deadlines in the queue of [`keys`]).
     pub(super) fn timed(&self) -> bool {
         self.keeps_snapshot() || self.count.is_some()
+    }
+
+    /// When a key of this rule next needs a visit from `tick`, if ever.
+    pub fn deadline(&self, st: &KeyState) -> Option<DateTime<Utc>> {
+        let rule = self;
+        let remind = || {
+            rule.repeat
+                .map(|rep| st.last_sent.unwrap_or(st.since).get() + rep)
+        };
+        if let Some((n, within)) = rule.count {
+            // Firing: when the window next loses a record and falls under N.
+            // Not firing: when it has lost them all and the key is forgotten;
+            // records leaving before then change nothing a record would not
+            // (each record prunes the window first), so they are not visited.
+            let leaving = if st.firing {
+                st.window
+                    .len()
+                    .checked_sub(n as usize)
+                    .and_then(|i| st.window.get(i))
+            } else {
+                st.window.last()
+            };
+            let drop = leaving.map(|t| t + within);
+            let remind = if st.firing { remind() } else { None };
+            match (drop, remind) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else if let Some(a) = rule.absent {
+            if st.firing {
+                remind()
+            } else {
+                Some(st.seen() + a)
+            }
+        } else if !rule.keeps_snapshot() {
+            None
+        } else if !st.firing {
+            Some(st.since.get() + rule.for_)
+        } else {
+            remind()
+        }
     }
 }
 
