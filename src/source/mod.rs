@@ -33,7 +33,7 @@ pub fn spawn(
             let tracker = file::FileTracker::new(cfg, f)
                 .with_checkpoints(store.checkpoints(&cfg.name)?)
                 .with_seen(store.seen(&cfg.name)?);
-            Ok(tokio::spawn(file::run(tracker, tx, shutdown)))
+            Ok(tokio::spawn(file::watch::run(tracker, tx, shutdown)))
         }
         SourceKind::Feed(_) | SourceKind::Http(_) => {
             let (url, plain) = cfg
