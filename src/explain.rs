@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::engine::condition::{eq_value, in_set};
-use crate::engine::text::{PhraseSetBuilder, ScanBuf, words_of};
+use crate::engine::text::{PhraseSetBuilder, ScanBuf};
+use crate::engine::words::words_of;
 use crate::notification::Notification;
 use crate::record::{Record, RecordKind, as_number, as_text, is_present, lookup};
 use crate::rules::{CmpOp, Cond, RuleDef, RuleSet, Window};

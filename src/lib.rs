@@ -6,9 +6,22 @@
 //! source::file ──records──▶ engine (rules, per-key state) ──notifications──▶ channel::{email, webhook, file, log}
 //! ```
 //!
-//! - `config`, `rules`: file formats, loaded with positions (`yaml`, `diag`).
-//! - `engine`: pure and synchronous; `now` is passed in.
-//! - `daemon`: wiring and shutdown; `main.rs` owns signals and exit codes.
+//! Modules depend downwards only (none imports one that imports it back):
+//!
+//! - `config`, `rules`: file formats, read with positions (`yaml`, `diag`);
+//!   `load` reads a config with its rules.
+//! - `notification`: the notification, its id, state, severity and subject
+//!   prefix; used by `engine`, `store`, `channel` and `source::health`.
+//! - `engine`: pure and synchronous, `now` passed in: `compile` → `rule`;
+//!   `condition`, `text` (the phrase automaton), `words`; per-key `state`,
+//!   `keys`, `times`; `machine` the state machine; `mod` the batch loop.
+//! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `health`.
+//! - `store`: SQLite state and positions; `store::outbox` the outbox,
+//!   history and silences.
+//! - `channel`: `email`, `webhook`, file and log; `digest`, `error`.
+//! - `daemon`: wiring, reload and shutdown; `parts` the running sources and
+//!   workers, `deliver` the delivery loops; `main.rs` owns signals and
+//!   exit codes.
 
 #![forbid(unsafe_code)]
 

@@ -15,6 +15,7 @@ mod state;
 pub mod text;
 mod texts;
 mod times;
+pub mod words;
 
 use std::collections::HashMap;
 

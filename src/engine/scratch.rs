@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::condition::{self, TextHits};
 use super::rule::{Compiled, SourcePlan};
-use super::text::{self, PhraseRef, PhraseSet};
+use super::text::{PhraseRef, PhraseSet, ScanBuf};
+use super::words;
 use crate::record::{Record, as_text};
 
 /// The record being evaluated: at hand, or made on first need.
@@ -86,7 +87,7 @@ pub(super) struct Scratch {
     /// Per field slot: the position in its row the field was last found
     /// at (see [`crate::record::lookup_at`]).
     pub(super) at: Vec<u8>,
-    pub(super) buf: text::ScanBuf,
+    pub(super) buf: ScanBuf,
 }
 
 impl Scratch {
@@ -105,7 +106,7 @@ impl Scratch {
             let_through: Vec::new(),
             matched: Vec::new(),
             at: vec![0; c.slot_names.len()],
-            buf: text::ScanBuf::default(),
+            buf: ScanBuf::default(),
         }
     }
 
@@ -178,7 +179,7 @@ impl TextHits for Hits<'_> {
 
     fn text(&self, tslot: usize) -> Option<Cow<'_, str>> {
         let t = field_text(self.vals[self.text_slots[tslot]])?;
-        Some(Cow::Owned(text::normalize(&t).into_owned()))
+        Some(Cow::Owned(words::normalize(&t).into_owned()))
     }
 }
 

@@ -1,0 +1,214 @@
+//! Text as words are read, for phrase matching and for showing: HTML
+//! stripped and entities decoded, Unicode case-folded, runs of non-word
+//! characters read as one space, apostrophes inside words kept.
+
+use caseless::Caseless;
+use std::borrow::Cow;
+use unicode_normalization::UnicodeNormalization;
+
+/// How a character reads: part of a word, an apostrophe, or a separator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Word,
+    Apostrophe,
+    Separator,
+}
+
+/// ASCII letters and digits.
+pub(super) static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    t
+};
+
+fn class(c: char) -> Class {
+    if c.is_ascii() {
+        match c {
+            '\'' => Class::Apostrophe,
+            _ if WORD[c as usize] => Class::Word,
+            _ => Class::Separator,
+        }
+    } else if c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c) {
+        Class::Word
+    } else if matches!(c, '\u{2019}' | '\u{02BC}') {
+        Class::Apostrophe
+    } else {
+        Class::Separator
+    }
+}
+
+/// `text` as words are read, for showing: `japan tightens rare earth`.
+pub fn words_of(text: &str) -> String {
+    let mut out = Vec::new();
+    read_words(text, &mut out);
+    String::from_utf8_lossy(out.strip_prefix(b" ").unwrap_or(&out)).into_owned()
+}
+
+/// Writes `text` into `out` as words are read: HTML stripped, each word
+/// case-folded and after one space (` rare earth china's`). An apostrophe
+/// between two word characters stays (as `'`); every other run of
+/// non-word characters is the one space before the next word. The bytes
+/// written are UTF-8.
+pub fn read_words(text: &str, out: &mut Vec<u8>) {
+    out.clear();
+    let stripped;
+    let text = if memchr::memchr2(b'<', b'&', text.as_bytes()).is_some() {
+        stripped = strip_html(text);
+        stripped.as_str()
+    } else {
+        text
+    };
+    if text.is_ascii() {
+        // The common case: runs of word bytes copied and lowercased, no
+        // folding tables, no normalising.
+        let b = text.as_bytes();
+        let n = b.len();
+        out.reserve(n + 1);
+        let mut i = 0;
+        loop {
+            while i < n && !WORD[b[i] as usize] {
+                i += 1;
+            }
+            if i == n {
+                return;
+            }
+            out.push(b' ');
+            loop {
+                let s = i;
+                while i < n && WORD[b[i] as usize] {
+                    i += 1;
+                }
+                let at = out.len();
+                out.extend_from_slice(&b[s..i]);
+                out[at..].make_ascii_lowercase();
+                if i + 1 < n && b[i] == b'\'' && WORD[b[i + 1] as usize] {
+                    out.push(b'\'');
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    let mut sep = Class::Separator;
+    let mut utf8 = [0u8; 4];
+    for c in text.nfc() {
+        match class(c) {
+            Class::Word => {
+                match sep {
+                    Class::Separator => out.push(b' '),
+                    Class::Apostrophe => out.push(b'\''),
+                    Class::Word => {}
+                }
+                for f in std::iter::once(c).default_case_fold() {
+                    out.extend_from_slice(f.encode_utf8(&mut utf8).as_bytes());
+                }
+                sep = Class::Word;
+            }
+            Class::Apostrophe if sep == Class::Word => sep = Class::Apostrophe,
+            _ => sep = Class::Separator,
+        }
+    }
+}
+
+/// HTML stripped, entities decoded, white space runs folded. Borrowed when
+/// there is nothing to do, which is the common case.
+pub fn normalize(text: &str) -> Cow<'_, str> {
+    // Memchr scans (SIMD) to see whether there is anything to do at all.
+    let b = text.as_bytes();
+    let html = memchr::memchr2(b'<', b'&', b).is_some();
+    static DOUBLE_SPACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"  "));
+    let ws = memchr::memchr3(b'\t', b'\n', b'\r', b).is_some() || DOUBLE_SPACE.find(b).is_some();
+    match (html, ws) {
+        (false, false) => Cow::Borrowed(text),
+        (false, true) => Cow::Owned(fold_ws(text)),
+        (true, _) => Cow::Owned(fold_ws(&strip_html(text))),
+    }
+}
+
+fn fold_ws(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut ws = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !ws {
+                out.push(' ');
+            }
+            ws = true;
+        } else {
+            out.push(c);
+            ws = false;
+        }
+    }
+    out
+}
+
+/// Removes tags (each becomes a space) and decodes common entities.
+pub fn strip_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['<', '&']) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if rest.starts_with('<') {
+            // Only treat it as a tag when it looks like one: `<a`, `</a`, `<!`.
+            let looks = rest[1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!');
+            match rest.find('>') {
+                Some(end) if looks => {
+                    out.push(' ');
+                    rest = &rest[end + 1..];
+                }
+                _ => {
+                    out.push('<');
+                    rest = &rest[1..];
+                }
+            }
+        } else {
+            let end = rest[..rest.len().min(12)].find(';');
+            let decoded = end.and_then(|e| decode_entity(&rest[1..e]).map(|c| (c, e)));
+            match decoded {
+                Some((c, e)) => {
+                    out.push(c);
+                    rest = &rest[e + 1..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn decode_entity(name: &str) -> Option<char> {
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "ndash" => '–',
+        "mdash" => '—',
+        "rsquo" | "lsquo" => '\'',
+        "rdquo" | "ldquo" => '"',
+        _ => {
+            let num = name.strip_prefix('#')?;
+            let code = match num.strip_prefix(['x', 'X']) {
+                Some(h) => u32::from_str_radix(h, 16).ok()?,
+                None => num.parse().ok()?,
+            };
+            char::from_u32(code)?
+        }
+    })
+}
