@@ -5,7 +5,6 @@
 //! none of them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -113,9 +112,11 @@ pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Ut
     ] {
         h.update(part);
     }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(32);
     for b in &h.finalize()[..16] {
-        let _ = write!(hex, "{b:02x}");
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 15)] as char);
     }
     hex
 }
