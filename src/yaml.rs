@@ -234,13 +234,70 @@ pub struct SyntaxError {
 /// is read: only `true`/`false` are booleans; numbers with leading zeros or
 /// underscores (`007`, `1_000`) stay text, being codes more often than not,
 /// and so do `.inf` and `.nan`.
+///
+/// The budget is set for the largest files this project reads: 100,000
+/// rules of about 30 values each, or a list of 1,000,000 entries, with room
+/// to spare. Past it a file is refused with a message that says which limit
+/// and how to split the file ([`budget_message`]).
 pub fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
         underscored_numbers_as_strings: true,
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_VALUES,
+            max_events: 2 * MAX_VALUES + 16,
+            max_total_scalar_bytes: MAX_TEXT_BYTES,
+        },
     }
+}
+
+/// The most values (mappings, lists and scalars) one YAML file may hold.
+pub const MAX_VALUES: usize = 4_000_000;
+/// The most text, in bytes, of all the scalars of one YAML file.
+pub const MAX_TEXT_BYTES: usize = 256 << 20;
+
+/// What to tell the writer of a file that exceeds the budget: which limit,
+/// and what to do instead.
+fn budget_message(breach: &str) -> String {
+    const SPLIT: &str = "split it into several files (`rules:` may name a folder of \
+                         *.yaml files, each read on its own), or move long lists into \
+                         a `lists:` file of their own";
+    let name = breach.split([' ', '{', '(']).next().unwrap_or(breach);
+    match name {
+        "Nodes" | "Events" => format!(
+            "this file holds more than {} YAML values (mappings, lists and \
+             scalars; about 100,000 rules or a list of 1,000,000 entries): {SPLIT}",
+            group(MAX_VALUES)
+        ),
+        "ScalarBytes" => format!(
+            "this file holds more than {} MiB of text: {SPLIT}",
+            MAX_TEXT_BYTES >> 20
+        ),
+        "Depth" => "this file nests mappings and lists more than 64 deep: no file of \
+                    ours needs that many levels; write nested conditions as `all:`/`any:` \
+                    lists of at most a few levels"
+            .to_string(),
+        "Aliases" | "Anchors" | "AliasAnchorRatio" | "MergeKeys" => format!(
+            "this file uses too many YAML anchors, aliases or merge keys ({breach}): \
+             write the values out, or keep shared lists in a `lists:` file"
+        ),
+        _ => format!("this file is over a YAML reading limit ({breach}): {SPLIT}"),
+    }
+}
+
+/// `4000000` as `4,000,000`.
+fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Parse YAML text into a node tree. An empty document is `Null`.
@@ -281,6 +338,12 @@ fn read(text: &str) -> Result<Node, SyntaxError> {
         let (line, col) = e
             .location()
             .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+        if let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() {
+            return SyntaxError {
+                pos: Pos::new(line.max(1), col.max(1), 1),
+                message: budget_message(&format!("{breach:?}")),
+            };
+        }
         let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
         let mut message = e.render_with_options(opts);
         // The rendered text ends with its own "at line X column Y"; we print
