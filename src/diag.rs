@@ -132,24 +132,31 @@ impl fmt::Display for Diagnostic {
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<str>,
+    /// Where each line starts, found once: quoting a line costs a look-up,
+    /// however many problems a large file has.
+    starts: Arc<[usize]>,
 }
 
 impl SourceFile {
     pub fn new(path: &Path, text: impl Into<Arc<str>>) -> Self {
+        let text: Arc<str> = text.into();
+        let starts = std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
+            .collect();
         SourceFile {
             path: path.to_path_buf(),
-            text: text.into(),
+            text,
+            starts,
         }
     }
 
     pub fn line(&self, line: usize) -> Option<&str> {
-        if line == 0 {
+        let start = *self.starts.get(line.checked_sub(1)?)?;
+        let end = self.starts.get(line).map_or(self.text.len(), |&e| e - 1);
+        if start >= self.text.len() {
             return None;
         }
-        self.text
-            .lines()
-            .nth(line - 1)
-            .map(|l| l.trim_end_matches('\r'))
+        Some(self.text[start..end].trim_end_matches('\r'))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::rules::{Cond, Items};
 pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
     let set = &l.rules;
     let mut out = Vec::new();
+    let mut headers = std::collections::HashMap::new();
     let warn = |file: usize, pos: crate::diag::Pos, message: String, hint: Option<String>| {
         let src = &set.files[file];
         Diagnostic {
@@ -72,7 +73,11 @@ pub fn warnings(l: &Loaded) -> Vec<Diagnostic> {
             if f.mode != Mode::Table {
                 continue;
             }
-            let Some(header) = header_of(&f.path, f.format) else {
+            // Read once per source, not once per rule.
+            let header = headers
+                .entry(source.as_str())
+                .or_insert_with(|| header_of(&f.path, f.format));
+            let Some(header) = header.as_ref() else {
                 continue;
             };
             for field in &fields {
