@@ -22,6 +22,9 @@ struct Interner {
     ids: HashMap<String, usize>,
     tslots: Vec<usize>,
     tids: HashMap<usize, usize>,
+    /// Every list as a CEL value, built once per compile for the
+    /// expressions that read `lists`.
+    lists: Option<cel::Value>,
 }
 
 impl Interner {
@@ -410,19 +413,23 @@ fn lower(c: &Cond, set: &RuleSet, it: &mut Interner, ph: &mut PhraseSetBuilder) 
         Cond::Absent { .. } | Cond::Count { .. } => Expr::All(Vec::new()),
         Cond::Expr(e) => {
             let lists = e.vars.iter().any(|v| v == "lists").then(|| {
-                let map: std::collections::HashMap<String, cel::Value> = set
-                    .lists
-                    .iter()
-                    .map(|(name, l)| {
-                        let items: Vec<cel::Value> = l
-                            .items
+                it.lists
+                    .get_or_insert_with(|| {
+                        let map: std::collections::HashMap<String, cel::Value> = set
+                            .lists
                             .iter()
-                            .map(|i| cel::Value::String(Arc::new(i.clone())))
+                            .map(|(name, l)| {
+                                let items: Vec<cel::Value> = l
+                                    .items
+                                    .iter()
+                                    .map(|i| cel::Value::String(Arc::new(i.clone())))
+                                    .collect();
+                                (name.clone(), cel::Value::List(Arc::new(items)))
+                            })
                             .collect();
-                        (name.clone(), cel::Value::List(Arc::new(items)))
+                        cel::Value::from(map)
                     })
-                    .collect();
-                cel::Value::from(map)
+                    .clone()
             });
             Expr::Cel {
                 program: e.program.clone(),
