@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
+use serde_saphyr::budget::BudgetBreach;
 
 use crate::diag::{Diags, Pos, did_you_mean};
 
@@ -260,30 +261,34 @@ pub const MAX_TEXT_BYTES: usize = 256 << 20;
 
 /// What to tell the writer of a file that exceeds the budget: which limit,
 /// and what to do instead.
-fn budget_message(breach: &str) -> String {
+fn budget_message(breach: &BudgetBreach) -> String {
     const SPLIT: &str = "split it into several files (`rules:` may name a folder of \
                          *.yaml files, each read on its own), or move long lists into \
                          a `lists:` file of their own";
-    let name = breach.split([' ', '{', '(']).next().unwrap_or(breach);
-    match name {
-        "Nodes" | "Events" => format!(
+    match breach {
+        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
             "this file holds more than {} YAML values (mappings, lists and \
              scalars; about 100,000 rules or a list of 1,000,000 entries): {SPLIT}",
             group(MAX_VALUES)
         ),
-        "ScalarBytes" => format!(
+        BudgetBreach::ScalarBytes { .. } => format!(
             "this file holds more than {} MiB of text: {SPLIT}",
             MAX_TEXT_BYTES >> 20
         ),
-        "Depth" => "this file nests mappings and lists more than 64 deep: no file of \
+        BudgetBreach::Depth { .. } => {
+            "this file nests mappings and lists more than 64 deep: no file of \
                     ours needs that many levels; write nested conditions as `all:`/`any:` \
                     lists of at most a few levels"
-            .to_string(),
-        "Aliases" | "Anchors" | "AliasAnchorRatio" | "MergeKeys" => format!(
-            "this file uses too many YAML anchors, aliases or merge keys ({breach}): \
+                .to_string()
+        }
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::MergeKeys { .. } => format!(
+            "this file uses too many YAML anchors, aliases or merge keys ({breach:?}): \
              write the values out, or keep shared lists in a `lists:` file"
         ),
-        _ => format!("this file is over a YAML reading limit ({breach}): {SPLIT}"),
+        _ => format!("this file is over a YAML reading limit ({breach:?}): {SPLIT}"),
     }
 }
 
@@ -341,7 +346,7 @@ fn read(text: &str) -> Result<Node, SyntaxError> {
         if let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() {
             return SyntaxError {
                 pos: Pos::new(line.max(1), col.max(1), 1),
-                message: budget_message(&format!("{breach:?}")),
+                message: budget_message(breach),
             };
         }
         let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
