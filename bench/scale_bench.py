@@ -91,7 +91,6 @@ def daemon(bin, d, n, runs):
     """Start times and reload times (median of runs each)."""
     starts, reloads = [], []
     for r in range(runs):
-        shutil.rmtree(os.path.join(d, "state.db"), ignore_errors=True)
         for f in ("state.db", "state.db-wal", "state.db-shm", "state.db.lock", "run.log"):
             try:
                 os.remove(os.path.join(d, f))

@@ -45,16 +45,6 @@ fn setup(channel: &str, rules: &str) -> Setup {
 const ONE_RULE: &str =
     "rules:\n  - { id: r, source: news, when: { field: title, exists: true }, notify: [hook] }\n";
 
-fn tocsin(config: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-}
-
 #[test]
 fn a_redirect_is_never_counted_as_delivered_and_names_its_location() {
     let r = Receiver::start();
@@ -83,10 +73,10 @@ fn a_redirect_is_never_counted_as_delivered_and_names_its_location() {
     );
     assert!(reqs.iter().all(|q| q.path == "/hook"));
     let failed = wait_for(T, || {
-        let t = tocsin(&s.config, &["alerts", "--failed"]);
+        let t = tocsin(&s.config, &["alerts", "--failed"]).1;
         (t.matches("redirects to http://").count() >= 5).then_some(t)
     })
-    .unwrap_or_else(|| panic!("{}", tocsin(&s.config, &["alerts", "--failed"])));
+    .unwrap_or_else(|| panic!("{}", tocsin(&s.config, &["alerts", "--failed"]).1));
     for code in [301, 302, 303, 307, 308] {
         assert!(
             failed.contains(&format!(
@@ -96,7 +86,11 @@ fn a_redirect_is_never_counted_as_delivered_and_names_its_location() {
             "{failed}"
         );
     }
-    assert!(!tocsin(&s.config, &["alerts", "--json"]).contains("\"outcome\":\"delivered\""));
+    assert!(
+        !tocsin(&s.config, &["alerts", "--json"])
+            .1
+            .contains("\"outcome\":\"delivered\"")
+    );
     d.stop();
 }
 
@@ -420,8 +414,8 @@ fn a_second_daemon_on_the_same_store_is_refused_naming_the_first() {
         )),
         "{err}"
     );
-    assert!(tocsin(&s.config, &["check"]).contains(": ok: "));
-    assert!(tocsin(&s.config, &["alerts"]).contains("FIRING"));
+    assert!(tocsin(&s.config, &["check"]).1.contains(": ok: "));
+    assert!(tocsin(&s.config, &["alerts"]).1.contains("FIRING"));
     d.kill();
     let d = Daemon::start(&s.config, &[]);
     append(&s.log, "{\"title\": \"after\"}\n");

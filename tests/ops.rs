@@ -438,19 +438,6 @@ fn secrets_from_env_and_files_appear_in_no_output_and_nowhere_in_the_store() {
     );
 }
 
-fn tocsin(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 #[test]
 fn a_silenced_rule_sends_nothing_until_the_silence_expires() {
     let s = setup(

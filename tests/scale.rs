@@ -6,21 +6,11 @@ mod common;
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
-use common::BIN;
+use common::tocsin;
 
 fn check(config: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    tocsin(config, &["check"])
 }
 
 fn setup(rules: &str) -> tempfile::TempDir {
