@@ -16,16 +16,21 @@
 //! The automaton is a trie of words: each word of the text is looked up
 //! once in the phrases' vocabulary (a hash table), and the trie says which
 //! phrases it starts, goes on or ends, so a word that no phrase uses costs
-//! one look-up however many phrases there are. Words that end a prefix
+//! one look-up however many phrases there are. Before that look-up, a gate
+//! (a bit set keyed by a word's first eight bytes and length) turns away
+//! most words that start no phrase while no phrase is under way, before
+//! their end is even found. Words that end a prefix
 //! phrase are matched by an anchored Aho-Corasick automaton over those
 //! prefixes, walked only where such a phrase can end.
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::{Anchored, MatchKind, StartKind, dfa};
+use fixedbitset::FixedBitSet;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::hash::BuildHasher;
+use wide::u8x64;
 
-use super::words::{WORD, read_words, words_of};
+use super::words::{read_words, words_of};
 
 /// A phrase as compiled: its pattern id and whether it is a prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +87,7 @@ impl PhraseSetBuilder {
             nodes: vec![Node::default()],
             prefixes: None,
             prefix_ends: FxHashMap::default(),
+            gate: Gate::default(),
         };
         let mut prefix_ids: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
         let mut prefix_words: Vec<Box<[u8]>> = Vec::new();
@@ -126,6 +132,7 @@ impl PhraseSetBuilder {
                     .expect("prefixes are plain words and always build"),
             );
         }
+        t.gate = Gate::of(&t, &prefix_words);
         PhraseSet {
             count: self.ids.len(),
             trie: (!self.ids.is_empty()).then_some(t),
@@ -146,7 +153,7 @@ struct Node {
 }
 
 /// The whole words of all phrases, numbered, kept end to end in one
-/// buffer so that comparing a word of the text with one looks in one place.
+/// buffer; the table finds a word's id and root node from its bytes.
 #[derive(Default)]
 struct Vocab {
     bytes: Vec<u8>,
@@ -154,7 +161,9 @@ struct Vocab {
     /// root (`NONE` when no phrase starts with it), which spares most words
     /// a second look-up.
     words: Vec<(u32, u32, u32)>,
-    table: hashbrown::HashTable<u32>,
+    /// Per word: its id, the node it leads to from the root, and its
+    /// span in `bytes`, so that a look-up reads the table and the bytes.
+    table: hashbrown::HashTable<(u32, u32, u32, u32)>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -168,8 +177,9 @@ impl Vocab {
     /// The id of `w` and the node it leads to from the root.
     fn get(&self, w: &[u8]) -> Option<(u32, u32)> {
         let h = FxBuildHasher.hash_one(w);
-        let &id = self.table.find(h, |&id| self.word(id) == w)?;
-        Some((id, self.words[id as usize].2))
+        let &(id, root, ..) =
+            (self.table).find(h, |&(_, _, s, e)| &self.bytes[s as usize..e as usize] == w)?;
+        Some((id, root))
     }
 
     fn id(&mut self, w: &[u8]) -> u32 {
@@ -180,18 +190,32 @@ impl Vocab {
         let s = self.bytes.len() as u32;
         self.bytes.extend_from_slice(w);
         self.words.push((s, self.bytes.len() as u32, NONE));
-        let Vocab {
-            bytes,
-            words,
-            table,
-        } = self;
-        let word = |&i: &u32| {
-            let (s, e, _) = words[i as usize];
+        let Vocab { bytes, table, .. } = self;
+        let hash = |&(_, _, s, e): &(u32, u32, u32, u32)| {
             FxBuildHasher.hash_one(&bytes[s as usize..e as usize])
         };
-        table.insert_unique(FxBuildHasher.hash_one(w), id, word);
+        let (start, end) = (s, s + w.len() as u32);
+        table.insert_unique(FxBuildHasher.hash_one(w), (id, NONE, start, end), hash);
         id
     }
+
+    /// Sets the node that word `id` leads to from the root.
+    fn set_root(&mut self, id: u32, node: u32) {
+        self.words[id as usize].2 = node;
+        let h = FxBuildHasher.hash_one(self.word(id));
+        if let Some(e) = self.table.find_mut(h, |&(i, ..)| i == id) {
+            e.1 = node;
+        }
+    }
+}
+
+/// A word's key for the gate.
+#[inline]
+fn key_of(w: &[u8]) -> u64 {
+    let mut h = [0u8; 8];
+    let n = w.len().min(8);
+    h[..n].copy_from_slice(&w[..n]);
+    Gate::word_key(u64::from_le_bytes(h), n)
 }
 
 /// The phrases as a trie of words.
@@ -205,6 +229,8 @@ struct WordTrie {
     prefixes: Option<dfa::DFA>,
     /// (node, prefix word) → the prefix phrases that end so.
     prefix_ends: FxHashMap<(u32, u32), Vec<u32>>,
+    /// Which words may start a phrase, asked before the vocabulary.
+    gate: Gate,
 }
 
 impl WordTrie {
@@ -214,11 +240,13 @@ impl WordTrie {
         self.nodes[node as usize].more = true;
         let fresh = self.nodes.len() as u32;
         let to = if node == ROOT {
-            let root = &mut self.vocab.words[wid as usize].2;
-            if *root == NONE {
-                *root = fresh;
+            let root = self.vocab.words[wid as usize].2;
+            if root == NONE {
+                self.vocab.set_root(wid, fresh);
+                fresh
+            } else {
+                root
             }
-            *root
         } else {
             *self.next.entry((node, wid)).or_insert(fresh)
         };
@@ -325,6 +353,90 @@ impl WordTrie {
     }
 }
 
+/// Which words may start a phrase: a filter in front of the vocabulary.
+/// Most words of a text start no phrase, and the filter says so from the
+/// word's first eight bytes and one bit, where the vocabulary takes a hash
+/// of the whole word, a probe and a comparison, and before the word's end
+/// is even looked for. It may let through a word that starts nothing (the
+/// vocabulary then says so), never the other way round.
+#[derive(Default)]
+struct Gate {
+    /// The first words of phrases, by their first eight bytes and their
+    /// length up to eight.
+    words: FixedBitSet,
+    /// The words of one-word prefix phrases (`sanction*`), by their first
+    /// one, two or three bytes.
+    prefixes: FixedBitSet,
+    /// Bit `n` set when some such prefix is kept by its first `n` bytes.
+    prefix_lens: u8,
+}
+
+impl Gate {
+    fn of(t: &WordTrie, prefix_words: &[Box<[u8]>]) -> Gate {
+        let starts: Vec<&[u8]> = (0..t.vocab.words.len() as u32)
+            .filter(|&id| t.vocab.words[id as usize].2 != NONE)
+            .map(|id| t.vocab.word(id))
+            .collect();
+        let prefixes: Vec<&[u8]> = (t.prefix_ends.keys())
+            .filter(|&&(node, _)| node == ROOT)
+            .map(|&(_, pw)| &*prefix_words[pw as usize])
+            .collect();
+        // About 64 bits a word: few false passes, a table that stays in cache.
+        let size = |n: usize| (n * 64).next_power_of_two().max(4096);
+        let mut g = Gate {
+            words: FixedBitSet::with_capacity(size(starts.len())),
+            prefixes: FixedBitSet::with_capacity(size(prefixes.len())),
+            prefix_lens: 0,
+        };
+        for w in starts {
+            g.words.insert(Self::slot(key_of(w), &g.words));
+        }
+        for p in prefixes {
+            let n = p.len().min(3);
+            g.prefix_lens |= 1 << n;
+            let slot = Self::slot(Self::prefix_key(key_of(p), n), &g.prefixes);
+            g.prefixes.insert(slot);
+        }
+        g
+    }
+
+    /// A word by its first eight bytes (`head`, little-endian) and its
+    /// length up to eight (`run`): the bytes past it zeroed, the length
+    /// in the top byte.
+    #[inline]
+    fn word_key(head: u64, run: usize) -> u64 {
+        let kept = if run >= 8 {
+            head
+        } else {
+            head & ((1u64 << (8 * run)) - 1)
+        };
+        kept ^ ((run as u64) << 56)
+    }
+
+    #[inline]
+    fn prefix_key(head: u64, n: usize) -> u64 {
+        head & ((1u64 << (8 * n)) - 1) | ((n as u64) << 56)
+    }
+
+    #[inline]
+    fn slot(key: u64, bits: &FixedBitSet) -> usize {
+        FxBuildHasher.hash_one(key) as usize & bits.len().wrapping_sub(1)
+    }
+
+    /// Whether some phrase may start with the word whose first eight bytes
+    /// are `head` and whose length, up to eight, is `run`.
+    #[inline]
+    fn may_start(&self, head: u64, run: usize) -> bool {
+        let word = (self.words).contains(Self::slot(Self::word_key(head, run), &self.words));
+        word || (self.prefix_lens != 0
+            && (1..=3.min(run)).any(|n| {
+                self.prefix_lens & (1 << n) != 0
+                    && (self.prefixes)
+                        .contains(Self::slot(Self::prefix_key(head, n), &self.prefixes))
+            }))
+    }
+}
+
 /// The prefix words that `w` starts with, each with whether it is all of `w`.
 fn prefixes_of(dfa: &dfa::DFA, w: &[u8], found: &mut Vec<(u32, bool)>) {
     let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
@@ -375,8 +487,26 @@ impl PhraseSet {
         let b = text.as_bytes();
         if !text.is_ascii() || memchr::memchr2(b'<', b'&', b).is_some() {
             read_words(text, words);
-            for w in words.split(|&c| c == b' ').filter(|w| !w.is_empty()) {
-                trie.word(w, w.contains(&b'\''), walk, &mut hit);
+            let n = words.len();
+            words.extend_from_slice(&[0; 8]);
+            let mut i = 0;
+            while i < n {
+                if words[i] == b' ' {
+                    i += 1;
+                    continue;
+                }
+                let e = memchr::memchr(b' ', &words[i..n]).map_or(n, |k| i + k);
+                let w = &words[i..e];
+                let apostrophe = w.contains(&b'\'');
+                if walk.active.is_empty()
+                    && !apostrophe
+                    && !trie.gate.may_start(head(words, i), w.len().min(8))
+                {
+                    i = e;
+                    continue;
+                }
+                trie.word(w, apostrophe, walk, &mut hit);
+                i = e;
             }
             return;
         }
@@ -386,12 +516,13 @@ impl PhraseSet {
         words.clear();
         words.extend_from_slice(b);
         words.make_ascii_lowercase();
+        let n = words.len();
         word_masks(words, masks);
         let apostrophes = memchr::memchr(b'\'', words).is_some();
         if apostrophes {
             join_apostrophes(words, masks);
         }
-        let n = words.len();
+        words.extend_from_slice(&[0; 8]);
         let mut carry = 0u64;
         for (c, &m) in masks.iter().enumerate() {
             let mut starts = m & !((m << 1) | carry);
@@ -399,23 +530,59 @@ impl PhraseSet {
             while starts != 0 {
                 let s = c * 64 + starts.trailing_zeros() as usize;
                 starts &= starts - 1;
-                let w = &words[s..next_zero(masks, s, n)];
+                // Most words are turned away by the gate from their first
+                // bytes, before their end is looked for; words with an
+                // apostrophe may start a phrase after it, and go on.
+                if walk.active.is_empty()
+                    && !apostrophes
+                    && !trie.gate.may_start(head(words, s), run(masks, s))
+                {
+                    continue;
+                }
+                let e = next_zero(masks, s, n);
+                let w = &words[s..e];
                 trie.word(w, apostrophes && w.contains(&b'\''), walk, &mut hit);
             }
         }
     }
 }
 
-/// One bit per byte of `bytes`, 64 to a mask, set for ASCII letters and
-/// digits.
+/// The eight bytes at `s`, little-endian; `text` has eight to spare after
+/// its last word.
+#[inline]
+fn head(text: &[u8], s: usize) -> u64 {
+    u64::from_le_bytes(text[s..s + 8].try_into().expect("eight bytes"))
+}
+
+/// How many word bytes, up to eight, the mask bits from `s` on mark.
+#[inline]
+fn run(masks: &[u64], s: usize) -> usize {
+    let (c, k) = (s / 64, s % 64);
+    let mut bits = masks[c] >> k;
+    if k > 56 {
+        bits |= masks.get(c + 1).map_or(0, |&m| m << (64 - k));
+    }
+    (bits.trailing_ones() as usize).min(8)
+}
+
+/// One bit per byte of `bytes` (lowercased ASCII), 64 to a mask, set for
+/// letters and digits: 64 bytes compared at a time.
 fn word_masks(bytes: &[u8], masks: &mut Vec<u64>) {
+    let mask = |chunk: [u8; 64]| {
+        let v = u8x64::new(chunk);
+        let letter = (v - u8x64::splat(b'a')).simd_lt(u8x64::splat(26));
+        let digit = (v - u8x64::splat(b'0')).simd_lt(u8x64::splat(10));
+        (letter | digit).to_bitmask()
+    };
     masks.clear();
-    masks.extend(bytes.chunks(64).map(|chunk| {
-        chunk
-            .iter()
-            .enumerate()
-            .fold(0u64, |m, (k, &c)| m | (WORD[c as usize] as u64) << k)
-    }));
+    let chunks = bytes.chunks_exact(64);
+    let rest = chunks.remainder();
+    masks.extend(chunks.map(|c| mask(c.try_into().expect("64 bytes"))));
+    if !rest.is_empty() {
+        let mut last = [0u8; 64]; // not a word byte
+        last[..rest.len()].copy_from_slice(rest);
+        masks.push(mask(last));
+    }
 }
 
 /// Marks as word bytes the apostrophes that sit between two word bytes.
@@ -630,6 +797,52 @@ mod tests {
                         || (last && fits(pw[j], head, last))
                 })
         })
+    }
+
+    /// The gate never turns away a word that starts a phrase: words of one
+    /// to twelve bytes, words sharing their first eight bytes, prefixes of
+    /// one to four bytes, in ASCII and in other text.
+    #[test]
+    fn the_gate_lets_every_phrase_start_through() {
+        let phrases = [
+            "a",
+            "de minimis",
+            "x*",
+            "ab*",
+            "abc*",
+            "abcd*",
+            "internat*",
+            "internationalise",
+            "internationally rated",
+            "ü",
+            "éta*",
+            "12345678 9",
+        ];
+        for text in [
+            "A",
+            "de minimis",
+            "xylophone",
+            "abs",
+            "abcs",
+            "abcde",
+            "internationals",
+            "internationalise",
+            "internationally rated",
+            "Ü",
+            "état",
+            "12345678 9",
+        ] {
+            let found: Vec<_> = hits(&phrases, text).into_iter().filter(|h| h.1).collect();
+            assert!(!found.is_empty(), "nothing found in {text:?}");
+            let found: Vec<_> = hits(&phrases, &format!("Über {text}!"))
+                .into_iter()
+                .filter(|h| h.1)
+                .collect();
+            assert!(!found.is_empty(), "nothing found in Über {text:?}");
+        }
+        let r = hits(&phrases, "internationalism rates abz abd xa");
+        let found: Vec<&str> = r.iter().filter(|h| h.1).map(|h| h.0.as_str()).collect();
+        assert_eq!(found, ["x*", "ab*", "internat*"]);
     }
 
     /// Many phrases in one automaton find what each phrase means.
