@@ -24,6 +24,7 @@ use rustc_hash::FxBuildHasher;
 pub use super::state::Key;
 pub(crate) use super::state::NOT_QUEUED;
 use super::state::{Due, KeyState};
+use crate::record::same;
 
 /// A min-queue of (deadline in Unix milliseconds, key hash), earliest
 /// deadline first; of entries due at once, any first. A rule's deadlines
@@ -149,7 +150,9 @@ impl KeyStates {
     }
 
     pub fn get(&self, key: &str) -> Option<&KeyState> {
-        self.table.find(hash(key), |e| e.0 == key).map(|(_, st)| st)
+        self.table
+            .find(hash(key), |e| same(&e.0, key))
+            .map(|(_, st)| st)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut KeyState> {
@@ -159,7 +162,18 @@ impl KeyStates {
     /// [`KeyStates::get_mut`] given the key's [`hash`], which a caller
     /// that looks a key up in several rules' tables computes once.
     pub fn get_mut_hashed(&mut self, key: &str, h: u64) -> Option<&mut KeyState> {
-        self.table.find_mut(h, |e| e.0 == key).map(|(_, st)| st)
+        self.table
+            .find_mut(h, |e| same(&e.0, key))
+            .map(|(_, st)| st)
+    }
+
+    /// Starts loading the state slot of the key hashed `h` (see
+    /// [`super::fetch`]).
+    #[inline]
+    pub fn fetch(&self, h: u64) {
+        if let Some(e) = self.table.find(h, |_| true) {
+            super::fetch(e);
+        }
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -173,7 +187,7 @@ impl KeyStates {
 
     /// [`KeyStates::insert`] given the key's [`hash`].
     pub fn insert_hashed(&mut self, key: &str, h: u64, st: KeyState) {
-        match self.table.entry(h, |e| e.0 == key, rehash) {
+        match self.table.entry(h, |e| same(&e.0, key), rehash) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = st,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert((Key::new(key), st));
@@ -192,7 +206,7 @@ impl KeyStates {
         let h = hash(key);
         let entry = self
             .table
-            .entry(h, |e| e.0 == key, rehash)
+            .entry(h, |e| same(&e.0, key), rehash)
             .or_insert_with(|| (Key::new(key), make()));
         let queue = Queue {
             timers: &mut self.timers,
@@ -209,7 +223,7 @@ impl KeyStates {
 
     /// [`KeyStates::get_queued`] given the key's [`hash`].
     pub fn get_queued_hashed(&mut self, key: &str, h: u64) -> Option<(&mut KeyState, Queue<'_>)> {
-        let (_, st) = self.table.find_mut(h, |e| e.0 == key)?;
+        let (_, st) = self.table.find_mut(h, |e| same(&e.0, key))?;
         let queue = Queue {
             timers: &mut self.timers,
             h,
@@ -224,7 +238,7 @@ impl KeyStates {
     /// [`KeyStates::remove`] given the key's [`hash`].
     pub fn remove_hashed(&mut self, key: &str, h: u64) -> Option<KeyState> {
         self.table
-            .find_entry(h, |e| e.0 == key)
+            .find_entry(h, |e| same(&e.0, key))
             .ok()
             .map(|e| e.remove().0.1)
     }
@@ -234,7 +248,7 @@ impl KeyStates {
     pub fn schedule(&mut self, key: &str, at: Option<DateTime<Utc>>) {
         let Some(at) = at else { return };
         let h = hash(key);
-        let Some((_, st)) = self.table.find_mut(h, |e| e.0 == key) else {
+        let Some((_, st)) = self.table.find_mut(h, |e| same(&e.0, key)) else {
             return;
         };
         queue(&mut self.timers, st, h, at);

@@ -278,10 +278,41 @@ impl Engine {
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
     ) {
+        // A batch of a large table visits keys in no order that caches
+        // can guess, and each step needs the memory the one before
+        // fetched: the row, then its entries, then the names they point
+        // to, and the state slots of the key. So those of the records a
+        // few places ahead are asked for early, in that order (about 40%
+        // of the engine's time on 100,000 keys, bench/stateful.sh).
+        const AHEAD: usize = 4;
         let compiled = Arc::clone(&self.compiled);
         let c = &*compiled;
-        let mut plans = PlanOf::new(c);
-        for rec in recs {
+        let (mut plans, mut ahead) = (PlanOf::new(c), PlanOf::new(c));
+        let rows = |r: &Record, step: &dyn Fn(&Fields)| {
+            step(&r.fields);
+            if let Some(p) = &r.prev {
+                step(p);
+            }
+        };
+        for (i, rec) in recs.iter().enumerate() {
+            if let Some(r) = recs.get(i + 3 * AHEAD) {
+                fetch_bytes(r.key.as_bytes());
+                rows(r, &|f| fetch(f));
+            }
+            if let Some(r) = recs.get(i + 2 * AHEAD) {
+                rows(r, &|f| f.keys().for_each(fetch));
+            }
+            if let Some(r) = recs.get(i + AHEAD) {
+                rows(r, &|f| f.keys().for_each(|k| fetch_bytes(k.as_bytes())));
+                if let Some(plan) = ahead.get(&r.source) {
+                    let h = keys::hash(&r.key);
+                    for &ri in &plan.rules {
+                        if c.rules[ri].key.is_none() {
+                            self.states[ri].fetch(h);
+                        }
+                    }
+                }
+            }
             if let Some(plan) = plans.get(&rec.source) {
                 self.observe_plan(c, plan, rec, now, out);
             }
@@ -489,5 +520,24 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         x ^= x >> 7;
         x ^= x << 17;
         x
+    }
+}
+
+/// Asks the processor to start loading the memory of `v` into its cache,
+/// without waiting for it: a hint, with no effect on what the program
+/// does (and none at all on processors without the instruction).
+#[inline(always)]
+pub(crate) fn fetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    safe_arch::prefetch_t0(v);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// [`fetch`] for the bytes of a text.
+#[inline(always)]
+fn fetch_bytes(b: &[u8]) {
+    if let Some(first) = b.first() {
+        fetch(first);
     }
 }

@@ -1,17 +1,19 @@
 //! The times a key's state keeps: a `count` rule's window (its key's latest
-//! records) or when an `absent` rule's key last had a record. Most keys
-//! hold one time, some two: up to two are kept inline (a `SmallVec` as
-//! large as a `Vec`), more go to the heap.
+//! records) or when an `absent` rule's key last had a record. Most keys of
+//! most rules hold none, so the times are a `ThinVec`: one pointer, and no
+//! allocation while empty. That keeps a key's state at 40 bytes, and the
+//! key with its state at 64, one cache line: a key's look-up in a table of
+//! many reads one line from memory, not two.
 //!
 //! Times are kept to the millisecond, as the store keeps them, so a key
 //! reads the same before and after a restart.
 
 use chrono::{DateTime, Utc};
-use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
 /// A few times, oldest first, as Unix milliseconds.
 #[derive(Clone, Default, PartialEq)]
-pub struct Times(SmallVec<[i64; 2]>);
+pub struct Times(ThinVec<i64>);
 
 fn ms_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -71,12 +73,15 @@ impl Times {
     }
 
     pub fn clear(&mut self) {
-        self.0 = SmallVec::new();
+        self.0 = ThinVec::new();
     }
 
-    /// Back inline when two times or fewer are left.
+    /// The heap block given back when no time is left, halved when most of
+    /// it is unused.
     fn shrink(&mut self) {
-        if self.0.spilled() && self.0.len() <= 2 {
+        if self.0.is_empty() {
+            self.clear();
+        } else if self.0.capacity() > 2 * self.0.len() {
             self.0.shrink_to_fit();
         }
     }
@@ -182,15 +187,16 @@ mod tests {
     }
 
     #[test]
-    fn two_times_stay_inline() {
+    fn a_key_and_its_state_fill_one_cache_line() {
+        assert_eq!(size_of::<Times>(), size_of::<usize>());
+        let entry = size_of::<(super::super::state::Key, super::super::state::KeyState)>();
+        assert_eq!(entry, 64);
         let mut w = Times::default();
+        assert_eq!(w.0.capacity(), 0, "nothing allocated while empty");
         w.push(t(1));
         w.push(t(2));
-        assert!(!w.0.spilled());
-        w.push(t(3));
-        assert!(w.0.spilled());
         w.remove(0);
-        assert!(!w.0.spilled(), "back inline");
-        assert_eq!(size_of::<Times>(), size_of::<Vec<i64>>());
+        w.remove(0);
+        assert_eq!(w.0.capacity(), 0, "given back when emptied");
     }
 }
