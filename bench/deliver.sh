@@ -2,7 +2,7 @@
 # Benchmark: 10,000 alerts delivered through the outbox to a local webhook
 # receiver, beside wrk sending the same kind of request to the same receiver
 # at the same concurrency (1: a channel delivers in order), in the same run.
-# Usage: bench/deliver.sh [ALERTS]
+# Usage: bench/deliver.sh [ALERTS]   (TOCSIN=path/to/binary to measure another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -45,7 +45,7 @@ channels:
   - { name: hook, type: webhook, url: "http://127.0.0.1:$port/" }
 YAML
 before=$(count)
-RUST_LOG=warn ${PERF:-} target/release/tocsin run -c "$work/tocsin.yaml" 2>"$work/log" &
+RUST_LOG=warn ${PERF:-} "${TOCSIN:-target/release/tocsin}" run -c "$work/tocsin.yaml" 2>"$work/log" &
 daemon=$!
 start=$(date +%s.%N)
 while [ $(( $(count) - before )) -lt "$n" ]; do sleep 0.05; done

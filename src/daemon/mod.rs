@@ -168,9 +168,15 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             _ = control.reload.notified() => {
                 sd.reloading();
                 // Edits come in bursts (an editor writes, renames, touches):
-                // let them settle, and take the burst as one reload.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = tokio::time::timeout(Duration::ZERO, control.reload.notified()).await;
+                // wait until 50 ms pass without another (2 s at most, for a
+                // file rewritten without pause), and take the burst as one
+                // reload.
+                let burst = std::time::Instant::now();
+                while burst.elapsed() < Duration::from_secs(2)
+                    && tokio::time::timeout(Duration::from_millis(50), control.reload.notified())
+                        .await
+                        .is_ok()
+                {}
                 let before = config.rules.clone();
                 match reload(&mut config, &mut engine, &mut parts, &mut health, &mut store) {
                     Ok(changes) => {

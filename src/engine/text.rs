@@ -425,7 +425,7 @@ impl Gate {
 
     /// Whether some phrase may start with the word whose first eight bytes
     /// are `head` and whose length, up to eight, is `run`.
-    #[inline]
+    #[inline(always)]
     fn may_start(&self, head: u64, run: usize) -> bool {
         let word = (self.words).contains(Self::slot(Self::word_key(head, run), &self.words));
         word || (self.prefix_lens != 0

@@ -126,7 +126,10 @@ impl Store {
         let err = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(err)?;
         if remove {
-            tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])
+            // Cached, as the other statements of a delivery are: this runs
+            // once per notification delivered.
+            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                .and_then(|mut st| st.execute([p.id]))
                 .map_err(err)?;
         } else {
             tx.execute("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1", params![p.id, detail]).map_err(err)?;
