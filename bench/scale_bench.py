@@ -16,12 +16,25 @@ of --runs runs, in wall-clock time:
           promtool is missing
 
 Printed as a table with the peer beside, and the targets.
+
+Tables (--tables, default 100,000, 1,000,000 and 5,000,000 rows): a CSV of
+partner, product, rate (about 15 bytes a row) watched by a table source
+with one threshold rule that no row crosses. It measures the daemon's
+resident memory once the table is loaded and idle, the time from one row
+changed (the new version written beside and renamed over the file) to its
+notification written by a `file` channel (committed, then delivered), and
+the peak resident memory during that change (VmHWM, reset before it); beside
+`mlr join` computing the same one-row difference between the two versions,
+and `wc -l` on the new version as the floor of reading it at all.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 TARGETS = {
     10_000: "check and start < 300 ms, reload < 100 ms",
     100_000: "loads, < 3 s",
+}
+TABLE_TARGETS = {
+    1_000_000: "idle and peak <= 150 MB; alert < 1 s and < 3x mlr",
 }
 
 
@@ -115,17 +128,143 @@ def daemon(bin, d, n, runs):
     return statistics.median(starts), statistics.median(reloads)
 
 
+def table_csv(path, n, changed=None):
+    """n rows; row `changed` (if any) has a rate above the rule's threshold."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("partner,product,rate\n")
+        step = 100_000
+        for s in range(0, n, step):
+            f.write("".join(
+                "P%03d,%07d,%s\n" % (i % 250, i, "200.0" if i == changed else "%d.%d" % (i % 97, i % 10))
+                for i in range(s, min(n, s + step))))
+    os.rename(tmp, path)
+
+
+TABLE_CONFIG = """state: store/state.db
+rules: rules.yaml
+http: { listen: 127.0.0.1:%d }
+sources:
+  - { name: rates, type: file, path: rates.csv, key: [partner, product] }
+channels:
+  - { name: out, type: file, path: out.jsonl }
+"""
+
+TABLE_RULES = """rules:
+  - { id: high, source: rates, when: { field: rate, above: 157 }, notify: [out] }
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def records_read(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("tocsin_records_total") and 'source="rates"' in line:
+                    return float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return 0
+
+
+def status_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def gnu_time(cmd):
+    """Wall seconds and peak resident kB of cmd, by /usr/bin/time."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, check=True)
+    wall, kb = r.stderr.decode().strip().splitlines()[-1].split()
+    return float(wall), int(kb)
+
+
+def table_run(bin, n):
+    d = tempfile.mkdtemp(prefix=f"table-{n}-")
+    try:
+        port = free_port()
+        os.makedirs(os.path.join(d, "store"))
+        with open(os.path.join(d, "tocsin.yaml"), "w") as f:
+            f.write(TABLE_CONFIG % port)
+        with open(os.path.join(d, "rules.yaml"), "w") as f:
+            f.write(TABLE_RULES)
+        csv = os.path.join(d, "rates.csv")
+        table_csv(csv, n)
+        shutil.copy(csv, os.path.join(d, "old.csv"))
+        out = os.path.join(d, "out.jsonl")
+        log = open(os.path.join(d, "run.log"), "wb")
+        t = time.perf_counter()
+        p = subprocess.Popen([bin, "run", "-c", os.path.join(d, "tocsin.yaml")], stderr=log,
+                             stdout=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
+        try:
+            while records_read(port) < n:
+                if p.poll() is not None or time.perf_counter() - t > 600:
+                    sys.exit(f"the daemon did not load {n} rows: see {d}/run.log")
+                time.sleep(0.05)
+            load = time.perf_counter() - t
+            time.sleep(1.0)
+            idle = status_kb(p.pid, "VmRSS")
+            with open("/proc/%d/clear_refs" % p.pid, "w") as f:
+                f.write("5")  # resets VmHWM: the peak from here on
+            table_csv(csv, n, changed=n // 2)
+            t = time.perf_counter()
+            while not (os.path.exists(out) and os.path.getsize(out) > 0):
+                if p.poll() is not None or time.perf_counter() - t > 600:
+                    sys.exit(f"no alert after the change: see {d}/run.log")
+                time.sleep(0.005)
+            change = time.perf_counter() - t
+            peak = status_kb(p.pid, "VmHWM")
+        finally:
+            p.terminate()
+            p.wait()
+        mlr = gnu_time(["mlr", "--icsv", "--ojson", "join", "--np", "--ul", "--ur",
+                        "-j", "partner,product,rate", "-f", os.path.join(d, "old.csv"), csv])
+        t = time.perf_counter()
+        subprocess.run(["wc", "-l", csv], stdout=subprocess.DEVNULL, check=True)
+        wc = (time.perf_counter() - t, 0)
+        return os.path.getsize(csv) / 1e6, load, idle, peak, change, mlr, wc
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def tables(bin, sizes, runs):
+    rows = []
+    for n in sizes:
+        res = [table_run(bin, n) for _ in range(runs)]
+        med = lambda i: statistics.median(r[i] for r in res)
+        mlr = (statistics.median(r[5][0] for r in res), statistics.median(r[5][1] for r in res))
+        wc = statistics.median(r[6][0] for r in res)
+        rows.append((n, med(0), med(1), med(2), med(3), med(4), mlr, wc))
+    print(f"tables: median of {runs} runs; memory resident (MB), times wall-clock")
+    print(f"{'rows':>9} {'MB':>6} {'load':>7} {'idle':>7} {'peak':>7} {'change':>8}   "
+          f"{'mlr join':>9} {'(MB)':>6} {'wc -l':>7} {'change/mlr':>10}")
+    for n, mb, load, idle, peak, change, (mt, mkb), wc in rows:
+        print(f"{n:>9} {mb:6.1f} {load:6.2f}s {idle/1024:6.0f}M {peak/1024:6.0f}M {change:7.2f}s   "
+              f"{mt:8.2f}s {mkb/1024:5.0f}M {wc:6.3f}s {change/mt:9.2f}x  {TABLE_TARGETS.get(n, '')}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tocsin")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="numbers of rules ('' for none)")
+    ap.add_argument("--tables", default="100000,1000000,5000000", help="table rows ('' for none)")
+    ap.add_argument("--table-runs", type=int, default=1)
     a = ap.parse_args()
     a.bin = os.path.abspath(a.bin)
     promtool = shutil.which("promtool")
     yq = shutil.which("yq")
     rows = []
-    for n in map(int, a.sizes.split(",")):
+    for n in [int(x) for x in a.sizes.split(",") if x]:
         d = tempfile.mkdtemp(prefix=f"scale-{n}-")
         with open(os.path.join(d, "tocsin.yaml"), "w") as f:
             f.write(CONFIG)
@@ -148,6 +287,10 @@ def main():
             peer = ("no peer found", float("nan"))
         rows.append((n, size, check, start, reload, peer))
         shutil.rmtree(d, ignore_errors=True)
+    if a.tables:
+        tables(a.bin, [int(x) for x in a.tables.split(",") if x], a.table_runs)
+    if not rows:
+        return
     print(f"rules: median of {a.runs} runs, wall-clock")
     print(f"{'rules':>8} {'MB':>6} {'check':>9} {'start':>9} {'reload':>9}   peer")
     for n, size, check, start, reload, (name, p) in rows:
