@@ -20,7 +20,7 @@ Printed as a table with the peer beside, and the targets.
 Tables (--tables, default 100,000, 1,000,000 and 5,000,000 rows): a CSV of
 partner, product, rate (about 15 bytes a row) watched by a table source
 with one threshold rule that no row crosses. It measures the daemon's
-resident memory once the table is loaded and idle, the time from one row
+resident memory once the table is loaded, committed and idle, the time from one row
 changed (the new version written beside and renamed over the file) to its
 notification written by a `file` channel (committed, then delivered), and
 the peak resident memory during that change (VmHWM, reset before it); beside
@@ -180,6 +180,24 @@ def status_kb(pid, field):
     return 0
 
 
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_idle(pid, quiet=0.5, deadline=600):
+    """Until the process has used no CPU for `quiet` seconds."""
+    end = time.perf_counter() + deadline
+    last = cpu_ticks(pid)
+    while time.perf_counter() < end:
+        time.sleep(quiet)
+        now = cpu_ticks(pid)
+        if now == last:
+            return
+        last = now
+
+
 def gnu_time(cmd):
     """Wall seconds and peak resident kB of cmd, by /usr/bin/time."""
     r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, stdout=subprocess.DEVNULL,
@@ -210,6 +228,7 @@ def table_run(bin, n):
                 if p.poll() is not None or time.perf_counter() - t > 600:
                     sys.exit(f"the daemon did not load {n} rows: see {d}/run.log")
                 time.sleep(0.05)
+            wait_idle(p.pid)  # the rows committed to the store too
             load = time.perf_counter() - t
             time.sleep(1.0)
             idle = status_kb(p.pid, "VmRSS")

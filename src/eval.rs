@@ -78,7 +78,7 @@ pub fn run(
     let tracker = FileTracker::new(&cfg, fcfg);
     // A table's files are its successive versions: each is compared with
     // the one before it.
-    let mut table = std::collections::HashMap::new();
+    let mut table = crate::rows::Table::default();
     for path in files {
         let format = fcfg.format.or_else(|| Format::from_path(path));
         if fcfg.mode == Mode::Log && format == Some(Format::Jsonl) && !explain {

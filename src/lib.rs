@@ -15,7 +15,10 @@
 //! - `engine`: pure and synchronous, `now` passed in: `compile` → `rule`;
 //!   `condition`, `text` (the phrase automaton), `words`; per-key `state`,
 //!   `keys`, `times`; `machine` the state machine; `mod` the batch loop.
-//! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `health`.
+//! - `rows`: a table's rows packed by key, as sources hold them between
+//!   versions and the store hands them back; used by `source` and `store`.
+//! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `table`
+//!   compares a table's versions; `health`.
 //! - `store`: SQLite state and positions; `store::outbox` the outbox,
 //!   history and silences.
 //! - `channel`: `email`, `webhook`, file and log; `digest`, `error`.
@@ -40,6 +43,7 @@ pub mod lint;
 pub mod load;
 pub mod notification;
 pub mod record;
+pub mod rows;
 pub mod rules;
 pub mod ruletest;
 pub mod schedule;

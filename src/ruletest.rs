@@ -449,7 +449,7 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
     let compiled = crate::engine::compile(&suite.engine_config, &suite.rules)
         .map_err(|p| crate::diag::render_all(&p.0))?;
     let mut engine = Engine::new(compiled);
-    let mut tables: HashMap<String, HashMap<String, Row>> = HashMap::new();
+    let mut tables: HashMap<String, crate::rows::Table> = HashMap::new();
     let mut lines = 0usize;
     let mut report = String::new();
     if let Some(first) = t.steps.first() {

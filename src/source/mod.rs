@@ -10,8 +10,6 @@ pub mod parse;
 pub mod poll;
 mod table;
 
-use std::collections::HashMap;
-
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +43,7 @@ pub fn spawn(
             let poll = store.poll_state(&cfg.name)?;
             let table = match stored.remove(std::path::Path::new(&url)) {
                 Some(crate::store::FileCheckpoint::Table(rows)) => rows,
-                _ => HashMap::new(),
+                _ => crate::rows::Table::default(),
             };
             Ok(tokio::spawn(poll::run(
                 cfg.clone(),

@@ -44,6 +44,30 @@ pub fn text(bytes: &[u8]) -> Result<&str, ParseError> {
 }
 
 /// A whole document as rows.
+/// [`rows`], each row handed to `row` as it is read: CSV, TSV and JSON
+/// lines a row at a time, never all at once; a JSON or YAML document is
+/// parsed whole first.
+pub fn each_row(
+    format: Format,
+    bytes: &[u8],
+    row: &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
+    match format {
+        Format::Csv | Format::Tsv => delimited_each(format, text(bytes)?, None, 1, row),
+        Format::Jsonl => {
+            for (i, l) in text(bytes)?.lines().enumerate() {
+                if !l.trim().is_empty() {
+                    row(i + 1, json_line(l, i + 1)?)?;
+                }
+            }
+            Ok(())
+        }
+        Format::Json | Format::Yaml => {
+            (rows(format, bytes)?.into_iter()).try_for_each(|(line, f)| row(line, f))
+        }
+    }
+}
+
 pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseError> {
     let t = text(bytes)?;
     match format {
@@ -139,6 +163,22 @@ pub fn delimited(
     header: Option<&[String]>,
     first_line: usize,
 ) -> Result<Vec<(usize, Fields)>, ParseError> {
+    let mut out = Vec::new();
+    delimited_each(format, t, header, first_line, &mut |line, f| {
+        out.push((line, f));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`delimited`], each row handed to `row` as it is read.
+pub fn delimited_each(
+    format: Format,
+    t: &str,
+    header: Option<&[String]>,
+    first_line: usize,
+    row: &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
     let delim = if format == Format::Tsv { b'\t' } else { b',' };
     // The csv reader takes an unterminated quote to run to the end of the
     // text, swallowing the rows after it into one field.
@@ -162,11 +202,10 @@ pub fn delimited(
     };
     if names.is_empty() || names.iter().any(String::is_empty) {
         if t.trim().is_empty() && header.is_none() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         return Err(err(first_line, "the header line has an empty column name"));
     }
-    let mut out = Vec::new();
     for rec in r.records() {
         let rec = rec.map_err(|e| csv_err(&e, first_line))?;
         let line = rec
@@ -186,9 +225,9 @@ pub fn delimited(
             .zip(rec.iter())
             .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
             .collect();
-        out.push((line, fields));
+        row(line, fields)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The line (from 1) of a quoted field that `t` never closes, read as the

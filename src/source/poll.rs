@@ -18,6 +18,7 @@ use super::fetch::{Fetched, Fetcher};
 use super::{feed, parse};
 use crate::config::{FeedSource, Format, HttpSource, SourceConfig, SourceKind};
 use crate::record::{Fields, Record, RecordKind, Row, with_constants};
+use crate::rows::Table;
 use crate::store::{Checkpoint, PollState};
 
 /// Seen ids are written again at most this often while they stay in the
@@ -151,11 +152,11 @@ pub struct HttpTracker {
     constants: Fields,
     cfg: HttpSource,
     url: String,
-    rows: HashMap<String, Row>,
+    rows: Table,
 }
 
 impl HttpTracker {
-    pub fn new(cfg: &SourceConfig, h: &HttpSource, rows: HashMap<String, Row>) -> HttpTracker {
+    pub fn new(cfg: &SourceConfig, h: &HttpSource, rows: Table) -> HttpTracker {
         HttpTracker {
             source: Arc::from(cfg.name.as_str()),
             constants: cfg.fields.clone(),
@@ -269,7 +270,7 @@ pub struct PollStats {
 pub async fn run(
     cfg: SourceConfig,
     stored: Option<PollState>,
-    table: HashMap<String, Row>,
+    table: Table,
     tx: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
 ) {

@@ -1,10 +1,15 @@
 //! A table source's rows compared from one version to the next, and the
 //! ids of rows and items without one of their own.
-
-use std::collections::HashMap;
+//!
+//! The previous version is a [`Table`] (see `crate::rows` for how it is
+//! kept): a version is compared block by block, and only a row that
+//! differs is read back into fields, for its record's `prev`, and compared
+//! field by field (columns that moved are no change).
 
 use super::parse;
+use super::parse::ParseError;
 use crate::record::{Fields, Record, RecordKind, Row};
+use crate::rows::{Table, same_row};
 
 /// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
 pub(crate) fn hash_id(digest: &[u8]) -> String {
@@ -20,59 +25,148 @@ pub(crate) struct TableDiff {
     pub delete: Vec<String>,
 }
 
-/// Compares `parsed` (rows with their line numbers) with `rows`, which
-/// becomes the new table. A row without its key refuses the whole table:
-/// the error is (line, message) and `rows` stays as it was.
+/// Compares `parsed` (rows with their line numbers) with `table`, which
+/// becomes the new version. A row without its key refuses the whole
+/// table: the error is (line, message) and `table` stays as it was.
 pub(crate) fn diff_table(
-    rows: &mut HashMap<String, Row>,
+    table: &mut Table,
     parsed: Vec<(usize, Fields)>,
     key: &[String],
     mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
 ) -> Result<TableDiff, (usize, String)> {
-    let mut next: HashMap<String, Row> = HashMap::with_capacity(parsed.len());
-    let mut lines: HashMap<String, usize> = HashMap::with_capacity(parsed.len());
-    let mut order = Vec::with_capacity(parsed.len());
-    for (line, fields) in parsed {
-        let k = parse::row_key(&fields, key).map_err(|m| (line, m))?;
+    diff_each(table, key, mk, |row| {
+        parsed.into_iter().try_for_each(|(line, f)| row(line, f))
+    })
+    .map_err(|e| (e.line, e.message))
+}
+
+/// [`diff_table`] over rows as `each` reads them, one at a time: a row that
+/// is the same as before is packed, compared and dropped, so a version of
+/// a million rows is never held as fields all at once.
+pub(crate) fn diff_each(
+    table: &mut Table,
+    key: &[String],
+    mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
+    each: impl FnOnce(&mut dyn FnMut(usize, Fields) -> Result<(), ParseError>) -> Result<(), ParseError>,
+) -> Result<TableDiff, ParseError> {
+    let mut next = table.empty_like(table.len());
+    // The rows that differ from the version before, in the file's order.
+    let mut changed: Vec<(String, Fields)> = Vec::new();
+    let mut buf = Vec::new();
+    each(&mut |line, fields| {
+        let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
+        let block = next.pack(&k, line, &fields, &mut buf);
+        let same = match table.block(&k) {
+            Some(old) if same_row(old, &block) => true,
+            Some(old) => table.fields(old) == fields,
+            None => false,
+        };
         // Two rows of one key: which one holds would depend on their order.
-        if let Some(first) = lines.insert(k.clone(), line) {
-            return Err((
+        if let Some(first) = next.put(block) {
+            return Err(ParseError {
                 line,
-                format!(
+                message: format!(
                     "lines {first} and {line} have the same key `{k}` ({}): each key may have one row",
                     key.join(", ")
                 ),
-            ));
+            });
         }
-        next.insert(k.clone(), Row::new(fields));
-        order.push(k);
-    }
-    let mut records = Vec::new();
-    let mut upsert = Vec::new();
-    for k in &order {
-        let new = &next[k];
-        match rows.get(k) {
-            Some(old) if old == new => {}
-            old => {
-                records.push(mk(new.clone(), k.clone(), old.cloned(), RecordKind::Row));
-                upsert.push((k.clone(), new.clone()));
-            }
+        if !same {
+            changed.push((k, fields));
         }
+        Ok(())
+    })?;
+    let mut records = Vec::with_capacity(changed.len());
+    let mut upsert = Vec::with_capacity(changed.len());
+    for (k, fields) in changed {
+        let new = Row::new(fields);
+        records.push(mk(new.clone(), k.clone(), table.get(&k), RecordKind::Row));
+        upsert.push((k, new));
     }
-    let mut removed: Vec<(&String, &Row)> = rows
-        .iter()
-        .filter(|(k, _)| !next.contains_key(*k))
-        .collect();
-    removed.sort_by(|a, b| a.0.cmp(b.0));
+    let mut removed: Vec<&str> = table.keys().filter(|k| next.block(k).is_none()).collect();
+    removed.sort_unstable();
     let mut delete = Vec::with_capacity(removed.len());
-    for (k, old) in removed {
-        records.push(mk(old.clone(), k.clone(), None, RecordKind::Removed));
-        delete.push(k.clone());
+    for k in removed {
+        if let Some(old) = table.get(k) {
+            records.push(mk(old, k.to_string(), None, RecordKind::Removed));
+            delete.push(k.to_string());
+        }
     }
-    *rows = next;
+    *table = next;
     Ok(TableDiff {
         records,
         upsert,
         delete,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+
+    fn diff(t: &mut Table, csv: &str) -> Result<Vec<(String, RecordKind, Option<String>)>, String> {
+        let key = ["partner".to_string(), "product".to_string()];
+        let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
+            source: "rates".into(),
+            key,
+            fields,
+            prev,
+            observed: chrono::DateTime::default(),
+            kind,
+        };
+        let d = diff_each(t, &key, mk, |row| {
+            parse::each_row(Format::Csv, csv.as_bytes(), row)
+        })
+        .map_err(|e| format!("{}: {}", e.line, e.message))?;
+        Ok((d.records.into_iter())
+            .map(|r| {
+                let prev = r.prev.map(|p| p["rate"].as_str().unwrap_or("").to_string());
+                (r.key, r.kind, prev)
+            })
+            .collect())
+    }
+
+    #[test]
+    fn versions_compared_row_by_row() {
+        let mut t = Table::default();
+        let first = diff(&mut t, "partner,product,rate\nCN,1,10\nCN,2,20\nJP,1,30\n").unwrap();
+        assert_eq!(first.len(), 3, "every row of a first version is new");
+        assert_eq!(t.len(), 3);
+        // CN|2 changes, JP|1 goes, US|1 comes; the columns move too.
+        let next = diff(&mut t, "rate,product,partner\n10,1,CN\n25,2,CN\n5,1,US\n").unwrap();
+        assert_eq!(
+            next,
+            [
+                ("CN|2".to_string(), RecordKind::Row, Some("20".to_string())),
+                ("US|1".to_string(), RecordKind::Row, None),
+                ("JP|1".to_string(), RecordKind::Removed, None),
+            ]
+        );
+        assert!(
+            diff(&mut t, "partner,product,rate\nCN,1,10\nCN,2,25\nUS,1,5\n")
+                .unwrap()
+                .is_empty(),
+            "the same rows in another column order are no change"
+        );
+    }
+
+    #[test]
+    fn a_bad_version_is_refused_whole_and_the_table_stands() {
+        let mut t = Table::default();
+        diff(&mut t, "partner,product,rate\nCN,1,10\nCN,2,20\n").unwrap();
+        let e = diff(&mut t, "partner,product,rate\nCN,1,11\nJP,1,1\nCN,1,12\n").unwrap_err();
+        assert!(
+            e.starts_with("4: lines 2 and 4 have the same key `CN|1`"),
+            "{e}"
+        );
+        let e = diff(&mut t, "partner,product,rate\nCN,1,11\nCN,2\n").unwrap_err();
+        assert!(e.starts_with("3: 2 fields, but the header has 3"), "{e}");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get("CN|1").unwrap()["rate"], "10", "the table as it was");
+        assert_eq!(
+            diff(&mut t, "partner,product,rate\nCN,1,11\nCN,2,20\n").unwrap(),
+            [("CN|1".to_string(), RecordKind::Row, Some("10".to_string()))]
+        );
+    }
 }

@@ -107,7 +107,7 @@ pub struct LogCursor {
 #[derive(Clone, Debug)]
 pub enum FileCheckpoint {
     /// The whole table as last read (raw rows, by key).
-    Table(HashMap<String, Row>),
+    Table(crate::rows::Table),
     Log(LogCursor),
 }
 
@@ -387,12 +387,13 @@ impl Store {
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (file, key, json) = row.map_err(|e| self.err(e))?;
-            let fields: Row = serde_json::from_str(&json).map_err(|e| self.err(e))?;
+            let fields: crate::record::Fields =
+                serde_json::from_str(&json).map_err(|e| self.err(e))?;
             if let FileCheckpoint::Table(t) = out
                 .entry(PathBuf::from(file))
-                .or_insert_with(|| FileCheckpoint::Table(HashMap::new()))
+                .or_insert_with(|| FileCheckpoint::Table(Default::default()))
             {
-                t.insert(key, fields);
+                t.insert(&key, &fields);
             }
         }
         let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count, prefix_len, prefix_hash FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;
@@ -552,21 +553,25 @@ impl Store {
                     delete,
                 } => {
                     let file = file.to_string_lossy();
-                    for (key, row) in upsert {
-                        let json = serde_json::to_string(row).unwrap_or_default();
-                        tx.execute(
+                    // Prepared once for all the rows: a first version of a
+                    // large table is a million of them.
+                    let mut up = tx
+                        .prepare_cached(
                             "INSERT INTO table_rows (source, file, key, row) VALUES (?1, ?2, ?3, ?4)
                              ON CONFLICT (source, file, key) DO UPDATE SET row = ?4",
-                            params![source, file, key, json],
                         )
                         .map_err(err)?;
+                    for (key, row) in upsert {
+                        let json = serde_json::to_string(row).unwrap_or_default();
+                        up.execute(params![source, file, key, json]).map_err(err)?;
                     }
-                    for key in delete {
-                        tx.execute(
+                    let mut del = tx
+                        .prepare_cached(
                             "DELETE FROM table_rows WHERE source = ?1 AND file = ?2 AND key = ?3",
-                            params![source, file, key],
                         )
                         .map_err(err)?;
+                    for key in delete {
+                        del.execute(params![source, file, key]).map_err(err)?;
                     }
                 }
                 Checkpoint::Log {
@@ -751,7 +756,7 @@ mod tests {
         assert!(states[0].2.firing);
         let t = s.checkpoints("t").unwrap();
         assert!(
-            matches!(&t[Path::new("/d/t.csv")], FileCheckpoint::Table(rows) if rows["CN"]["partner"] == "CN")
+            matches!(&t[Path::new("/d/t.csv")], FileCheckpoint::Table(rows) if rows.get("CN").is_some_and(|r| r["partner"] == "CN"))
         );
         let l = s.checkpoints("l").unwrap();
         assert!(

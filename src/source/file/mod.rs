@@ -24,12 +24,13 @@ use super::batch::{Health, SourceError};
 use super::parse::{self, ParseError};
 use crate::config::{FileSource, Format, Mode, SourceConfig};
 use crate::record::{Fields, Record, RecordKind, Row, with_constants};
+use crate::rows::Table;
 use crate::store::{Checkpoint, FileCheckpoint};
 
 #[derive(Debug)]
 enum FileState {
     Table {
-        rows: HashMap<String, Row>,
+        rows: Table,
         whole: Whole,
     },
     /// A JSON or YAML array used as a log: items are known by their id.
@@ -236,7 +237,7 @@ impl FileTracker {
             (Mode::Table, stored) => {
                 let rows = match stored {
                     Some(FileCheckpoint::Table(rows)) => rows,
-                    _ => HashMap::new(),
+                    _ => Table::default(),
                 };
                 self.files.insert(
                     path.to_path_buf(),
@@ -410,10 +411,8 @@ impl FileTracker {
             observed: now,
             kind,
         };
-        let diff = parse::rows(format, &bytes).and_then(|parsed| {
-            super::table::diff_table(rows, parsed, &key, mk)
-                .map_err(|(line, message)| ParseError { line, message })
-        });
+        let diff =
+            super::table::diff_each(rows, &key, mk, |row| parse::each_row(format, &bytes, row));
         match diff {
             Ok(super::table::TableDiff {
                 records,
@@ -443,7 +442,7 @@ impl FileTracker {
     pub fn read_whole(
         &self,
         path: &Path,
-        table: &mut HashMap<String, Row>,
+        table: &mut Table,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
         let format = self.format_of(path)?;
