@@ -271,6 +271,76 @@ def tables(bin, sizes, runs):
               f"{mt:8.2f}s {mkb/1024:5.0f}M {wc:6.3f}s {change/mt:9.2f}x  {TABLE_TARGETS.get(n, '')}")
 
 
+FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>Ministry %(i)d</title>
+<link>http://example.org/</link><description>statements</description>%(items)s</channel></rss>"""
+
+
+def idle_daemon(bin, feeds=100, rules=1000):
+    """Resident memory of a daemon with `rules` rules over `feeds` feed
+    sources (served on loopback, 20 items each), once every feed has been
+    read and the daemon is idle."""
+    import http.server, threading
+    items = "".join(
+        "<item><title>Statement %d on export controls</title><link>http://example.org/%d</link>"
+        "<guid>s-%d</guid><description>The ministry announced measures on trade %d.</description></item>"
+        % (k, k, k, k) for k in range(20))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (FEED % {"i": 0, "items": items}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    d = tempfile.mkdtemp(prefix="idle-")
+    try:
+        port = free_port()
+        with open(os.path.join(d, "tocsin.yaml"), "w") as f:
+            f.write("state: state.db\nrules: rules.yaml\nhttp: { listen: 127.0.0.1:%d }\nsources:\n" % port)
+            for i in range(feeds):
+                f.write("  - { name: feed%d, type: feed, url: \"http://127.0.0.1:%d/feed/%d.xml\", every: 1h }\n"
+                        % (i, srv.server_address[1], i))
+            f.write("channels:\n  - { name: out, type: file, path: out.jsonl }\n")
+        with open(os.path.join(d, "rules.yaml"), "w") as f:
+            f.write("rules:\n")
+            for r in range(rules):
+                f.write("  - { id: r%d, source: feed%d, when: { text: [title, summary], any: [\"sanctions %d\", \"rare earth*\"] }, notify: [out] }\n"
+                        % (r, r % feeds, r))
+        log = open(os.path.join(d, "run.log"), "wb")
+        p = subprocess.Popen([bin, "run", "-c", os.path.join(d, "tocsin.yaml")], stderr=log,
+                             stdout=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
+        try:
+            t = time.perf_counter()
+            while True:
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as r:
+                        read = sum(1 for l in r.read().decode().splitlines()
+                                   if l.startswith("tocsin_source_last_success_timestamp_seconds{"))
+                except OSError:
+                    read = 0
+                if read >= feeds:
+                    break
+                if p.poll() is not None or time.perf_counter() - t > 120:
+                    sys.exit(f"{read} of {feeds} feeds read: {open(os.path.join(d, 'run.log')).read()[-2000:]}")
+                time.sleep(0.1)
+            wait_idle(p.pid)
+            time.sleep(1.0)
+            return status_kb(p.pid, "VmRSS")
+        finally:
+            p.terminate()
+            p.wait()
+    finally:
+        srv.shutdown()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tocsin")
@@ -278,6 +348,7 @@ def main():
     ap.add_argument("--sizes", default="1000,10000,100000", help="numbers of rules ('' for none)")
     ap.add_argument("--tables", default="100000,1000000,5000000", help="table rows ('' for none)")
     ap.add_argument("--table-runs", type=int, default=1)
+    ap.add_argument("--idle", default="yes", help="'no' to skip the idle memory of 1,000 rules and 100 feeds")
     a = ap.parse_args()
     a.bin = os.path.abspath(a.bin)
     promtool = shutil.which("promtool")
@@ -306,6 +377,10 @@ def main():
             peer = ("no peer found", float("nan"))
         rows.append((n, size, check, start, reload, peer))
         shutil.rmtree(d, ignore_errors=True)
+    if a.idle != "no":
+        kb = idle_daemon(a.bin)
+        print(f"idle: 1,000 rules over 100 feeds (20 items each, all read): {kb/1024:.1f} MB resident "
+              f"(target: at most 40 MB)")
     if a.tables:
         tables(a.bin, [int(x) for x in a.tables.split(",") if x], a.table_runs)
     if not rows:
