@@ -2,8 +2,8 @@
 //! store hands them back at a start: by key, each row one block of bytes
 //! (its key, then its values as a JSON array) in a hash table, and the
 //! field names of the rows, which rows of a table share, kept once (a
-//! "shape"). A million rows of a tariff schedule take about as many bytes
-//! as their text, where a map of JSON values per row took forty times more.
+//! "shape"). A row costs its text and key plus a few dozen bytes, where a
+//! map of JSON values per row cost several hundred.
 //!
 //! Rows are not left in the store alone, to be read back when they change:
 //! the store is written a batch after the source reads, so it may not yet

@@ -93,19 +93,10 @@ fn a_file_nested_too_deep_is_refused_with_its_place() {
 #[test]
 fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_alerting() {
     const ROWS: usize = 1_000_000;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir(d.join("store")).unwrap();
-    std::fs::write(
-        d.join("tocsin.yaml"),
-        "state: store/state.db\nrules: rules.yaml\nsources:\n  - { name: rates, type: file, path: rates.csv, key: [partner, product] }\nchannels:\n  - { name: out, type: file, path: out.jsonl }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("rules.yaml"),
+    let dir = setup(
         "rules:\n  - { id: high, source: rates, when: { field: rate, above: 157 }, notify: [out] }\n  - { id: moved, source: rates, when: { field: rate, changed: true }, notify: [out] }\n",
-    )
-    .unwrap();
+    );
+    let d = dir.path();
     // Row `i` is P(i % 250), product i; the rows in `high` are above the
     // threshold, and so is the sentinel S|0, which alerts with the first
     // version: its alert says that version's batch is committed.
@@ -119,25 +110,21 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
         t
     };
     let key = |i: usize| format!("P{:03}|{i}", i % 250);
-    let stop = |c: &mut std::process::Child| {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        c.wait().unwrap()
-    };
     let csv = d.join("rates.csv");
     let out = d.join("out.jsonl");
+    // Started without waiting for "tocsin started": with a million stored
+    // rows, a debug build takes longer than `Daemon::start` waits.
     let start = || {
-        let log = std::fs::File::create(d.join("daemon.log")).unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        let log = d.join("daemon.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
             .args(["run", "-c"])
             .arg(d.join("tocsin.yaml"))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap()
+            .unwrap();
+        common::Daemon { child, log }
     };
     let alerted = |n: usize| {
         common::wait_for(std::time::Duration::from_secs(600), || {
@@ -165,13 +152,13 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
     };
 
     common::write_by_rename(&csv, &table(&[]));
-    let mut daemon = start();
+    let daemon = start();
     let first = alerted(1);
     assert_eq!(first[0]["key"], "S|0");
-    stop(&mut daemon);
+    daemon.stop();
     // Changed while stopped: read at the next start against the stored rows.
     common::write_by_rename(&csv, &table(&[10, 20]));
-    let mut daemon = start();
+    let daemon = start();
     assert_eq!(keys(&alerted(5), 1), {
         let mut b = [both(10), both(20)].concat();
         b.sort();
@@ -180,13 +167,12 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
     // One more change, then SIGKILL as soon as it alerted; another while down.
     common::write_by_rename(&csv, &table(&[10, 20, 30]));
     assert_eq!(keys(&alerted(7), 5), both(30));
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
     common::write_by_rename(&csv, &table(&[10, 20, 30, 40]));
-    let mut daemon = start();
+    let daemon = start();
     assert_eq!(keys(&alerted(9), 7), both(40));
     std::thread::sleep(std::time::Duration::from_secs(3));
-    stop(&mut daemon);
+    daemon.stop();
     let all = common::read_jsonl(&out);
     assert_eq!(
         all.len(),

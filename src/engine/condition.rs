@@ -307,11 +307,16 @@ pub fn eq_lower(t: &str, lower: &str) -> bool {
 /// Trimmed and lowercased, borrowed when already so (the common case).
 pub fn lower_trim(t: &str) -> std::borrow::Cow<'_, str> {
     let t = t.trim();
-    if t.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        std::borrow::Cow::Owned(t.to_lowercase())
-    } else {
+    if is_lower(t) {
         std::borrow::Cow::Borrowed(t)
+    } else {
+        std::borrow::Cow::Owned(t.to_lowercase())
     }
+}
+
+/// Whether `t` is lowercase as it stands: ASCII with no capital letter.
+pub fn is_lower(t: &str) -> bool {
+    !t.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80)
 }
 
 /// `in`: the value's text is one of the items (lowercased), ignoring case.

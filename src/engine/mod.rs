@@ -527,7 +527,7 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 /// without waiting for it: a hint, with no effect on what the program
 /// does (and none at all on processors without the instruction).
 #[inline(always)]
-pub(crate) fn fetch<T>(v: &T) {
+fn fetch<T>(v: &T) {
     #[cfg(target_arch = "x86_64")]
     safe_arch::prefetch_t0(v);
     #[cfg(not(target_arch = "x86_64"))]

@@ -187,7 +187,7 @@ impl TextHits for Hits<'_> {
 /// other text allocated.
 pub(super) fn lower_key<'a>(t: &'a str, small: &'a mut [u8; 64]) -> Cow<'a, str> {
     let t = crate::record::trim(t);
-    if !t.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+    if condition::is_lower(t) {
         return Cow::Borrowed(t); // already as guards keep values: most codes
     }
     if t.len() <= small.len() && t.is_ascii() {

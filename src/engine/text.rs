@@ -157,12 +157,12 @@ struct Node {
 #[derive(Default)]
 struct Vocab {
     bytes: Vec<u8>,
-    /// Per word: its span in `bytes`, and the node it leads to from the
-    /// root (`NONE` when no phrase starts with it), which spares most words
-    /// a second look-up.
-    words: Vec<(u32, u32, u32)>,
-    /// Per word: its id, the node it leads to from the root, and its
-    /// span in `bytes`, so that a look-up reads the table and the bytes.
+    /// Per word, by id: its span in `bytes`.
+    words: Vec<(u32, u32)>,
+    /// Per word: its id, the node it leads to from the root (`NONE` when
+    /// no phrase starts with it, which spares most words a second
+    /// look-up), and its span in `bytes`, so that a look-up reads the
+    /// table and the bytes.
     table: hashbrown::HashTable<(u32, u32, u32, u32)>,
 }
 
@@ -170,8 +170,15 @@ const NONE: u32 = u32::MAX;
 
 impl Vocab {
     fn word(&self, id: u32) -> &[u8] {
-        let (s, e, _) = self.words[id as usize];
+        let (s, e) = self.words[id as usize];
         &self.bytes[s as usize..e as usize]
+    }
+
+    /// The words that start some phrase.
+    fn starts(&self) -> impl Iterator<Item = &[u8]> {
+        (self.table.iter())
+            .filter(|&&(_, root, ..)| root != NONE)
+            .map(|&(_, _, s, e)| &self.bytes[s as usize..e as usize])
     }
 
     /// The id of `w` and the node it leads to from the root.
@@ -182,26 +189,26 @@ impl Vocab {
         Some((id, root))
     }
 
-    fn id(&mut self, w: &[u8]) -> u32 {
-        if let Some((id, _)) = self.get(w) {
-            return id;
+    /// [`Vocab::get`], the word added when new.
+    fn id(&mut self, w: &[u8]) -> (u32, u32) {
+        if let Some(found) = self.get(w) {
+            return found;
         }
         let id = self.words.len() as u32;
         let s = self.bytes.len() as u32;
         self.bytes.extend_from_slice(w);
-        self.words.push((s, self.bytes.len() as u32, NONE));
+        self.words.push((s, self.bytes.len() as u32));
         let Vocab { bytes, table, .. } = self;
         let hash = |&(_, _, s, e): &(u32, u32, u32, u32)| {
             FxBuildHasher.hash_one(&bytes[s as usize..e as usize])
         };
         let (start, end) = (s, s + w.len() as u32);
         table.insert_unique(FxBuildHasher.hash_one(w), (id, NONE, start, end), hash);
-        id
+        (id, NONE)
     }
 
     /// Sets the node that word `id` leads to from the root.
     fn set_root(&mut self, id: u32, node: u32) {
-        self.words[id as usize].2 = node;
         let h = FxBuildHasher.hash_one(self.word(id));
         if let Some(e) = self.table.find_mut(h, |&(i, ..)| i == id) {
             e.1 = node;
@@ -236,11 +243,10 @@ struct WordTrie {
 impl WordTrie {
     /// The node after `word` from `node`, made when new.
     fn step_to(&mut self, node: u32, word: &[u8]) -> u32 {
-        let wid = self.vocab.id(word);
+        let (wid, root) = self.vocab.id(word);
         self.nodes[node as usize].more = true;
         let fresh = self.nodes.len() as u32;
         let to = if node == ROOT {
-            let root = self.vocab.words[wid as usize].2;
             if root == NONE {
                 self.vocab.set_root(wid, fresh);
                 fresh
@@ -373,10 +379,7 @@ struct Gate {
 
 impl Gate {
     fn of(t: &WordTrie, prefix_words: &[Box<[u8]>]) -> Gate {
-        let starts: Vec<&[u8]> = (0..t.vocab.words.len() as u32)
-            .filter(|&id| t.vocab.words[id as usize].2 != NONE)
-            .map(|id| t.vocab.word(id))
-            .collect();
+        let starts: Vec<&[u8]> = t.vocab.starts().collect();
         let prefixes: Vec<&[u8]> = (t.prefix_ends.keys())
             .filter(|&&(node, _)| node == ROOT)
             .map(|&(_, pw)| &*prefix_words[pw as usize])

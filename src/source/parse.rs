@@ -43,7 +43,6 @@ pub fn text(bytes: &[u8]) -> Result<&str, ParseError> {
     })
 }
 
-/// A whole document as rows.
 /// [`rows`], each row handed to `row` as it is read: CSV, TSV and JSON
 /// lines a row at a time, never all at once; a JSON or YAML document is
 /// parsed whole first.
@@ -68,6 +67,7 @@ pub fn each_row(
     }
 }
 
+/// A whole document as rows.
 pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<(usize, Fields)>, ParseError> {
     let t = text(bytes)?;
     match format {

@@ -50,16 +50,23 @@ pub(crate) fn diff_each(
     each: impl FnOnce(&mut dyn FnMut(usize, Fields) -> Result<(), ParseError>) -> Result<(), ParseError>,
 ) -> Result<TableDiff, ParseError> {
     let mut next = table.empty_like(table.len());
-    // The rows that differ from the version before, in the file's order.
-    let mut changed: Vec<(String, Fields)> = Vec::new();
+    // The rows that differ from the version before, in the file's order,
+    // each with its previous row when it had one.
+    let mut changed: Vec<(String, Fields, Option<Fields>)> = Vec::new();
+    // Rows of the version before that this one has too: when all of them,
+    // none was removed.
+    let mut kept = 0;
     let mut buf = Vec::new();
     each(&mut |line, fields| {
         let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
         let block = next.pack(&k, line, &fields, &mut buf);
-        let same = match table.block(&k) {
-            Some(old) if same_row(old, &block) => true,
-            Some(old) => table.fields(old) == fields,
-            None => false,
+        let old = table.block(&k);
+        kept += usize::from(old.is_some());
+        // None: the same row; Some(prev): a row that may have changed.
+        let prev = match old {
+            Some(old) if same_row(old, &block) => None,
+            Some(old) => Some(Some(table.fields(old))),
+            None => Some(None),
         };
         // Two rows of one key: which one holds would depend on their order.
         if let Some(first) = next.put(block) {
@@ -71,19 +78,30 @@ pub(crate) fn diff_each(
                 ),
             });
         }
-        if !same {
-            changed.push((k, fields));
+        match prev {
+            Some(Some(p)) if p == fields => {} // the same fields in another order
+            Some(p) => changed.push((k, fields, p)),
+            None => {}
         }
         Ok(())
     })?;
     let mut records = Vec::with_capacity(changed.len());
     let mut upsert = Vec::with_capacity(changed.len());
-    for (k, fields) in changed {
+    for (k, fields, prev) in changed {
         let new = Row::new(fields);
-        records.push(mk(new.clone(), k.clone(), table.get(&k), RecordKind::Row));
+        records.push(mk(
+            new.clone(),
+            k.clone(),
+            prev.map(Row::new),
+            RecordKind::Row,
+        ));
         upsert.push((k, new));
     }
-    let mut removed: Vec<&str> = table.keys().filter(|k| next.block(k).is_none()).collect();
+    let mut removed: Vec<&str> = if kept < table.len() {
+        table.keys().filter(|k| next.block(k).is_none()).collect()
+    } else {
+        Vec::new()
+    };
     removed.sort_unstable();
     let mut delete = Vec::with_capacity(removed.len());
     for k in removed {
@@ -105,7 +123,13 @@ mod tests {
     use super::*;
     use crate::config::Format;
 
-    fn diff(t: &mut Table, csv: &str) -> Result<Vec<(String, RecordKind, Option<String>)>, String> {
+    type Seen = Vec<(String, RecordKind, Option<String>)>;
+
+    fn diff(t: &mut Table, csv: &str) -> Result<Seen, String> {
+        diff_in(Format::Csv, t, csv)
+    }
+
+    fn diff_in(format: Format, t: &mut Table, text: &str) -> Result<Seen, String> {
         let key = ["partner".to_string(), "product".to_string()];
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: "rates".into(),
@@ -116,7 +140,7 @@ mod tests {
             kind,
         };
         let d = diff_each(t, &key, mk, |row| {
-            parse::each_row(Format::Csv, csv.as_bytes(), row)
+            parse::each_row(format, text.as_bytes(), row)
         })
         .map_err(|e| format!("{}: {}", e.line, e.message))?;
         Ok((d.records.into_iter())
@@ -162,6 +186,12 @@ mod tests {
         );
         let e = diff(&mut t, "partner,product,rate\nCN,1,11\nCN,2\n").unwrap_err();
         assert!(e.starts_with("3: 2 fields, but the header has 3"), "{e}");
+        // JSON lines are read a row at a time too: a bad line after a
+        // changed row still refuses the version whole.
+        let jsonl =
+            "{\"partner\":\"CN\",\"product\":\"1\",\"rate\":\"11\"}\n{\"partner\":\"CN\",\n";
+        let e = diff_in(Format::Jsonl, &mut t, jsonl).unwrap_err();
+        assert!(e.starts_with("2: invalid JSON"), "{e}");
         assert_eq!(t.len(), 2);
         assert_eq!(t.get("CN|1").unwrap()["rate"], "10", "the table as it was");
         assert_eq!(

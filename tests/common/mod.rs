@@ -29,7 +29,6 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// A port on loopback that nothing listens on (it was free a moment ago).
 /// Runs `tocsin ARGS -c CONFIG`: its exit code, and stdout then stderr.
 pub fn tocsin(config: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
@@ -44,6 +43,7 @@ pub fn tocsin(config: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// A port on loopback that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
