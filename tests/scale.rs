@@ -25,6 +25,20 @@ fn setup(rules: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The daemon on the config in `d`, logging to `daemon.log`.
+fn daemon(d: &Path) -> common::Daemon {
+    let log = d.join("daemon.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["run", "-c"])
+        .arg(d.join("tocsin.yaml"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::Daemon { child, log }
+}
+
 #[test]
 fn a_file_of_100000_rules_loads() {
     let mut rules = String::from("rules:\n");
@@ -114,18 +128,7 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
     let out = d.join("out.jsonl");
     // Started without waiting for "tocsin started": with a million stored
     // rows, a debug build takes longer than `Daemon::start` waits.
-    let start = || {
-        let log = d.join("daemon.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
-            .args(["run", "-c"])
-            .arg(d.join("tocsin.yaml"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        common::Daemon { child, log }
-    };
+    let start = || daemon(d);
     let alerted = |n: usize| {
         common::wait_for(std::time::Duration::from_secs(600), || {
             let lines = common::read_jsonl(&out);
@@ -178,5 +181,72 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
         all.len(),
         9,
         "each change alerted once, nothing else: {all:?}"
+    );
+}
+
+/// A first version of 300,000 rows is committed a part at a time: killed
+/// with SIGKILL once its first parts are in the store, the daemon starts again
+/// against the rows those parts stored, and every high row alerts, each
+/// once (a send in flight at the kill may come twice, with its one id).
+#[test]
+fn a_large_first_version_killed_half_way_alerts_each_row_once() {
+    const ROWS: usize = 300_000;
+    let dir = setup(
+        "rules:\n  - { id: high, source: rates, when: { field: rate, above: 157 }, notify: [out] }\n",
+    );
+    let d = dir.path();
+    let mut t = String::from("partner,product,rate\n");
+    for i in 0..ROWS {
+        let rate = if i % 1000 == 0 { 200 } else { i % 97 };
+        let _ = writeln!(t, "P{:03},{i},{rate}", i % 250);
+    }
+    common::write_by_rename(&d.join("rates.csv"), &t);
+    let out = d.join("out.jsonl");
+    let expected: std::collections::BTreeSet<String> = (0..ROWS)
+        .step_by(1000)
+        .map(|i| format!("P{:03}|{i}", i % 250))
+        .collect();
+    let stored = || -> usize {
+        let db = rusqlite::Connection::open(d.join("state.db")).unwrap();
+        (db.query_row("SELECT count(*) FROM table_rows", [], |r| {
+            r.get::<_, i64>(0)
+        }))
+        .map_or(0, |n| n as usize)
+    };
+    let running = daemon(d);
+    common::wait_for(std::time::Duration::from_secs(300), || {
+        (d.join("state.db").exists() && stored() > 0).then_some(())
+    })
+    .expect("no part of the version committed");
+    running.kill();
+    let at_kill = stored();
+    assert!(
+        at_kill < ROWS,
+        "the whole version was committed before the kill: the test needs a larger table"
+    );
+    let running = daemon(d);
+    common::wait_for(std::time::Duration::from_secs(300), || {
+        (common::read_jsonl(&out).len() >= expected.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer alerts than high rows: {}", running.log()));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let lines = common::read_jsonl(&out);
+    running.stop();
+    let mut ids: std::collections::BTreeMap<String, String> = Default::default();
+    for l in &lines {
+        let key = l["key"].as_str().unwrap().to_string();
+        let id = l["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            ids.entry(key.clone()).or_insert_with(|| id.clone()),
+            &id,
+            "{key} alerted twice as two notifications"
+        );
+    }
+    let keys: std::collections::BTreeSet<String> = ids.into_keys().collect();
+    assert_eq!(keys, expected);
+    assert!(
+        lines.len() <= expected.len() + 1,
+        "more repeats than the one send in flight: {} lines",
+        lines.len()
     );
 }

@@ -125,6 +125,8 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         let mut checkpoints = Vec::new();
+        // A part of a large table holds its source back until committed.
+        let mut _held = None;
         let mut health_change = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -141,6 +143,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 let now = Utc::now();
                 engine.observe_batch(&batch.records, now, &mut out);
                 checkpoints = batch.checkpoints;
+                _held = batch.held;
                 let m = &shared.metrics;
                 let src = label("source", &batch.source);
                 m.records.get_or_create(&src).inc_by(batch.records.len() as u64);

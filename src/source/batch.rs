@@ -18,6 +18,9 @@ pub struct Batch {
     /// Not from the source: the source's previous task has ended and all
     /// its batches came before this one (a reload restarts it now).
     pub restart: bool,
+    /// Held until the batch is committed: a part of a large table version
+    /// holds its source back from making the next until then.
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -29,6 +32,7 @@ impl Batch {
             checkpoints: Vec::new(),
             health: Some(health),
             restart: false,
+            held: None,
         }
     }
 
@@ -40,6 +44,7 @@ impl Batch {
             checkpoints: Vec::new(),
             health: None,
             restart: true,
+            held: None,
         }
     }
 }

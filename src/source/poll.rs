@@ -361,6 +361,7 @@ pub async fn run(
                     checkpoints,
                     health: Some(Health::Ok),
                     restart: false,
+                    held: None,
                 }
             }
             Err(e) => {

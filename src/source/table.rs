@@ -17,12 +17,26 @@ pub(crate) fn hash_id(digest: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// What a new version of a table means: a record per row added or
-/// changed, one per row removed, and the store's update.
+/// What a new version of a table means, or a part of it: a record per row
+/// added or changed, one per row removed, and the store's update.
+#[derive(Default)]
 pub(crate) struct TableDiff {
     pub records: Vec<Record>,
     pub upsert: Vec<(String, Row)>,
     pub delete: Vec<String>,
+}
+
+impl TableDiff {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Adds `other`'s records and updates after this one's.
+    pub(crate) fn extend(&mut self, other: TableDiff) {
+        self.records.extend(other.records);
+        self.upsert.extend(other.upsert);
+        self.delete.extend(other.delete);
+    }
 }
 
 /// Compares `parsed` (rows with their line numbers) with `table`, which
@@ -34,25 +48,47 @@ pub(crate) fn diff_table(
     key: &[String],
     mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
 ) -> Result<TableDiff, (usize, String)> {
-    diff_each(table, key, mk, |row| {
-        parsed.into_iter().try_for_each(|(line, f)| row(line, f))
-    })
-    .map_err(|e| (e.line, e.message))
+    let mut parsed = Some(parsed);
+    let mut all = TableDiff::default();
+    diff_each(
+        table,
+        key,
+        mk,
+        |row| (parsed.take().into_iter().flatten()).try_for_each(|(line, f)| row(line, f)),
+        usize::MAX,
+        &mut |d| all.extend(d),
+    )
+    .map_err(|e| (e.line, e.message))?;
+    Ok(all)
 }
 
-/// [`diff_table`] over rows as `each` reads them, one at a time: a row that
-/// is the same as before is packed, compared and dropped, so a version of
-/// a million rows is never held as fields all at once.
+/// [`diff_table`] over rows as `each` reads them, one at a time, handing
+/// what changed to `emit` in parts of at most `chunk` records, in the
+/// file's order, the removed rows last.
+///
+/// The version is read whole before anything is emitted, so a version
+/// refused at its last row emits nothing. A row that is the same as before
+/// is packed, compared and dropped; of the rows that differ, the fields of
+/// the first `chunk` are kept, and when more differ (a first version of a
+/// million rows: all of them), only their lines are, and `each` is called
+/// a second time to read them again, a part at a time. A version is so
+/// never held as fields all at once.
 pub(crate) fn diff_each(
     table: &mut Table,
     key: &[String],
     mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
-    each: impl FnOnce(&mut dyn FnMut(usize, Fields) -> Result<(), ParseError>) -> Result<(), ParseError>,
-) -> Result<TableDiff, ParseError> {
+    mut each: impl FnMut(
+        &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
+    ) -> Result<(), ParseError>,
+    chunk: usize,
+    emit: &mut dyn FnMut(TableDiff),
+) -> Result<(), ParseError> {
     let mut next = table.empty_like(table.len());
-    // The rows that differ from the version before, in the file's order,
-    // each with its previous row when it had one.
-    let mut changed: Vec<(String, Fields, Option<Fields>)> = Vec::new();
+    // The lines of the rows that differ from the version before, and the
+    // fields of the first `chunk` of them; `spilled` when there were more.
+    let mut lines: Vec<u32> = Vec::new();
+    let mut kept_fields: Vec<(String, Fields)> = Vec::new();
+    let mut spilled = false;
     // Rows of the version before that this one has too: when all of them,
     // none was removed.
     let mut kept = 0;
@@ -62,11 +98,11 @@ pub(crate) fn diff_each(
         let block = next.pack(&k, line, &fields, &mut buf);
         let old = table.block(&k);
         kept += usize::from(old.is_some());
-        // None: the same row; Some(prev): a row that may have changed.
-        let prev = match old {
-            Some(old) if same_row(old, &block) => None,
-            Some(old) => Some(Some(table.fields(old))),
-            None => Some(None),
+        let differs = match old {
+            Some(old) if same_row(old, &block) => false,
+            // The same fields in another order are no change.
+            Some(old) => table.fields(old) != fields,
+            None => true,
         };
         // Two rows of one key: which one holds would depend on their order.
         if let Some(first) = next.put(block) {
@@ -78,44 +114,67 @@ pub(crate) fn diff_each(
                 ),
             });
         }
-        match prev {
-            Some(Some(p)) if p == fields => {} // the same fields in another order
-            Some(p) => changed.push((k, fields, p)),
-            None => {}
+        if differs {
+            lines.push(line as u32);
+            if kept_fields.len() < chunk && !spilled {
+                kept_fields.push((k, fields));
+            } else if !spilled {
+                spilled = true;
+                kept_fields = Vec::new();
+            }
         }
         Ok(())
     })?;
-    let mut records = Vec::with_capacity(changed.len());
-    let mut upsert = Vec::with_capacity(changed.len());
-    for (k, fields, prev) in changed {
+    let old = std::mem::replace(table, next);
+    let table = &*table;
+    let mut part = TableDiff::default();
+    let mut add = |part: &mut TableDiff, k: String, fields: Fields| {
         let new = Row::new(fields);
-        records.push(mk(
-            new.clone(),
-            k.clone(),
-            prev.map(Row::new),
-            RecordKind::Row,
-        ));
-        upsert.push((k, new));
+        let prev = old.get(&k);
+        part.records
+            .push(mk(new.clone(), k.clone(), prev, RecordKind::Row));
+        part.upsert.push((k, new));
+        if part.records.len() >= chunk {
+            emit(std::mem::take(part));
+        }
+    };
+    if !spilled {
+        for (k, fields) in kept_fields {
+            add(&mut part, k, fields);
+        }
+    } else {
+        // Read again: the same bytes give the same rows, keys and lines.
+        let mut at = 0;
+        each(&mut |line, fields| {
+            if lines.get(at) != Some(&(line as u32)) {
+                return Ok(());
+            }
+            at += 1;
+            let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
+            add(&mut part, k, fields);
+            Ok(())
+        })?;
     }
-    let mut removed: Vec<&str> = if kept < table.len() {
-        table.keys().filter(|k| next.block(k).is_none()).collect()
+    let mut removed: Vec<&str> = if kept < old.len() {
+        old.keys().filter(|k| table.block(k).is_none()).collect()
     } else {
         Vec::new()
     };
     removed.sort_unstable();
-    let mut delete = Vec::with_capacity(removed.len());
     for k in removed {
-        if let Some(old) = table.get(k) {
-            records.push(mk(old, k.to_string(), None, RecordKind::Removed));
-            delete.push(k.to_string());
+        if let Some(row) = old.get(k) {
+            part.records
+                .push(mk(row, k.to_string(), None, RecordKind::Removed));
+            part.delete.push(k.to_string());
+            if part.records.len() >= chunk {
+                emit(std::mem::take(&mut part));
+            }
         }
     }
-    *table = next;
-    Ok(TableDiff {
-        records,
-        upsert,
-        delete,
-    })
+    if !part.is_empty() {
+        emit(part);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -139,16 +198,45 @@ mod tests {
             observed: chrono::DateTime::default(),
             kind,
         };
-        let d = diff_each(t, &key, mk, |row| {
-            parse::each_row(format, text.as_bytes(), row)
-        })
-        .map_err(|e| format!("{}: {}", e.line, e.message))?;
-        Ok((d.records.into_iter())
-            .map(|r| {
-                let prev = r.prev.map(|p| p["rate"].as_str().unwrap_or("").to_string());
-                (r.key, r.kind, prev)
-            })
-            .collect())
+        // Read whole, and in parts of two rows (which reads a version
+        // with more than two changes twice): the same records either way.
+        let mut small = t.clone();
+        let mut parts = Vec::new();
+        let in_parts = diff_each(
+            &mut small,
+            &key,
+            mk,
+            |row| parse::each_row(format, text.as_bytes(), row),
+            2,
+            &mut |d| parts.push(d),
+        );
+        let mut whole = TableDiff::default();
+        let d = diff_each(
+            t,
+            &key,
+            mk,
+            |row| parse::each_row(format, text.as_bytes(), row),
+            usize::MAX,
+            &mut |d| whole.extend(d),
+        )
+        .map_err(|e| format!("{}: {}", e.line, e.message));
+        assert_eq!(in_parts.is_ok(), d.is_ok());
+        d?;
+        let seen = |d: TableDiff| -> Seen {
+            assert_eq!(d.records.len(), d.upsert.len() + d.delete.len());
+            (d.records.into_iter())
+                .map(|r| {
+                    let prev = r.prev.map(|p| p["rate"].as_str().unwrap_or("").to_string());
+                    (r.key, r.kind, prev)
+                })
+                .collect()
+        };
+        assert!(parts.iter().all(|p| (1..=2).contains(&p.records.len())));
+        let parts: Seen = parts.into_iter().flat_map(seen).collect();
+        let whole = seen(whole);
+        assert_eq!(parts, whole, "read whole and in parts");
+        assert_eq!(small.len(), t.len());
+        Ok(whole)
     }
 
     #[test]

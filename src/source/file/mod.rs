@@ -89,6 +89,62 @@ pub struct FileTracker {
     seen: HashMap<String, DateTime<Utc>>,
     /// Since when no readable file has been there.
     missing_since: Option<DateTime<Utc>>,
+    /// Where the parts of a large table version go as they are made; with
+    /// none, a version is handed back whole.
+    parts: Option<Parts>,
+}
+
+/// The rows of a table version that changed, in records at a time.
+const PART: usize = 8192;
+
+/// How a reader thread hands on the parts of a large table version as it
+/// makes them (a first version of a million rows is a million records):
+/// each part holds one of a few permits until the daemon has committed it,
+/// so the reader makes the next part only once there is room for it, and a
+/// version is never held as records all at once.
+///
+/// A part commits the records it holds with its rows in the store: after
+/// a crash half-way, the store holds the rows committed so far, and the
+/// next start alerts exactly the rest.
+#[derive(Clone)]
+pub(crate) struct Parts {
+    done: tokio::sync::mpsc::UnboundedSender<Done>,
+    permits: Arc<tokio::sync::Semaphore>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Parts {
+    /// Parts in flight at once: one committing, one waiting.
+    const IN_FLIGHT: usize = 2;
+
+    pub(crate) fn new(done: tokio::sync::mpsc::UnboundedSender<Done>) -> Parts {
+        Parts {
+            done,
+            permits: Arc::new(tokio::sync::Semaphore::new(Self::IN_FLIGHT)),
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Sends one part, once there is room for it. If the source's task is
+    /// gone (a reload or a stop), the part is dropped: its rows were not
+    /// committed, and the next read of the file alerts them.
+    fn send(&self, source: &str, file: &Path, part: super::table::TableDiff) {
+        let Ok(held) = self.rt.block_on(self.permits.clone().acquire_owned()) else {
+            return;
+        };
+        let _ = self.done.send(Done {
+            records: part.records,
+            checkpoints: vec![Checkpoint::Table {
+                source: source.to_string(),
+                file: file.to_path_buf(),
+                upsert: part.upsert,
+                delete: part.delete,
+            }],
+            more: true,
+            held: Some(held),
+            ..Done::default()
+        });
+    }
 }
 
 impl FileTracker {
@@ -110,7 +166,15 @@ impl FileTracker {
             refused_io: HashMap::new(),
             seen: HashMap::new(),
             missing_since: None,
+            parts: None,
         }
+    }
+
+    /// Hands the parts of large table versions to `parts` as they are made
+    /// (see [`Parts`]).
+    pub(crate) fn with_parts(mut self, parts: Parts) -> FileTracker {
+        self.parts = Some(parts);
+        self
     }
 
     /// Starts from what an earlier run read: tables compare with their
@@ -411,15 +475,42 @@ impl FileTracker {
             observed: now,
             kind,
         };
-        let diff =
-            super::table::diff_each(rows, &key, mk, |row| parse::each_row(format, &bytes, row));
+        // Every part but the last is sent on as soon as the next one is
+        // made; the last goes with this read's batch.
+        let parts = self.parts.clone();
+        let chunk = if parts.is_some() { PART } else { usize::MAX };
+        let mut last: Option<super::table::TableDiff> = None;
+        let diff = super::table::diff_each(
+            rows,
+            &key,
+            mk,
+            |row| parse::each_row(format, &bytes, row),
+            chunk,
+            &mut |part| {
+                let Some(mut before) = last.take() else {
+                    last = Some(part);
+                    return;
+                };
+                match &parts {
+                    Some(p) => {
+                        p.send(&source, path, before);
+                        last = Some(part);
+                    }
+                    None => {
+                        before.extend(part);
+                        last = Some(before);
+                    }
+                }
+            },
+        );
         match diff {
-            Ok(super::table::TableDiff {
-                records,
-                upsert,
-                delete,
-            }) => {
+            Ok(()) => {
                 whole.refused = None;
+                let super::table::TableDiff {
+                    records,
+                    upsert,
+                    delete,
+                } = last.unwrap_or_default();
                 if !upsert.is_empty() || !delete.is_empty() {
                     self.pending.push(Checkpoint::Table {
                         source: source.to_string(),
@@ -567,13 +658,18 @@ fn read_header(format: Format, bytes: &[u8]) -> Option<Vec<String>> {
 
 /// What a job read, for one batch.
 #[derive(Default)]
-struct Done {
+pub(crate) struct Done {
     records: Vec<Record>,
     errors: Vec<SourceError>,
     health: Option<Health>,
     checkpoints: Vec<Checkpoint>,
     /// When to read again files waiting to settle (or with more to read).
     recheck: Option<(std::time::Instant, Vec<PathBuf>)>,
+    /// A part of a large table version, which more of the same job follow
+    /// (see [`Parts`]).
+    more: bool,
+    /// The permit a part holds until it is committed.
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl FileTracker {

@@ -77,6 +77,7 @@ pub async fn run(tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Cancel
 
     let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let tracker = tracker.with_parts(super::Parts::new(done_tx.clone()));
     let spawned = std::thread::Builder::new()
         .name(format!("tocsin-file-{name}"))
         .spawn(move || reader(tracker, job_rx, done_tx));
@@ -101,10 +102,13 @@ pub async fn run(tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Cancel
             _ = shutdown.cancelled() => break,
             done = done_rx.recv() => {
                 let Some(done) = done else { break };
-                busy = false;
+                // A part of a large table: the job goes on.
+                if !done.more {
+                    busy = false;
+                    recheck = done.recheck;
+                }
                 report(&done.errors);
-                recheck = done.recheck;
-                if !send(&tx, &name, done.records, done.checkpoints, done.health).await {
+                if !send(&tx, &name, done.records, done.checkpoints, done.health, done.held).await {
                     break;
                 }
             }
@@ -242,6 +246,7 @@ async fn send(
     records: Vec<Record>,
     checkpoints: Vec<Checkpoint>,
     health: Option<Health>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> bool {
     if records.is_empty() && checkpoints.is_empty() && health.is_none() {
         return true;
@@ -252,6 +257,7 @@ async fn send(
         checkpoints,
         health,
         restart: false,
+        held,
     })
     .await
     .is_ok()
