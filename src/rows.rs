@@ -5,6 +5,13 @@
 //! "shape"). A row costs its text and key plus a few dozen bytes, where a
 //! map of JSON values per row cost several hundred.
 //!
+//! A version is compared in place: a row the same as before is only
+//! marked with the version's stamp (and its line), a changed row replaces
+//! the one before, which the comparison hands back for the record's
+//! `prev`, and the rows left unmarked at the end are the removed ones. A
+//! version refused part-way is undone from the rows it replaced. So a
+//! change to a table of a million rows needs no second copy of it.
+//!
 //! Rows are not left in the store alone, to be read back when they change:
 //! the store is written a batch after the source reads, so it may not yet
 //! hold the version a change is compared with.
@@ -23,45 +30,64 @@ use crate::record::{Fields, Row};
 /// The rows of a table by key, packed (see the module's comment).
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    /// Per row: the key's length and the row's line in its version (4
-    /// bytes each, little-endian), the key, the shape's number (4 bytes)
-    /// and the values as a JSON array.
+    /// Per row: the key's length, the row's line in its version and the
+    /// stamp of the version that last read it (4 bytes each,
+    /// little-endian), the key, the shape's number (4 bytes) and the
+    /// values as a JSON array.
     rows: HashTable<Box<[u8]>>,
     /// The field names of rows, by number, each list once.
     shapes: Vec<Arc<[String]>>,
     shape_ids: HashMap<Arc<[String]>, u32>,
+    /// The stamp of the last version read (or tried).
+    stamp: u32,
 }
+
+/// Where a block's key starts.
+const HEAD: usize = 12;
+/// Marks the stamp of a row that the version with that stamp added.
+const ADDED: u32 = 1 << 31;
 
 fn key_of(block: &[u8]) -> &[u8] {
     let n = u32::from_le_bytes(block[..4].try_into().expect("a length")) as usize;
-    &block[8..8 + n]
+    &block[HEAD..HEAD + n]
 }
 
 /// The line a block's row was read from.
-pub(crate) fn line_of(block: &[u8]) -> usize {
+fn line_of(block: &[u8]) -> usize {
     u32::from_le_bytes(block[4..8].try_into().expect("a line")) as usize
 }
 
+fn stamp_of(block: &[u8]) -> u32 {
+    u32::from_le_bytes(block[8..12].try_into().expect("a stamp"))
+}
+
+fn set_line_and_stamp(block: &mut [u8], line: usize, stamp: u32) {
+    block[4..8].copy_from_slice(&(line as u32).to_le_bytes());
+    block[8..12].copy_from_slice(&stamp.to_le_bytes());
+}
+
 /// Whether two blocks of one key hold the same row, wherever it was read.
-pub(crate) fn same_row(a: &[u8], b: &[u8]) -> bool {
-    a[8..] == b[8..]
+fn same_row(a: &[u8], b: &[u8]) -> bool {
+    a[HEAD..] == b[HEAD..]
 }
 
 fn hash(key: &[u8]) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 
-impl Table {
-    /// A table for the next version of this one, with room for `n` rows:
-    /// the same shapes, so that an unchanged row packs to the same bytes.
-    pub(crate) fn empty_like(&self, n: usize) -> Table {
-        Table {
-            rows: HashTable::with_capacity(n),
-            shapes: self.shapes.clone(),
-            shape_ids: self.shape_ids.clone(),
-        }
-    }
+/// What a version's row is to the version before ([`Table::see`]).
+pub(crate) enum Seen {
+    /// The same row (in the same column order).
+    Same,
+    /// Another row than before, which it replaced: the block it had.
+    Changed(Box<[u8]>),
+    /// A key the version before did not have.
+    Added,
+    /// A key this version had already, at this line.
+    Again(usize),
+}
 
+impl Table {
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -70,7 +96,7 @@ impl Table {
         self.rows.is_empty()
     }
 
-    pub(crate) fn block(&self, key: &str) -> Option<&[u8]> {
+    fn block(&self, key: &str) -> Option<&[u8]> {
         let k = key.as_bytes();
         (self.rows.find(hash(k), |b| key_of(b) == k)).map(|b| &**b)
     }
@@ -82,44 +108,87 @@ impl Table {
 
     /// The keys held, in no order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        (self.rows.iter()).map(|b| std::str::from_utf8(key_of(b)).unwrap_or_default())
+        (self.rows.iter()).map(|b| key_text(b))
     }
 
     /// Holds `fields` as the row of `key` (a new key, or in place of its row).
     pub fn insert(&mut self, key: &str, fields: &Fields) {
-        let block = self.pack(key, 0, fields, &mut Vec::new());
-        self.put(block);
-    }
-
-    /// Puts a block in, in place of its key's; the line of the block it
-    /// replaced, if any.
-    pub(crate) fn put(&mut self, block: Box<[u8]>) -> Option<usize> {
+        let mut buf = Vec::new();
+        self.pack(key, 0, fields, &mut buf);
+        let block: Box<[u8]> = buf.into();
         let h = hash(key_of(&block));
         match (self.rows).entry(h, |b| key_of(b) == key_of(&block), |b| hash(key_of(b))) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => {
-                let line = line_of(e.get());
-                *e.get_mut() = block;
-                Some(line)
-            }
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = block,
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(block);
-                None
             }
         }
     }
 
-    /// The block of a row: `buf` is scratch space.
-    pub(crate) fn pack(
-        &mut self,
-        key: &str,
-        line: usize,
-        fields: &Fields,
-        buf: &mut Vec<u8>,
-    ) -> Box<[u8]> {
+    /// Starts reading a version of about `rows` rows: its stamp, which
+    /// [`Table::see`], [`Table::undo`] and [`Table::take_unseen`] take.
+    pub(crate) fn begin(&mut self, rows: usize) -> u32 {
+        self.stamp = (self.stamp + 1) % ADDED;
+        let more = rows.saturating_sub(self.rows.len());
+        self.rows.reserve(more, |b| hash(key_of(b)));
+        self.stamp
+    }
+
+    /// Puts the row that `pack` left in `buf` in the table for the version
+    /// `stamp`, in place of the key's row: what it is to the row before.
+    /// A row the same as before is not copied, only marked as seen.
+    pub(crate) fn see(&mut self, stamp: u32, buf: &[u8]) -> Seen {
+        let key = key_of(buf);
+        let h = hash(key);
+        match (self.rows).entry(h, |b| key_of(b) == key, |b| hash(key_of(b))) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                let b = e.get_mut();
+                if stamp_of(b) & !ADDED == stamp {
+                    Seen::Again(line_of(b))
+                } else if same_row(b, buf) {
+                    set_line_and_stamp(b, line_of(buf), stamp);
+                    Seen::Same
+                } else {
+                    let mut new: Box<[u8]> = buf.into();
+                    set_line_and_stamp(&mut new, line_of(buf), stamp);
+                    Seen::Changed(std::mem::replace(b, new))
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let mut new: Box<[u8]> = buf.into();
+                set_line_and_stamp(&mut new, line_of(buf), stamp | ADDED);
+                e.insert(new);
+                Seen::Added
+            }
+        }
+    }
+
+    /// Undoes the version `stamp`, refused part-way: the rows it replaced
+    /// (`replaced`) back in their place, the rows it added gone.
+    pub(crate) fn undo(&mut self, stamp: u32, replaced: Vec<Box<[u8]>>) {
+        for old in replaced {
+            let h = hash(key_of(&old));
+            if let Some(b) = self.rows.find_mut(h, |b| key_of(b) == key_of(&old)) {
+                *b = old;
+            }
+        }
+        self.rows.retain(|b| stamp_of(b) != stamp | ADDED);
+    }
+
+    /// Takes out the rows that the version `stamp` did not have.
+    pub(crate) fn take_unseen(&mut self, stamp: u32) -> Vec<Box<[u8]>> {
+        (self.rows)
+            .extract_if(|b| stamp_of(b) & !ADDED != stamp)
+            .collect()
+    }
+
+    /// Packs a row into `buf`, as [`Table::see`] takes it.
+    pub(crate) fn pack(&mut self, key: &str, line: usize, fields: &Fields, buf: &mut Vec<u8>) {
         let shape = self.shape_of(fields);
         buf.clear();
         buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
         buf.extend_from_slice(&(line as u32).to_le_bytes());
+        buf.extend_from_slice(&self.stamp.to_le_bytes());
         buf.extend_from_slice(key.as_bytes());
         buf.extend_from_slice(&shape.to_le_bytes());
         let mut ser = serde_json::Serializer::new(&mut *buf);
@@ -130,7 +199,6 @@ impl Table {
             seq.serialize_element(v).expect("writing to memory");
         }
         seq.end().expect("writing to memory");
-        buf.as_slice().into()
     }
 
     /// The number of the field names of `fields`, new ones added; the last
@@ -154,12 +222,17 @@ impl Table {
 
     /// A block read back into fields.
     pub(crate) fn fields(&self, block: &[u8]) -> Fields {
-        let n = 8 + key_of(block).len();
+        let n = HEAD + key_of(block).len();
         let shape = u32::from_le_bytes(block[n..n + 4].try_into().expect("a shape"));
         let values: Vec<Value> = serde_json::from_slice(&block[n + 4..]).unwrap_or_default();
         let names = self.shapes.get(shape as usize).map_or(&[][..], |s| &s[..]);
         names.iter().cloned().zip(values).collect()
     }
+}
+
+/// A block's key.
+pub(crate) fn key_text(block: &[u8]) -> &str {
+    std::str::from_utf8(key_of(block)).unwrap_or_default()
 }
 
 #[cfg(test)]

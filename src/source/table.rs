@@ -9,7 +9,9 @@
 use super::parse;
 use super::parse::ParseError;
 use crate::record::{Fields, Record, RecordKind, Row};
-use crate::rows::{Table, same_row};
+use std::collections::HashMap;
+
+use crate::rows::{Seen, Table, key_text};
 
 /// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
 pub(crate) fn hash_id(digest: &[u8]) -> String {
@@ -55,6 +57,7 @@ pub(crate) fn diff_table(
         key,
         mk,
         |row| (parsed.take().into_iter().flatten()).try_for_each(|(line, f)| row(line, f)),
+        0,
         usize::MAX,
         &mut |d| all.extend(d),
     )
@@ -64,7 +67,8 @@ pub(crate) fn diff_table(
 
 /// [`diff_table`] over rows as `each` reads them, one at a time, handing
 /// what changed to `emit` in parts of at most `chunk` records, in the
-/// file's order, the removed rows last.
+/// file's order, the removed rows last. `rows` is about how many rows the
+/// version has, if known (0 if not), to make room for them at once.
 ///
 /// The version is read whole before anything is emitted, so a version
 /// refused at its last row emits nothing. A row that is the same as before
@@ -80,70 +84,90 @@ pub(crate) fn diff_each(
     mut each: impl FnMut(
         &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
     ) -> Result<(), ParseError>,
+    rows: usize,
     chunk: usize,
     emit: &mut dyn FnMut(TableDiff),
 ) -> Result<(), ParseError> {
-    let mut next = table.empty_like(table.len());
+    let before = table.len();
+    let stamp = table.begin(rows);
+    // The rows this version replaced, for `prev` (and to undo it if it is
+    // refused).
+    let mut replaced: Vec<Box<[u8]>> = Vec::new();
     // The lines of the rows that differ from the version before, and the
-    // fields of the first `chunk` of them; `spilled` when there were more.
+    // fields of the first `chunk` of them with their previous fields;
+    // `spilled` when there were more.
     let mut lines: Vec<u32> = Vec::new();
-    let mut kept_fields: Vec<(String, Fields)> = Vec::new();
+    let mut kept_fields: Vec<(String, Fields, Option<Fields>)> = Vec::new();
     let mut spilled = false;
     // Rows of the version before that this one has too: when all of them,
     // none was removed.
     let mut kept = 0;
     let mut buf = Vec::new();
-    each(&mut |line, fields| {
+    let read = each(&mut |line, fields| {
         let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
-        let block = next.pack(&k, line, &fields, &mut buf);
-        let old = table.block(&k);
-        kept += usize::from(old.is_some());
-        let differs = match old {
-            Some(old) if same_row(old, &block) => false,
-            // The same fields in another order are no change.
-            Some(old) => table.fields(old) != fields,
-            None => true,
-        };
-        // Two rows of one key: which one holds would depend on their order.
-        if let Some(first) = next.put(block) {
-            return Err(ParseError {
-                line,
-                message: format!(
-                    "lines {first} and {line} have the same key `{k}` ({}): each key may have one row",
-                    key.join(", ")
-                ),
-            });
-        }
-        if differs {
-            lines.push(line as u32);
-            if kept_fields.len() < chunk && !spilled {
-                kept_fields.push((k, fields));
-            } else if !spilled {
-                spilled = true;
-                kept_fields = Vec::new();
+        table.pack(&k, line, &fields, &mut buf);
+        let prev = match table.see(stamp, &buf) {
+            Seen::Same => {
+                kept += 1;
+                return Ok(());
             }
+            Seen::Changed(old) => {
+                kept += 1;
+                let prev = table.fields(&old);
+                replaced.push(old);
+                // The same fields in another order are no change.
+                if prev == fields {
+                    return Ok(());
+                }
+                Some(prev)
+            }
+            Seen::Added => None,
+            // Two rows of one key: which one holds would depend on their order.
+            Seen::Again(first) => {
+                return Err(ParseError {
+                    line,
+                    message: format!(
+                        "lines {first} and {line} have the same key `{k}` ({}): each key may have one row",
+                        key.join(", ")
+                    ),
+                });
+            }
+        };
+        lines.push(line as u32);
+        if kept_fields.len() < chunk && !spilled {
+            kept_fields.push((k, fields, prev));
+        } else if !spilled {
+            spilled = true;
+            kept_fields = Vec::new();
         }
         Ok(())
-    })?;
-    let old = std::mem::replace(table, next);
-    let table = &*table;
+    });
+    if let Err(e) = read {
+        table.undo(stamp, replaced);
+        return Err(e);
+    }
     let mut part = TableDiff::default();
-    let mut add = |part: &mut TableDiff, k: String, fields: Fields| {
+    let mut add = |part: &mut TableDiff, k: String, fields: Fields, prev: Option<Fields>| {
         let new = Row::new(fields);
-        let prev = old.get(&k);
-        part.records
-            .push(mk(new.clone(), k.clone(), prev, RecordKind::Row));
+        part.records.push(mk(
+            new.clone(),
+            k.clone(),
+            prev.map(Row::new),
+            RecordKind::Row,
+        ));
         part.upsert.push((k, new));
         if part.records.len() >= chunk {
             emit(std::mem::take(part));
         }
     };
     if !spilled {
-        for (k, fields) in kept_fields {
-            add(&mut part, k, fields);
+        for (k, fields, prev) in kept_fields {
+            add(&mut part, k, fields, prev);
         }
     } else {
         // Read again: the same bytes give the same rows, keys and lines.
+        let prevs: HashMap<&str, &[u8]> =
+            (replaced.iter()).map(|b| (key_text(b), &b[..])).collect();
         let mut at = 0;
         each(&mut |line, fields| {
             if lines.get(at) != Some(&(line as u32)) {
@@ -151,24 +175,28 @@ pub(crate) fn diff_each(
             }
             at += 1;
             let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
-            add(&mut part, k, fields);
+            let prev = prevs.get(k.as_str()).map(|b| table.fields(b));
+            add(&mut part, k, fields, prev);
             Ok(())
         })?;
     }
-    let mut removed: Vec<&str> = if kept < old.len() {
-        old.keys().filter(|k| table.block(k).is_none()).collect()
+    let mut removed = if kept < before {
+        table.take_unseen(stamp)
     } else {
         Vec::new()
     };
-    removed.sort_unstable();
-    for k in removed {
-        if let Some(row) = old.get(k) {
-            part.records
-                .push(mk(row, k.to_string(), None, RecordKind::Removed));
-            part.delete.push(k.to_string());
-            if part.records.len() >= chunk {
-                emit(std::mem::take(&mut part));
-            }
+    removed.sort_unstable_by(|a, b| key_text(a).cmp(key_text(b)));
+    for old in removed {
+        let k = key_text(&old).to_string();
+        part.records.push(mk(
+            Row::new(table.fields(&old)),
+            k.clone(),
+            None,
+            RecordKind::Removed,
+        ));
+        part.delete.push(k);
+        if part.records.len() >= chunk {
+            emit(std::mem::take(&mut part));
         }
     }
     if !part.is_empty() {
@@ -207,6 +235,7 @@ mod tests {
             &key,
             mk,
             |row| parse::each_row(format, text.as_bytes(), row),
+            0,
             2,
             &mut |d| parts.push(d),
         );
@@ -216,6 +245,7 @@ mod tests {
             &key,
             mk,
             |row| parse::each_row(format, text.as_bytes(), row),
+            0,
             usize::MAX,
             &mut |d| whole.extend(d),
         )
@@ -285,6 +315,32 @@ mod tests {
         assert_eq!(
             diff(&mut t, "partner,product,rate\nCN,1,11\nCN,2,20\n").unwrap(),
             [("CN|1".to_string(), RecordKind::Row, Some("10".to_string()))]
+        );
+        // A refused version that saw a row unchanged, added one and changed
+        // one leaves no mark: the next version still finds CN|2 removed and
+        // JP|9 new.
+        let e = diff(
+            &mut t,
+            "partner,product,rate\nCN,2,20\nJP,9,1\nCN,1,5\nJP,9,2\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("5: lines 3 and 5 have the same key `JP|9`"),
+            "{e}"
+        );
+        assert_eq!(t.len(), 2);
+        assert!(t.get("JP|9").is_none(), "the added row undone");
+        assert_eq!(
+            t.get("CN|1").unwrap()["rate"],
+            "11",
+            "the changed row undone"
+        );
+        assert_eq!(
+            diff(&mut t, "partner,product,rate\nCN,1,11\nJP,9,1\n").unwrap(),
+            [
+                ("JP|9".to_string(), RecordKind::Row, None),
+                ("CN|2".to_string(), RecordKind::Removed, None),
+            ]
         );
     }
 }

@@ -480,11 +480,19 @@ impl FileTracker {
         let parts = self.parts.clone();
         let chunk = if parts.is_some() { PART } else { usize::MAX };
         let mut last: Option<super::table::TableDiff> = None;
+        // Room for the rows made at once, not grown to as they come: a
+        // table grown row by row leaves the smaller tables it outgrew free
+        // but held by the allocator.
+        let lines = match format {
+            Format::Csv | Format::Tsv | Format::Jsonl => memchr::memchr_iter(b'\n', &bytes).count(),
+            _ => 0,
+        };
         let diff = super::table::diff_each(
             rows,
             &key,
             mk,
             |row| parse::each_row(format, &bytes, row),
+            lines,
             chunk,
             &mut |part| {
                 let Some(mut before) = last.take() else {
