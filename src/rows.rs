@@ -1,6 +1,6 @@
 //! The rows of a table as a source holds them between versions and the
 //! store hands them back at a start: by key, each row one block of bytes
-//! (its key, then its values as a JSON array) in a hash table, and the
+//! (its key, then its values) in a hash table, and the
 //! field names of the rows, which rows of a table share, kept once (a
 //! "shape"). A row costs its text and key plus a few dozen bytes, where a
 //! map of JSON values per row cost several hundred.
@@ -22,10 +22,67 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
-use serde::ser::{SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::record::{Fields, Row};
+
+/// A row as it is read: the cells of a CSV or TSV record under the
+/// header's names (when no two columns share a name), or fields. A table
+/// compares most rows in this form and makes fields only of those that
+/// changed.
+pub enum RowIn<'a> {
+    Cells(&'a [String], &'a csv::StringRecord),
+    Fields(Fields),
+}
+
+impl RowIn<'_> {
+    pub fn into_fields(self) -> Fields {
+        match self {
+            RowIn::Fields(f) => f,
+            RowIn::Cells(names, cells) => (names.iter().zip(cells.iter()))
+                .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+                .collect(),
+        }
+    }
+
+    /// The row's key, as [`row_key`] makes it.
+    pub fn key(&self, key: &[String]) -> Result<String, String> {
+        let (names, cells) = match self {
+            RowIn::Fields(f) => return row_key(f, key),
+            RowIn::Cells(names, cells) => (names, cells),
+        };
+        let mut k = String::new();
+        for (i, name) in key.iter().enumerate() {
+            let v = (names.iter().position(|n| n == name))
+                .and_then(|at| cells.get(at))
+                .ok_or_else(|| {
+                    format!("the row has no `{name}`, which is part of the source's key")
+                })?;
+            if i > 0 {
+                k.push('|');
+            }
+            k.push_str(v.trim());
+        }
+        Ok(k)
+    }
+}
+
+/// The key of a row: its key fields' values joined by `|`.
+pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
+    let mut k = String::new();
+    for (i, name) in key.iter().enumerate() {
+        let v = crate::record::lookup(fields, name)
+            .ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
+        if i > 0 {
+            k.push('|');
+        }
+        match v {
+            Value::String(s) => k.push_str(s.trim()),
+            other => k.push_str(&other.to_string()),
+        }
+    }
+    Ok(k)
+}
 
 /// The rows of a table by key, packed (see the module's comment).
 #[derive(Clone, Debug, Default)]
@@ -33,7 +90,7 @@ pub struct Table {
     /// Per row: the key's length, the row's line in its version and the
     /// stamp of the version that last read it (4 bytes each,
     /// little-endian), the key, the shape's number (4 bytes) and the
-    /// values as a JSON array.
+    /// values (see `put_value`).
     rows: HashTable<Box<[u8]>>,
     /// The field names of rows, by number, each list once.
     shapes: Vec<Arc<[String]>>,
@@ -112,9 +169,9 @@ impl Table {
     }
 
     /// Holds `fields` as the row of `key` (a new key, or in place of its row).
-    pub fn insert(&mut self, key: &str, fields: &Fields) {
+    pub fn insert(&mut self, key: &str, fields: Fields) {
         let mut buf = Vec::new();
-        self.pack(key, 0, fields, &mut buf);
+        self.pack(key, 0, &RowIn::Fields(fields), &mut buf);
         let block: Box<[u8]> = buf.into();
         let h = hash(key_of(&block));
         match (self.rows).entry(h, |b| key_of(b) == key_of(&block), |b| hash(key_of(b))) {
@@ -183,34 +240,33 @@ impl Table {
     }
 
     /// Packs a row into `buf`, as [`Table::see`] takes it.
-    pub(crate) fn pack(&mut self, key: &str, line: usize, fields: &Fields, buf: &mut Vec<u8>) {
-        let shape = self.shape_of(fields);
+    pub(crate) fn pack(&mut self, key: &str, line: usize, row: &RowIn<'_>, buf: &mut Vec<u8>) {
+        let shape = match row {
+            RowIn::Fields(f) => self.shape_of(f.keys()),
+            RowIn::Cells(names, _) => self.shape_of(names.iter()),
+        };
         buf.clear();
         buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
         buf.extend_from_slice(&(line as u32).to_le_bytes());
         buf.extend_from_slice(&self.stamp.to_le_bytes());
         buf.extend_from_slice(key.as_bytes());
         buf.extend_from_slice(&shape.to_le_bytes());
-        let mut ser = serde_json::Serializer::new(&mut *buf);
-        let mut seq = ser
-            .serialize_seq(Some(fields.len()))
-            .expect("writing to memory");
-        for v in fields.values() {
-            seq.serialize_element(v).expect("writing to memory");
+        match row {
+            RowIn::Fields(f) => f.values().for_each(|v| put_value(buf, v)),
+            RowIn::Cells(_, cells) => cells.iter().for_each(|v| put_text(buf, v)),
         }
-        seq.end().expect("writing to memory");
     }
 
-    /// The number of the field names of `fields`, new ones added; the last
+    /// The number of the field names `names`, new ones added; the last
     /// shape added is tried first, as the rows of a CSV all have it.
-    fn shape_of(&mut self, fields: &Fields) -> u32 {
+    fn shape_of<'a>(&mut self, names: impl ExactSizeIterator<Item = &'a String> + Clone) -> u32 {
         if let Some(last) = self.shapes.last()
-            && last.len() == fields.len()
-            && last.iter().zip(fields.keys()).all(|(a, b)| a == b)
+            && last.len() == names.len()
+            && last.iter().zip(names.clone()).all(|(a, b)| a == b)
         {
             return self.shapes.len() as u32 - 1;
         }
-        let names: Arc<[String]> = fields.keys().cloned().collect();
+        let names: Arc<[String]> = names.cloned().collect();
         if let Some(&id) = self.shape_ids.get(&names) {
             return id;
         }
@@ -224,10 +280,67 @@ impl Table {
     pub(crate) fn fields(&self, block: &[u8]) -> Fields {
         let n = HEAD + key_of(block).len();
         let shape = u32::from_le_bytes(block[n..n + 4].try_into().expect("a shape"));
-        let values: Vec<Value> = serde_json::from_slice(&block[n + 4..]).unwrap_or_default();
+        let values = read_values(&block[n + 4..]);
         let names = self.shapes.get(shape as usize).map_or(&[][..], |s| &s[..]);
         names.iter().cloned().zip(values).collect()
     }
+}
+
+// A row's values, one after another: text as its length and its bytes,
+// any other value as its length and its JSON. A length is one byte below
+// 127, else four (little-endian, the top bit set), and says whether text
+// or JSON follows in its lowest bit. Text, which is all a CSV has, so
+// costs its bytes and one more, where JSON spent three on quotes and
+// commas.
+
+fn put_len(buf: &mut Vec<u8>, len: usize, json: bool) {
+    let tagged = len << 1 | usize::from(json);
+    match u8::try_from(tagged) {
+        Ok(b) if b < 0x80 => buf.push(b),
+        _ => buf.extend_from_slice(&(tagged as u32 | 1 << 31).to_be_bytes()),
+    }
+}
+
+fn put_text(buf: &mut Vec<u8>, t: &str) {
+    put_len(buf, t.len(), false);
+    buf.extend_from_slice(t.as_bytes());
+}
+
+fn put_value(buf: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(t) => put_text(buf, t),
+        other => {
+            let json = serde_json::to_vec(other).expect("writing to memory");
+            put_len(buf, json.len(), true);
+            buf.extend_from_slice(&json);
+        }
+    }
+}
+
+/// The values [`put_text`] and [`put_value`] wrote.
+fn read_values(mut b: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(&first) = b.first() {
+        let (tagged, head) = if first < 0x80 {
+            (usize::from(first), 1)
+        } else if let Some(four) = b.get(..4) {
+            let n = u32::from_be_bytes(four.try_into().expect("four bytes"));
+            ((n & !(1 << 31)) as usize, 4)
+        } else {
+            break;
+        };
+        let (len, json) = (tagged >> 1, tagged & 1 == 1);
+        let Some(bytes) = b.get(head..head + len) else {
+            break;
+        };
+        out.push(if json {
+            serde_json::from_slice(bytes).unwrap_or(Value::Null)
+        } else {
+            Value::String(String::from_utf8_lossy(bytes).into_owned())
+        });
+        b = &b[head + len..];
+    }
+    out
 }
 
 /// A block's key.
@@ -253,12 +366,13 @@ mod tests {
             fields(serde_json::json!({"partner": "CN", "product": "8505", "rate": "25"})),
             fields(serde_json::json!({"partner": "JP", "product": "8505", "rate": "7.5"})),
             fields(
-                serde_json::json!({"rate": 1.5e300, "n": -3, "x": null, "o": {"b": [1, "é\"\n"], "a": true}}),
+                serde_json::json!({"rate": 1.5e300, "n": -3, "x": null, "o": {"b": [1, "é\"\n"], "a": true},
+                    "long": "ü".repeat(200), "list": vec![12345; 50], "": ""}),
             ),
             fields(serde_json::json!({})),
         ];
         for (i, r) in rows.iter().enumerate() {
-            t.insert(&format!("k{i}|ü"), r);
+            t.insert(&format!("k{i}|ü"), r.clone());
         }
         assert_eq!(t.len(), 4);
         for (i, r) in rows.iter().enumerate() {
@@ -268,11 +382,45 @@ mod tests {
         }
         assert_eq!(t.shapes.len(), 3, "the two CSV-like rows share one shape");
         assert!(t.get("k9").is_none());
-        t.insert("k0|ü", &rows[1]);
+        t.insert("k0|ü", rows[1].clone());
         assert_eq!(*t.get("k0|ü").unwrap(), rows[1], "a key's row replaced");
         assert_eq!(t.len(), 4);
         let mut keys: Vec<&str> = t.keys().collect();
         keys.sort();
         assert_eq!(keys, ["k0|ü", "k1|ü", "k2|ü", "k3|ü"]);
+    }
+
+    #[test]
+    fn keys() {
+        let f = fields(serde_json::json!({"partner": "CN", "product": 8505}));
+        assert_eq!(
+            row_key(&f, &["partner".into(), "product".into()]).unwrap(),
+            "CN|8505"
+        );
+        assert!(row_key(&f, &["x".into()]).is_err());
+    }
+
+    #[test]
+    fn cells_key_and_pack_as_their_fields_do() {
+        // A table read from a CSV (cells) is compared with rows the store
+        // gave back (fields): the two must pack to the same bytes.
+        let names: Vec<String> = ["partner", "product", "note"].map(String::from).into();
+        let cells = csv::StringRecord::from(vec![" CN ", "8505", "a \"b\"\n\u{e9}"]);
+        let as_fields = RowIn::Cells(&names, &cells).into_fields();
+        let key = ["product".to_string(), "partner".to_string()];
+        let cells_key = RowIn::Cells(&names, &cells).key(&key).unwrap();
+        assert_eq!(cells_key, "8505|CN");
+        assert_eq!(cells_key, row_key(&as_fields, &key).unwrap());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut t = Table::default();
+        t.pack(&cells_key, 3, &RowIn::Cells(&names, &cells), &mut a);
+        t.pack(&cells_key, 3, &RowIn::Fields(as_fields.clone()), &mut b);
+        assert_eq!(a, b);
+        assert_eq!(t.fields(&a), as_fields);
+        let missing = ["rate".to_string()];
+        assert_eq!(
+            RowIn::Cells(&names, &cells).key(&missing).unwrap_err(),
+            row_key(&as_fields, &missing).unwrap_err()
+        );
     }
 }

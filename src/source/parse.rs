@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::config::Format;
 use crate::record::Fields;
+pub use crate::rows::RowIn;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseError {
@@ -51,18 +52,27 @@ pub fn each_row(
     bytes: &[u8],
     row: &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
+    each_row_in(format, bytes, &mut |line, r| row(line, r.into_fields()))
+}
+
+/// [`each_row`], CSV and TSV rows handed on as cells.
+pub fn each_row_in(
+    format: Format,
+    bytes: &[u8],
+    row: &mut dyn FnMut(usize, RowIn<'_>) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
     match format {
         Format::Csv | Format::Tsv => delimited_each(format, text(bytes)?, None, 1, row),
         Format::Jsonl => {
             for (i, l) in text(bytes)?.lines().enumerate() {
                 if !l.trim().is_empty() {
-                    row(i + 1, json_line(l, i + 1)?)?;
+                    row(i + 1, RowIn::Fields(json_line(l, i + 1)?))?;
                 }
             }
             Ok(())
         }
         Format::Json | Format::Yaml => {
-            (rows(format, bytes)?.into_iter()).try_for_each(|(line, f)| row(line, f))
+            (rows(format, bytes)?.into_iter()).try_for_each(|(line, f)| row(line, RowIn::Fields(f)))
         }
     }
 }
@@ -164,8 +174,8 @@ pub fn delimited(
     first_line: usize,
 ) -> Result<Vec<(usize, Fields)>, ParseError> {
     let mut out = Vec::new();
-    delimited_each(format, t, header, first_line, &mut |line, f| {
-        out.push((line, f));
+    delimited_each(format, t, header, first_line, &mut |line, r| {
+        out.push((line, r.into_fields()));
         Ok(())
     })?;
     Ok(out)
@@ -177,7 +187,7 @@ pub fn delimited_each(
     t: &str,
     header: Option<&[String]>,
     first_line: usize,
-    row: &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
+    row: &mut dyn FnMut(usize, RowIn<'_>) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let delim = if format == Format::Tsv { b'\t' } else { b',' };
     // The csv reader takes an unterminated quote to run to the end of the
@@ -206,8 +216,17 @@ pub fn delimited_each(
         }
         return Err(err(first_line, "the header line has an empty column name"));
     }
-    for rec in r.records() {
-        let rec = rec.map_err(|e| csv_err(&e, first_line))?;
+    // Cells stand for fields only when no two columns share a name (as
+    // fields, the last of them would hold).
+    let unique = names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| !names[..i].contains(n));
+    let mut rec = csv::StringRecord::new();
+    while r
+        .read_record(&mut rec)
+        .map_err(|e| csv_err(&e, first_line))?
+    {
         let line = rec
             .position()
             .map_or(0, |p| p.line() as usize + first_line - 1);
@@ -220,12 +239,14 @@ pub fn delimited_each(
                 format!("{} fields, but the header has {}", rec.len(), names.len()),
             ));
         }
-        let fields: Fields = names
-            .iter()
-            .zip(rec.iter())
-            .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
-            .collect();
-        row(line, fields)?;
+        if unique {
+            row(line, RowIn::Cells(&names, &rec))?;
+        } else {
+            row(
+                line,
+                RowIn::Fields(RowIn::Cells(&names, &rec).into_fields()),
+            )?;
+        }
     }
     Ok(())
 }
@@ -279,23 +300,6 @@ fn csv_err(e: &csv::Error, first_line: usize) -> ParseError {
         _ => e.to_string(),
     };
     err(line, msg)
-}
-
-/// The key of a row: its key fields' values joined by `|`.
-pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
-    let mut k = String::new();
-    for (i, name) in key.iter().enumerate() {
-        let v = crate::record::lookup(fields, name)
-            .ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
-        if i > 0 {
-            k.push('|');
-        }
-        match v {
-            Value::String(s) => k.push_str(s.trim()),
-            other => k.push_str(&other.to_string()),
-        }
-    }
-    Ok(k)
 }
 
 #[cfg(test)]
@@ -366,15 +370,5 @@ mod tests {
         let e = rows(Format::Csv, b"a,b\n1,2\n\xff,3\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("UTF-8"));
-    }
-
-    #[test]
-    fn keys() {
-        let f: Fields = serde_json::from_str(r#"{"partner":"CN","product":8505}"#).unwrap();
-        assert_eq!(
-            row_key(&f, &["partner".into(), "product".into()]).unwrap(),
-            "CN|8505"
-        );
-        assert!(row_key(&f, &["x".into()]).is_err());
     }
 }

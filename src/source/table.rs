@@ -6,12 +6,11 @@
 //! differs is read back into fields, for its record's `prev`, and compared
 //! field by field (columns that moved are no change).
 
-use super::parse;
 use super::parse::ParseError;
 use crate::record::{Fields, Record, RecordKind, Row};
 use std::collections::HashMap;
 
-use crate::rows::{Seen, Table, key_text};
+use crate::rows::{RowIn, Seen, Table, key_text};
 
 /// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
 pub(crate) fn hash_id(digest: &[u8]) -> String {
@@ -56,7 +55,10 @@ pub(crate) fn diff_table(
         table,
         key,
         mk,
-        |row| (parsed.take().into_iter().flatten()).try_for_each(|(line, f)| row(line, f)),
+        |row| {
+            (parsed.take().into_iter().flatten())
+                .try_for_each(|(line, f)| row(line, RowIn::Fields(f)))
+        },
         0,
         usize::MAX,
         &mut |d| all.extend(d),
@@ -82,7 +84,7 @@ pub(crate) fn diff_each(
     key: &[String],
     mk: impl Fn(Row, String, Option<Row>, RecordKind) -> Record,
     mut each: impl FnMut(
-        &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
+        &mut dyn FnMut(usize, RowIn<'_>) -> Result<(), ParseError>,
     ) -> Result<(), ParseError>,
     rows: usize,
     chunk: usize,
@@ -103,10 +105,12 @@ pub(crate) fn diff_each(
     // none was removed.
     let mut kept = 0;
     let mut buf = Vec::new();
-    let read = each(&mut |line, fields| {
-        let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
-        table.pack(&k, line, &fields, &mut buf);
-        let prev = match table.see(stamp, &buf) {
+    let read = each(&mut |line, row| {
+        let k = row
+            .key(key)
+            .map_err(|message| ParseError { line, message })?;
+        table.pack(&k, line, &row, &mut buf);
+        let (fields, prev) = match table.see(stamp, &buf) {
             Seen::Same => {
                 kept += 1;
                 return Ok(());
@@ -115,13 +119,14 @@ pub(crate) fn diff_each(
                 kept += 1;
                 let prev = table.fields(&old);
                 replaced.push(old);
+                let fields = row.into_fields();
                 // The same fields in another order are no change.
                 if prev == fields {
                     return Ok(());
                 }
-                Some(prev)
+                (fields, Some(prev))
             }
-            Seen::Added => None,
+            Seen::Added => (row.into_fields(), None),
             // Two rows of one key: which one holds would depend on their order.
             Seen::Again(first) => {
                 return Err(ParseError {
@@ -133,7 +138,10 @@ pub(crate) fn diff_each(
                 });
             }
         };
-        lines.push(line as u32);
+        // A first version: every row is new, and none needs its line kept.
+        if before > 0 {
+            lines.push(line as u32);
+        }
         if kept_fields.len() < chunk && !spilled {
             kept_fields.push((k, fields, prev));
         } else if !spilled {
@@ -169,14 +177,18 @@ pub(crate) fn diff_each(
         let prevs: HashMap<&str, &[u8]> =
             (replaced.iter()).map(|b| (key_text(b), &b[..])).collect();
         let mut at = 0;
-        each(&mut |line, fields| {
-            if lines.get(at) != Some(&(line as u32)) {
-                return Ok(());
+        each(&mut |line, row| {
+            if before > 0 {
+                if lines.get(at) != Some(&(line as u32)) {
+                    return Ok(());
+                }
+                at += 1;
             }
-            at += 1;
-            let k = parse::row_key(&fields, key).map_err(|message| ParseError { line, message })?;
+            let k = row
+                .key(key)
+                .map_err(|message| ParseError { line, message })?;
             let prev = prevs.get(k.as_str()).map(|b| table.fields(b));
-            add(&mut part, k, fields, prev);
+            add(&mut part, k, row.into_fields(), prev);
             Ok(())
         })?;
     }
@@ -209,6 +221,7 @@ pub(crate) fn diff_each(
 mod tests {
     use super::*;
     use crate::config::Format;
+    use crate::source::parse;
 
     type Seen = Vec<(String, RecordKind, Option<String>)>;
 
@@ -234,7 +247,7 @@ mod tests {
             &mut small,
             &key,
             mk,
-            |row| parse::each_row(format, text.as_bytes(), row),
+            |row| parse::each_row_in(format, text.as_bytes(), row),
             0,
             2,
             &mut |d| parts.push(d),
@@ -244,7 +257,7 @@ mod tests {
             t,
             &key,
             mk,
-            |row| parse::each_row(format, text.as_bytes(), row),
+            |row| parse::each_row_in(format, text.as_bytes(), row),
             0,
             usize::MAX,
             &mut |d| whole.extend(d),

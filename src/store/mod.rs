@@ -393,7 +393,7 @@ impl Store {
                 .entry(PathBuf::from(file))
                 .or_insert_with(|| FileCheckpoint::Table(Default::default()))
             {
-                t.insert(&key, &fields);
+                t.insert(&key, fields);
             }
         }
         let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count, prefix_len, prefix_hash FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;

@@ -491,7 +491,7 @@ impl FileTracker {
             rows,
             &key,
             mk,
-            |row| parse::each_row(format, &bytes, row),
+            |row| parse::each_row_in(format, &bytes, row),
             lines,
             chunk,
             &mut |part| {
