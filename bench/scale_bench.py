@@ -15,6 +15,9 @@ of --runs runs, in wall-clock time:
           number of alerting rules (Debian package `prometheus`); `yq` if
           promtool is missing
 
+The same for 10,000 rules as a folder of files of 100 rules each
+(--folders), where a reload reads again only the file that changed.
+
 Printed as a table with the peer beside, and the targets.
 
 Tables (--tables, default 100,000, 1,000,000 and 5,000,000 rows): a CSV of
@@ -32,15 +35,21 @@ import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 TARGETS = {
     10_000: "check and start < 300 ms, reload < 100 ms",
     100_000: "loads, < 3 s",
+    "10000 in 100 files": "reload < 100 ms",
 }
 TABLE_TARGETS = {
     1_000_000: "idle and peak <= 150 MB; alert < 1 s and < 3x mlr",
 }
 
 
-def rules_yaml(n, threshold_of=lambda i: 100 + i % 100):
-    out = ["lists:", "  allies: [EU, JP, AU, CA, IN, UK, G7]", "rules:"]
-    for i in range(n):
+PER_FILE = 100
+
+
+def rules_yaml(n, threshold_of=lambda i: 100 + i % 100, part=None):
+    """n rules in one file, or (part=k) the k-th file of PER_FILE of them."""
+    rng = range(n) if part is None else range(part * PER_FILE, min(n, (part + 1) * PER_FILE))
+    out = (["lists:", "  allies: [EU, JP, AU, CA, IN, UK, G7]"] if not part else []) + ["rules:"]
+    for i in rng:
         if i % 10 == 9:
             cond = '{ text: [title], any: ["export control*", "rare earth %d"] }' % i
         elif i % 100 == 42:
@@ -100,7 +109,19 @@ def save(path, text):
     os.rename(tmp, path)
 
 
-def daemon(bin, d, n, runs):
+def write_rules(d, n, folder, threshold_of=lambda i: 100 + i % 100, only=None):
+    """The rules file, or (folder) the files of PER_FILE rules in rules/;
+    `only`: the number of the one file to write again."""
+    if not folder:
+        save(os.path.join(d, "rules.yaml"), rules_yaml(n, threshold_of))
+        return
+    os.makedirs(os.path.join(d, "rules"), exist_ok=True)
+    for k in range((n + PER_FILE - 1) // PER_FILE):
+        if only is None or k == only:
+            save(os.path.join(d, "rules", "r%05d.yaml" % k), rules_yaml(n, threshold_of, part=k))
+
+
+def daemon(bin, d, n, runs, folder=False):
     """Start times and reload times (median of runs each)."""
     starts, reloads = [], []
     for r in range(runs):
@@ -118,8 +139,8 @@ def daemon(bin, d, n, runs):
             starts.append(wait_log(os.path.join(d, "run.log"), b"tocsin started", 1) - t)
             time.sleep(0.5)
             # One rule edited: its threshold moves.
-            save(os.path.join(d, "rules.yaml"),
-                 rules_yaml(n, lambda i: 100 + i % 100 + (r + 1 if i == n // 2 else 0)))
+            write_rules(d, n, folder, lambda i: 100 + i % 100 + (r + 1 if i == n // 2 else 0),
+                        only=(n // 2) // PER_FILE)
             t = time.perf_counter()
             reloads.append(wait_log(os.path.join(d, "run.log"), b"reloaded", 1) - t)
         finally:
@@ -346,6 +367,8 @@ def main():
     ap.add_argument("--bin", default="target/release/tocsin")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--sizes", default="1000,10000,100000", help="numbers of rules ('' for none)")
+    ap.add_argument("--folders", default="10000",
+                    help="numbers of rules also measured as a folder of files of 100 ('' for none)")
     ap.add_argument("--tables", default="100000,1000000,5000000", help="table rows ('' for none)")
     ap.add_argument("--table-runs", type=int, default=1)
     ap.add_argument("--idle", default="yes", help="'no' to skip the idle memory of 1,000 rules and 100 feeds")
@@ -354,19 +377,22 @@ def main():
     promtool = shutil.which("promtool")
     yq = shutil.which("yq")
     rows = []
-    for n in [int(x) for x in a.sizes.split(",") if x]:
+    sizes = [(int(x), False) for x in a.sizes.split(",") if x]
+    sizes += [(int(x), True) for x in a.folders.split(",") if x]
+    for n, folder in sizes:
         d = tempfile.mkdtemp(prefix=f"scale-{n}-")
         with open(os.path.join(d, "tocsin.yaml"), "w") as f:
-            f.write(CONFIG)
+            f.write(CONFIG.replace("rules: rules.yaml", "rules: rules") if folder else CONFIG)
         with open(os.path.join(d, "rates.csv"), "w") as f:
             f.write("partner,product,rate\nCN,0001,100\n")
-        save(os.path.join(d, "rules.yaml"), rules_yaml(n))
+        write_rules(d, n, folder)
         with open(os.path.join(d, "prom.yaml"), "w") as f:
             f.write(prom_rules(n))
-        size = os.path.getsize(os.path.join(d, "rules.yaml")) / 1e6
+        size = (sum(os.path.getsize(os.path.join(d, "rules", f)) for f in os.listdir(os.path.join(d, "rules")))
+                if folder else os.path.getsize(os.path.join(d, "rules.yaml"))) / 1e6
         check = statistics.median(timed([a.bin, "check", "-c", os.path.join(d, "tocsin.yaml")])
                                   for _ in range(a.runs))
-        start, reload = daemon(a.bin, d, n, a.runs)
+        start, reload = daemon(a.bin, d, n, a.runs, folder)
         if promtool:
             peer = ("promtool check rules", statistics.median(
                 timed([promtool, "check", "rules", os.path.join(d, "prom.yaml")]) for _ in range(a.runs)))
@@ -375,7 +401,7 @@ def main():
                 timed([yq, ".", os.path.join(d, "prom.yaml")]) for _ in range(a.runs)))
         else:
             peer = ("no peer found", float("nan"))
-        rows.append((n, size, check, start, reload, peer))
+        rows.append((f"{n} in {n // PER_FILE} files" if folder else n, size, check, start, reload, peer))
         shutil.rmtree(d, ignore_errors=True)
     if a.idle != "no":
         kb = idle_daemon(a.bin)
@@ -386,9 +412,9 @@ def main():
     if not rows:
         return
     print(f"rules: median of {a.runs} runs, wall-clock")
-    print(f"{'rules':>8} {'MB':>6} {'check':>9} {'start':>9} {'reload':>9}   peer")
+    print(f"{'rules':>19} {'MB':>6} {'check':>9} {'start':>9} {'reload':>9}   peer")
     for n, size, check, start, reload, (name, p) in rows:
-        print(f"{n:>8} {size:6.1f} {check*1e3:7.0f}ms {start*1e3:7.0f}ms {reload*1e3:7.0f}ms   "
+        print(f"{n:>19} {size:6.1f} {check*1e3:7.0f}ms {start*1e3:7.0f}ms {reload*1e3:7.0f}ms   "
               f"{name}: {p*1e3:.0f}ms  (check/peer {check/p:.2f})  {TARGETS.get(n, '')}")
 
 

@@ -6,20 +6,37 @@ use std::path::Path;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Problems};
 use crate::engine::Compiled;
-use crate::rules::RuleSet;
+use crate::rules::{RuleCache, RuleSet};
 
 /// Config and rules, validated and compiled.
 pub struct Loaded {
     pub config: Config,
     pub rules: RuleSet,
     pub compiled: Compiled,
+    /// The rule files as read, for the next reload to read only those that
+    /// changed.
+    pub cache: RuleCache,
 }
 
 /// Loads and validates everything, reporting every problem at once.
 pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded, Problems> {
+    let mut cache = RuleCache::default();
+    let mut loaded = load_with(config_path, rules_override, &mut cache)?;
+    loaded.cache = cache;
+    Ok(loaded)
+}
+
+/// [`load`], reading again only the rule files whose text is not in
+/// `cache` (see [`RuleCache`]), which then holds the files as read, also
+/// when they are refused. The cache is left out of what comes back.
+pub fn load_with(
+    config_path: &Path,
+    rules_override: Option<&Path>,
+    cache: &mut RuleCache,
+) -> Result<Loaded, Problems> {
     let config = Config::load(config_path)?;
     let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();
-    let (rules, mut diags) = RuleSet::load(&rules_path);
+    let (rules, mut diags) = RuleSet::load_with(&rules_path, cache);
     // Compile even when some rules failed to parse, so that references to
     // sources and channels are checked in the same pass.
     match crate::engine::compile(&config, &rules) {
@@ -27,6 +44,7 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
             config,
             rules,
             compiled,
+            cache: RuleCache::default(),
         }),
         Ok(_) => Err(Problems(diags)),
         Err(mut p) => {

@@ -44,6 +44,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let Loaded {
         mut config,
         compiled,
+        mut cache,
         ..
     } = loaded;
     let shutdown = control.shutdown.clone();
@@ -181,7 +182,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                         .is_ok()
                 {}
                 let before = config.rules.clone();
-                match reload(&mut config, &mut engine, &mut parts, &mut health, &mut store) {
+                match reload(&mut config, &mut cache, &mut engine, &mut parts, &mut health, &mut store) {
                     Ok(changes) => {
                         health_change = changes;
                         shared.health().sources = health.unhealthy();
@@ -342,12 +343,14 @@ fn count(
 /// it was.
 fn reload(
     config: &mut Config,
+    cache: &mut crate::rules::RuleCache,
     engine: &mut Engine,
     parts: &mut Parts,
     health: &mut source::health::HealthTracker,
     store: &mut Store,
 ) -> anyhow::Result<Vec<crate::store::StateChange>> {
-    let loaded = match crate::load::load(&config.path, None) {
+    // Only the rule files that changed are read again.
+    let loaded = match crate::load::load_with(&config.path, None, cache) {
         Ok(l) => l,
         Err(p) => {
             for d in &p.0 {

@@ -167,10 +167,24 @@ impl std::fmt::Debug for CelExpr {
     }
 }
 
+/// The rules read from each file, by path, with the text they were read
+/// from: a reload reads again only the files whose text changed (an edit
+/// to one file of a folder of rules costs that file alone).
+#[derive(Clone, Debug, Default)]
+pub struct RuleCache {
+    files: std::collections::HashMap<PathBuf, (RuleSet, Vec<Diagnostic>)>,
+}
+
 impl RuleSet {
     /// Loads a folder of `*.yaml`/`*.yml` files (sorted by name) or one file.
     /// Every problem comes back; the set holds the rules that did parse.
     pub fn load(path: &Path) -> (RuleSet, Vec<Diagnostic>) {
+        RuleSet::load_with(path, &mut RuleCache::default())
+    }
+
+    /// [`RuleSet::load`], reading only the files whose text is not in
+    /// `cache` as it is now (which then holds the files as read).
+    pub fn load_with(path: &Path, cache: &mut RuleCache) -> (RuleSet, Vec<Diagnostic>) {
         let files = match rule_files(path) {
             Ok(f) => f,
             Err(e) => {
@@ -202,7 +216,8 @@ impl RuleSet {
                 }),
             }
         }
-        let (set, mut more) = RuleSet::parse(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())));
+        let (set, mut more) =
+            RuleSet::parse_with(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())), cache);
         diags.append(&mut more);
         (set, diags)
     }
@@ -212,19 +227,76 @@ impl RuleSet {
     pub fn parse<'a>(
         files: impl IntoIterator<Item = (&'a Path, &'a str)>,
     ) -> (RuleSet, Vec<Diagnostic>) {
+        RuleSet::parse_with(files, &mut RuleCache::default())
+    }
+
+    /// One file's rules and lists, as if it were the only file.
+    fn parse_one(path: &Path, text: &str) -> (RuleSet, Vec<Diagnostic>) {
+        let mut set = RuleSet::default();
+        set.files.push(SourceFile::new(path, text));
+        let src = set.files[0].clone();
+        let mut d = Diags::new(&src);
+        match crate::yaml::parse(text) {
+            Ok(node) => read::file(0, &node, &mut set, &mut d),
+            Err(e) => d.error(e.pos, e.message, None),
+        }
+        (set, d.out)
+    }
+
+    /// [`RuleSet::parse`], with the files whose text `cache` holds taken
+    /// from it.
+    pub fn parse_with<'a>(
+        files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+        cache: &mut RuleCache,
+    ) -> (RuleSet, Vec<Diagnostic>) {
         let mut set = RuleSet::default();
         let mut out: Vec<Diagnostic> = Vec::new();
+        let mut read = std::collections::HashSet::new();
         for (path, text) in files {
-            let idx = set.files.len();
-            set.files.push(SourceFile::new(path, text));
-            let src = set.files[idx].clone();
-            let mut d = Diags::new(&src);
-            match crate::yaml::parse(text) {
-                Ok(node) => read::file(idx, &node, &mut set, &mut d),
-                Err(e) => d.error(e.pos, e.message, None),
+            read.insert(path.to_path_buf());
+            let fresh = match cache.files.get(path) {
+                Some((one, _)) => *one.files[0].text != *text,
+                None => true,
+            };
+            if fresh {
+                cache
+                    .files
+                    .insert(path.to_path_buf(), RuleSet::parse_one(path, text));
             }
-            out.append(&mut d.out);
+            let (one, diags) = &cache.files[path];
+            let idx = set.files.len();
+            set.files.push(one.files[0].clone());
+            out.extend(diags.iter().cloned());
+            // Lists are one namespace across files: the first holds.
+            for (name, list) in &one.lists {
+                if let Some(prev) = set.lists.get(name) {
+                    let mut d = Diags::new(&set.files[idx]);
+                    let first = &set.files[prev.file];
+                    d.error(
+                        list.pos,
+                        format!("list `{name}` is already defined"),
+                        Some(format!(
+                            "first defined at {}:{}:{}",
+                            first.path.display(),
+                            prev.pos.line,
+                            prev.pos.col
+                        )),
+                    );
+                    out.append(&mut d.out);
+                    continue;
+                }
+                let list = ListDef {
+                    file: idx,
+                    ..list.clone()
+                };
+                set.lists.insert(name.clone(), list);
+            }
+            set.rules.extend(one.rules.iter().map(|r| RuleDef {
+                file: idx,
+                ..r.clone()
+            }));
         }
+        cache.files.retain(|p, _| read.contains(p));
         // Cross-file: rule ids are unique across all files.
         let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
         for r in &set.rules {
@@ -350,4 +422,65 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(set: &RuleSet) -> Vec<(String, String)> {
+        (set.rules.iter())
+            .map(|r| {
+                let file = set.files[r.file].path.display().to_string();
+                (file, r.id.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cache_reads_again_only_the_files_that_changed_and_gives_the_same_set() {
+        let a = "lists:\n  allies: [EU, JP]\nrules:\n  - { id: a1, source: s, when: { field: partner, in: $allies }, notify: [out] }\n";
+        let b =
+            "rules:\n  - { id: b1, source: s, when: { field: rate, above: 1 }, notify: [out] }\n";
+        let b2 = "lists:\n  allies: [UK]\nrules:\n  - { id: b1, source: s, when: { field: rate, above: 2 }, notify: [out] }\n  - { id: a1, source: s, when: { field: rate, above: 3 }, notify: [out] }\n";
+        let c =
+            "rules:\n  - { id: c1, source: s, when: { field: rate, above: 1 }, notify: [out] }\n";
+        let (pa, pb, pc) = (
+            Path::new("a.yaml"),
+            Path::new("b.yaml"),
+            Path::new("c.yaml"),
+        );
+        let mut cache = RuleCache::default();
+        let versions: [&[(&Path, &str)]; 4] = [
+            &[(pa, a), (pb, b)],
+            // b.yaml edited: a list and a rule id that a.yaml has already.
+            &[(pa, a), (pb, b2)],
+            // c.yaml added before b.yaml, which a.yaml's index no longer
+            // follows.
+            &[(pc, c), (pa, a), (pb, b)],
+            // a.yaml gone.
+            &[(pc, c), (pb, b)],
+        ];
+        for files in versions {
+            let (cached, cached_diags) = RuleSet::parse_with(files.iter().copied(), &mut cache);
+            let (fresh, fresh_diags) = RuleSet::parse(files.iter().copied());
+            assert_eq!(ids(&cached), ids(&fresh));
+            let show = |d: &[Diagnostic]| d.iter().map(|d| d.headline()).collect::<Vec<_>>();
+            assert_eq!(show(&cached_diags), show(&fresh_diags));
+            assert_eq!(format!("{:?}", cached.lists), format!("{:?}", fresh.lists));
+            assert_eq!(cache.files.len(), files.len(), "files gone are dropped");
+        }
+        let (_, diags) = RuleSet::parse_with([(pa, a), (pb, b2)], &mut cache);
+        let text: Vec<String> = diags.iter().map(|d| d.headline()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("list `allies` is already defined")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("rule id `a1` is already used")),
+            "{text:?}"
+        );
+    }
 }
