@@ -27,17 +27,14 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
                 .into_iter()
                 .map(|(s, _)| s)
                 .collect();
+            // Files are read one at a time (lists of other files are
+            // checked when the files are put together): two keys that read
+            // as one name (`007` and "007").
             if let Some(prev) = set.lists.get(&name) {
-                let first = &set.files[prev.file];
                 d.error(
                     k.pos(),
-                    format!("list `{name}` is already defined"),
-                    Some(format!(
-                        "first defined at {}:{}:{}",
-                        first.path.display(),
-                        prev.pos.line,
-                        prev.pos.col
-                    )),
+                    format!("list `{name}` is defined twice in this file"),
+                    Some(format!("first at line {}; keep one", prev.pos.line)),
                 );
                 continue;
             }
