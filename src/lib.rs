@@ -16,7 +16,8 @@
 //!   `condition`, `text` (the phrase automaton), `words`; per-key `state`,
 //!   `keys`, `times`; `machine` the state machine; `mod` the batch loop.
 //! - `rows`: a table's rows packed by key, as sources hold them between
-//!   versions and the store hands them back; used by `source` and `store`.
+//!   versions and the store hands them back, and a row as read (`RowIn`)
+//!   with its key; used by `source` and `store`.
 //! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `table`
 //!   compares a table's versions; `health`.
 //! - `store`: SQLite state and positions; `store::outbox` the outbox,
