@@ -82,14 +82,15 @@ pub enum Command {
     /// Rule unit tests with a simulated clock; exit 0 all pass, 1 a
     /// failure, 2 an unusable file.
     Test {
-        /// Test files (see "Rule tests" in the README)
+        /// Test files, or folders whose `*.yaml` files are all run (see
+        /// "Rule tests" in the README)
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// JSON Schema of the rules or config files, for editor completion.
     Schema {
-        /// `rules` or `config`
-        #[arg(value_parser = ["rules", "config"])]
+        /// `rules`, `config` or `test` (rule-test files)
+        #[arg(value_parser = ["rules", "config", "test"])]
         which: String,
     },
     /// Send a test notification through a channel and report the

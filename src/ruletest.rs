@@ -44,12 +44,50 @@ struct Step {
     expect: Vec<serde_json::Map<String, Value>>,
 }
 
-/// The outcome of a run over several files: 0 all passed, 1 a test
-/// failed, 2 a file could not be used.
-pub fn run(files: &[PathBuf], out: &mut String) -> i32 {
-    let mut worst = 0;
+/// The files to run: each file given, and the `*.yaml`/`*.yml` files of
+/// each folder given, by name; a folder without any is an error.
+fn test_files(given: &[PathBuf], out: &mut String) -> (Vec<PathBuf>, bool) {
+    let mut files = Vec::new();
+    let mut ok = true;
+    for g in given {
+        if !g.is_dir() {
+            files.push(g.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(g)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|x| x.to_str()),
+                                Some("yaml" | "yml")
+                            )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if found.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}: error: no *.yaml test files in this folder; name test files, or a folder of them",
+                g.display()
+            );
+            ok = false;
+        }
+        found.sort();
+        files.extend(found);
+    }
+    (files, ok)
+}
+
+/// The outcome of a run over several files (or folders of them): 0 all
+/// passed, 1 a test failed, 2 a file could not be used.
+pub fn run(given: &[PathBuf], out: &mut String) -> i32 {
+    let (files, ok) = test_files(given, out);
+    let mut worst = if ok { 0 } else { 2 };
     let (mut passed, mut failed) = (0, 0);
-    for f in files {
+    for f in &files {
         match load(f) {
             Err(diags) => {
                 out.push_str(&crate::diag::render_all(&diags));

@@ -1,4 +1,4 @@
-//! `tocsin schema rules|config`: JSON Schema of both files, for editor
+//! `tocsin schema rules|config|test`: JSON Schema of the files, for editor
 //! completion (yaml-language-server's `# yaml-language-server: $schema=`).
 //! The types below mirror the files' shape only to describe it; the files
 //! are read by `config` and `rules`, which report problems with positions.
@@ -404,11 +404,97 @@ enum ItemsOrConditions {
     Items(Items),
 }
 
-/// The JSON Schema of `rules` or `config` files, pretty-printed.
+/// A rule-test file (`tocsin test`): the rules under test, the sources
+/// they read, and tests of steps on a simulated clock.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    /// The rule files under test, relative to this file.
+    rules: StringOrList,
+    /// A config to take the sources from, relative to this file.
+    config: Option<String>,
+    /// Sources defined here, or in place of the config's of the same name:
+    /// only what shapes records is read (no paths or URLs needed).
+    sources: Option<Vec<TestSource>>,
+    tests: Vec<Test>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TestSource {
+    /// The source's name, as the rules name it.
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<TestSourceType>,
+    /// A file source: `table` (with a `key`) or `log`.
+    mode: Option<Mode>,
+    /// The fields that identify a table row.
+    key: Option<StringOrList>,
+    /// Constant fields added to every record.
+    fields: Option<BTreeMap<String, serde_json::Value>>,
+    /// Accepted and not read, so that a config's source can be copied.
+    path: Option<String>,
+    url: Option<String>,
+    every: Option<Duration>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    format: Option<String>,
+    items: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum TestSourceType {
+    File,
+    Feed,
+    Http,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Test {
+    name: String,
+    steps: Vec<Step>,
+}
+
+/// The clock moves to `at`, then `records` go through `source`; `expect`
+/// lists exactly the step's notifications, in any order.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    /// An RFC 3339 time, such as `2026-04-01T00:00:00Z`; required on the
+    /// first step, else the clock stays where it was.
+    at: Option<String>,
+    source: Option<String>,
+    /// For a table, the whole table; for a log or feed, one event each.
+    records: Option<Vec<BTreeMap<String, serde_json::Value>>>,
+    /// `[]` for none.
+    expect: Vec<Expected>,
+}
+
+/// An expected notification: matched on the payload fields it names.
+#[derive(JsonSchema)]
+struct Expected {
+    rule: Option<String>,
+    key: Option<String>,
+    state: Option<ExpectedState>,
+    summary: Option<String>,
+    fields: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum ExpectedState {
+    Firing,
+    Resolved,
+}
+
+/// The JSON Schema of `rules`, `config` or rule-`test` files, pretty-printed.
 pub fn schema(which: &str) -> Option<String> {
     let s = match which {
         "rules" => schemars::schema_for!(RulesFile),
         "config" => schemars::schema_for!(ConfigFile),
+        "test" => schemars::schema_for!(TestFile),
         _ => return None,
     };
     serde_json::to_string_pretty(&s).ok()

@@ -99,3 +99,24 @@ fn time_passing_fires_absent_ends_for_and_empties_count_windows() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 tests, 1 passed, 0 failed"), "{out}");
 }
+
+#[test]
+fn a_folder_runs_every_test_file_in_it_and_an_empty_one_is_an_error() {
+    let (code, out) = test(&["rules/tests"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, whole) = test(&["rules/tests/statements.yaml", "rules/tests/tariffs.yaml"]);
+    assert_eq!(out, whole, "a folder runs its files in name order");
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "not a test").unwrap();
+    let out = Command::new(BIN)
+        .arg("test")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no *.yaml test files in this folder"),
+        "{text}"
+    );
+}

@@ -70,3 +70,34 @@ fn the_schemas_accept_the_shipped_files_and_reject_the_invalid_fixtures() {
     );
     assert!(e.iter().any(|m| m.contains("sevrity")), "{e:?}");
 }
+
+#[test]
+fn the_test_schema_accepts_the_shipped_rule_tests_and_rejects_a_misspelt_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let test = schema("test");
+    let mut n = 0;
+    for dir in ["rules/tests", "tests/fixtures/ruletest"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            // The fixtures hold rules beside their tests, and a file made
+            // unusable on purpose.
+            if name.contains("rules") || name.contains("unusable") {
+                continue;
+            }
+            let e = errors(&test, &p);
+            assert!(e.is_empty(), "{}: {e:?}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} test files checked");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "rules: [r.yaml]\ntests:\n  - name: t\n    steps:\n      - at: 2026-01-01T00:00:00Z\n        expects: []\n",
+    )
+    .unwrap();
+    let e = errors(&test, &bad);
+    assert!(e.iter().any(|m| m.contains("expects")), "{e:?}");
+}
