@@ -743,3 +743,41 @@ fn send_test_to_a_log_channel_writes_the_line_it_sends() {
         "the line appears where the log goes: {stderr}"
     );
 }
+
+/// An in-place write that pauses half-way leaves a file that is valid but
+/// short (here: without `jp`). The reload waits for the write to end
+/// (50 ms without an event, or the file closed) and reads the file once,
+/// whole: `jp` keeps its state, and nothing is dropped.
+#[test]
+fn a_rules_file_written_in_place_with_a_pause_is_read_once_whole() {
+    let s = setup(
+        &format!("rules:\n{}{}", rule("cn", "CN", 157), rule("jp", "JP", 50)),
+        "",
+    );
+    let csv = s.dir.join("data/tariffs.csv");
+    let d = Daemon::start(&s.config, &[]);
+    write_by_rename(&csv, &table(&[("CN", 100), ("JP", 60)]));
+    assert_eq!(wait_count(&s.alerts, 1)[0]["rule"], "jp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&s.rules).unwrap();
+        f.write_all(format!("rules:\n{}", rule("cn", "CN", 157)).as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        f.write_all(format!("{}{}", rule("jp", "JP", 50), rule("jp-high", "JP", 55)).as_bytes())
+            .unwrap();
+    }
+    assert!(d.wait_log("reloaded", T), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let log = d.log();
+    assert_eq!(log.matches("reloaded").count(), 1, "{log}");
+    assert!(
+        !log.contains("dropping the state"),
+        "the half-written file was applied: {log}"
+    );
+    write_by_rename(&csv, &table(&[("CN", 100), ("JP", 61)]));
+    let v = wait_count(&s.alerts, 2);
+    assert_eq!(v[1]["rule"], "jp-high", "{v:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read_jsonl(&s.alerts).len(), 2, "jp did not fire again");
+}

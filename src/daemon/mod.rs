@@ -102,7 +102,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     }
 
     parts.apply_sources(&config, &store)?;
-    let mut rules_watch = watch_rules(&config.rules, control.reload.clone());
+    // Whether the rule files' last event left them whole (see watch_rules).
+    let saved = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut rules_watch = watch_rules(&config.rules, control.reload.clone(), saved.clone());
     tracing::info!(
         rules = engine.compiled().rules.len(),
         sources = config.sources.len(),
@@ -174,13 +176,19 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 // Edits come in bursts (an editor writes, renames, touches):
                 // wait until 50 ms pass without another (2 s at most, for a
                 // file rewritten without pause), and take the burst as one
-                // reload.
+                // reload. A file renamed into place or closed after writing
+                // is whole: then 10 ms without another event will do.
                 let burst = std::time::Instant::now();
-                while burst.elapsed() < Duration::from_secs(2)
-                    && tokio::time::timeout(Duration::from_millis(50), control.reload.notified())
-                        .await
-                        .is_ok()
-                {}
+                while burst.elapsed() < Duration::from_secs(2) {
+                    let quiet = if saved.load(std::sync::atomic::Ordering::Acquire) {
+                        Duration::from_millis(10)
+                    } else {
+                        Duration::from_millis(50)
+                    };
+                    if tokio::time::timeout(quiet, control.reload.notified()).await.is_err() {
+                        break;
+                    }
+                }
                 let before = config.rules.clone();
                 match reload(&mut config, &mut cache, &mut engine, &mut parts, &mut health, &mut store) {
                     Ok(changes) => {
@@ -197,7 +205,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                     tracing::warn!("http.listen changed: the listener moves at the next restart");
                 }
                 if config.rules != before {
-                    rules_watch = watch_rules(&config.rules, control.reload.clone());
+                    rules_watch = watch_rules(&config.rules, control.reload.clone(), saved.clone());
                 }
                 sd.ready(&status_line(&engine, &config, &health, &store));
             }
@@ -412,7 +420,12 @@ fn status_line(
 
 /// Watches the rules folder (or the rules file's folder): a change to a
 /// rules file asks for a reload. Dropping the watcher ends the watch.
-fn watch_rules(path: &Path, reload: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+fn watch_rules(
+    path: &Path,
+    reload: Arc<Notify>,
+    saved: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     use notify::{EventKind, RecursiveMode, Watcher};
     let (dir, only) = if path.is_dir() {
         (path.to_path_buf(), None)
@@ -424,9 +437,19 @@ fn watch_rules(path: &Path, reload: Arc<Notify>) -> Option<notify::RecommendedWa
     };
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
+        // Whether the file is whole after this event: closed after writing
+        // or renamed into place (an atomic save), or gone; not while it is
+        // being written.
+        let whole = match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            | EventKind::Remove(_) => Some(true),
+            EventKind::Access(_) => return,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                Some(false)
+            }
+            _ => None,
+        };
         let relevant = ev.paths.iter().any(|p| {
             let name = p.file_name();
             match &only {
@@ -438,6 +461,9 @@ fn watch_rules(path: &Path, reload: Arc<Notify>) -> Option<notify::RecommendedWa
             }
         });
         if relevant {
+            if let Some(w) = whole {
+                saved.store(w, std::sync::atomic::Ordering::Release);
+            }
             reload.notify_one();
         }
     };
