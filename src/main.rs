@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Command::Run { log_format } => run(&config_path, log_format),
         Command::Schema { which } => match tocsin::schema::schema(&which) {
             Some(s) => {
-                println!("{s}");
+                emit(&format!("{s}\n"));
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(2),
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Command::Test { files } => {
             let mut out = String::new();
             let code = tocsin::ruletest::run(&files, &mut out);
-            print!("{out}");
+            emit(&out);
             ExitCode::from(code as u8)
         }
         Command::SendTest { channel } => {
@@ -120,9 +120,9 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         Ok(l) => {
             let mut warnings = secrets;
             warnings.extend(tocsin::lint::warnings(&l));
-            print!("{}", daemon::render(&warnings));
-            println!(
-                "{}: ok: {} sources, {} channels, {} rules in {} files{}",
+            emit(&daemon::render(&warnings));
+            emit(&format!(
+                "{}: ok: {} sources, {} channels, {} rules in {} files{}\n",
                 path.display(),
                 l.config.sources.len(),
                 l.config.channels.len(),
@@ -133,13 +133,16 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
                     1 => ", 1 warning".into(),
                     n => format!(", {n} warnings"),
                 }
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(p) => {
-            print!("{}", daemon::render(&p.0));
+            emit(&daemon::render(&p.0));
             let n = p.0.iter().filter(|d| d.is_error()).count();
-            println!("{n} problem{} found", if n == 1 { "" } else { "s" });
+            emit(&format!(
+                "{n} problem{} found\n",
+                if n == 1 { "" } else { "s" }
+            ));
             ExitCode::from(1)
         }
     }
@@ -156,6 +159,15 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
     let store = tocsin::store::Store::open(&config.state)?;
     let stdout = std::io::stdout();
     tocsin::alerts::run(&store, opts, &mut stdout.lock())
+}
+
+/// Writes a command's output to stdout. A reader that stopped reading
+/// (`| head`) is no error: the rest is dropped, without the panic that
+/// `print!` makes of it.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Logs to stderr: the level from `RUST_LOG`, else the config, else info;

@@ -101,3 +101,21 @@ fn the_test_schema_accepts_the_shipped_rule_tests_and_rejects_a_misspelt_key() {
     let e = errors(&test, &bad);
     assert!(e.iter().any(|m| m.contains("expects")), "{e:?}");
 }
+
+/// `tocsin schema rules | head -1`: the reader is gone before tocsin
+/// writes (the read end is closed as soon as it starts), and tocsin ends
+/// quietly instead of panicking on the closed pipe.
+#[test]
+fn a_reader_that_stops_early_gets_no_panic() {
+    let mut child = Command::new(BIN)
+        .args(["schema", "rules"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
