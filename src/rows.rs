@@ -16,6 +16,7 @@
 //! the store is written a batch after the source reads, so it may not yet
 //! hold the version a change is compared with.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -47,39 +48,40 @@ impl RowIn<'_> {
 
     /// The row's key, as [`row_key`] makes it.
     pub fn key(&self, key: &[String]) -> Result<String, String> {
-        let (names, cells) = match self {
-            RowIn::Fields(f) => return row_key(f, key),
-            RowIn::Cells(names, cells) => (names, cells),
-        };
-        let mut k = String::new();
-        for (i, name) in key.iter().enumerate() {
-            let v = (names.iter().position(|n| n == name))
-                .and_then(|at| cells.get(at))
-                .ok_or_else(|| {
-                    format!("the row has no `{name}`, which is part of the source's key")
-                })?;
-            if i > 0 {
-                k.push('|');
-            }
-            k.push_str(v.trim());
+        match self {
+            RowIn::Fields(f) => row_key(f, key),
+            RowIn::Cells(names, cells) => join_key(key, |name| {
+                let at = names.iter().position(|n| n == name)?;
+                cells.get(at).map(Cow::Borrowed)
+            }),
         }
-        Ok(k)
     }
 }
 
 /// The key of a row: its key fields' values joined by `|`.
 pub fn row_key(fields: &Fields, key: &[String]) -> Result<String, String> {
+    join_key(key, |name| {
+        crate::record::lookup(fields, name).map(|v| match v {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(other.to_string()),
+        })
+    })
+}
+
+/// The values `value` gives for the key's names, trimmed and joined by
+/// `|`; a name without a value is an error.
+fn join_key<'a>(
+    key: &[String],
+    mut value: impl FnMut(&str) -> Option<Cow<'a, str>>,
+) -> Result<String, String> {
     let mut k = String::new();
     for (i, name) in key.iter().enumerate() {
-        let v = crate::record::lookup(fields, name)
+        let v = value(name)
             .ok_or_else(|| format!("the row has no `{name}`, which is part of the source's key"))?;
         if i > 0 {
             k.push('|');
         }
-        match v {
-            Value::String(s) => k.push_str(s.trim()),
-            other => k.push_str(&other.to_string()),
-        }
+        k.push_str(v.trim());
     }
     Ok(k)
 }
@@ -287,11 +289,11 @@ impl Table {
 }
 
 // A row's values, one after another: text as its length and its bytes,
-// any other value as its length and its JSON. A length is one byte below
-// 127, else four (little-endian, the top bit set), and says whether text
-// or JSON follows in its lowest bit. Text, which is all a CSV has, so
-// costs its bytes and one more, where JSON spent three on quotes and
-// commas.
+// any other value as its length and its JSON. The length, doubled and
+// with its lowest bit set when JSON follows, takes one byte when that is
+// below 128, else four (big-endian, with the top bit set, so that the
+// first byte tells which). Text, which is all a CSV has, so costs its
+// bytes and one more, where JSON spent three on quotes and commas.
 
 fn put_len(buf: &mut Vec<u8>, len: usize, json: bool) {
     let tagged = len << 1 | usize::from(json);

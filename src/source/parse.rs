@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::config::Format;
 use crate::record::Fields;
-pub use crate::rows::RowIn;
+use crate::rows::RowIn;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseError {
@@ -45,18 +45,9 @@ pub fn text(bytes: &[u8]) -> Result<&str, ParseError> {
 }
 
 /// [`rows`], each row handed to `row` as it is read: CSV, TSV and JSON
-/// lines a row at a time, never all at once; a JSON or YAML document is
-/// parsed whole first.
+/// lines a row at a time, never all at once (CSV and TSV rows as their
+/// cells); a JSON or YAML document is parsed whole first.
 pub fn each_row(
-    format: Format,
-    bytes: &[u8],
-    row: &mut dyn FnMut(usize, Fields) -> Result<(), ParseError>,
-) -> Result<(), ParseError> {
-    each_row_in(format, bytes, &mut |line, r| row(line, r.into_fields()))
-}
-
-/// [`each_row`], CSV and TSV rows handed on as cells.
-pub fn each_row_in(
     format: Format,
     bytes: &[u8],
     row: &mut dyn FnMut(usize, RowIn<'_>) -> Result<(), ParseError>,

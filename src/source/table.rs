@@ -6,10 +6,10 @@
 //! differs is read back into fields, for its record's `prev`, and compared
 //! field by field (columns that moved are no change).
 
-use super::parse::ParseError;
-use crate::record::{Fields, Record, RecordKind, Row};
 use std::collections::HashMap;
 
+use super::parse::ParseError;
+use crate::record::{Fields, Record, RecordKind, Row};
 use crate::rows::{RowIn, Seen, Table, key_text};
 
 /// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
@@ -247,7 +247,7 @@ mod tests {
             &mut small,
             &key,
             mk,
-            |row| parse::each_row_in(format, text.as_bytes(), row),
+            |row| parse::each_row(format, text.as_bytes(), row),
             0,
             2,
             &mut |d| parts.push(d),
@@ -257,7 +257,7 @@ mod tests {
             t,
             &key,
             mk,
-            |row| parse::each_row_in(format, text.as_bytes(), row),
+            |row| parse::each_row(format, text.as_bytes(), row),
             0,
             usize::MAX,
             &mut |d| whole.extend(d),

@@ -140,7 +140,6 @@ impl Parts {
                 upsert: part.upsert,
                 delete: part.delete,
             }],
-            more: true,
             held: Some(held),
             ..Done::default()
         });
@@ -491,7 +490,7 @@ impl FileTracker {
             rows,
             &key,
             mk,
-            |row| parse::each_row_in(format, &bytes, row),
+            |row| parse::each_row(format, &bytes, row),
             lines,
             chunk,
             &mut |part| {
@@ -673,10 +672,8 @@ pub(crate) struct Done {
     checkpoints: Vec<Checkpoint>,
     /// When to read again files waiting to settle (or with more to read).
     recheck: Option<(std::time::Instant, Vec<PathBuf>)>,
-    /// A part of a large table version, which more of the same job follow
-    /// (see [`Parts`]).
-    more: bool,
-    /// The permit a part holds until it is committed.
+    /// The permit a part of a large table version holds until it is
+    /// committed (see [`Parts`]); more of the same job follow a part.
     held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 

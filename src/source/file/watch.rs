@@ -103,7 +103,7 @@ pub async fn run(tracker: FileTracker, tx: mpsc::Sender<Batch>, shutdown: Cancel
             done = done_rx.recv() => {
                 let Some(done) = done else { break };
                 // A part of a large table: the job goes on.
-                if !done.more {
+                if done.held.is_none() {
                     busy = false;
                     recheck = done.recheck;
                 }
