@@ -54,19 +54,7 @@ fn test_files(given: &[PathBuf], out: &mut String) -> (Vec<PathBuf>, bool) {
             files.push(g.clone());
             continue;
         }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(g)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.is_file()
-                            && matches!(
-                                p.extension().and_then(|x| x.to_str()),
-                                Some("yaml" | "yml")
-                            )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let found = crate::rules::rule_files(g).unwrap_or_default();
         if found.is_empty() {
             let _ = writeln!(
                 out,
@@ -75,7 +63,6 @@ fn test_files(given: &[PathBuf], out: &mut String) -> (Vec<PathBuf>, bool) {
             );
             ok = false;
         }
-        found.sort();
         files.extend(found);
     }
     (files, ok)

@@ -403,7 +403,9 @@ fn check_lists(c: &Cond, lists: &BTreeMap<String, ListDef>, d: &mut Diags) {
     }
 }
 
-fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+/// `path` itself when it is a file, else the `*.yaml`/`*.yml` files of the
+/// folder (not hidden ones), by name.
+pub(crate) fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the rules path: {e}"))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
