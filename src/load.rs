@@ -20,8 +20,14 @@ pub struct Loaded {
 
 /// Loads and validates everything, reporting every problem at once.
 pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded, Problems> {
+    load_from(config_path, rules_override, None)
+}
+
+/// [`load`] for a daemon, which reloads: the rule files are kept in the
+/// [`Loaded::cache`], for the next reload to read only those that changed.
+pub fn load_kept(config_path: &Path) -> Result<Loaded, Problems> {
     let mut cache = RuleCache::default();
-    let mut loaded = load_with(config_path, rules_override, &mut cache)?;
+    let mut loaded = load_from(config_path, None, Some(&mut cache))?;
     loaded.cache = cache;
     Ok(loaded)
 }
@@ -29,10 +35,14 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
 /// [`load`], reading again only the rule files whose text is not in
 /// `cache` (see [`RuleCache`]), which then holds the files as read, also
 /// when they are refused. The cache is left out of what comes back.
-pub fn load_with(
+pub fn load_with(config_path: &Path, cache: &mut RuleCache) -> Result<Loaded, Problems> {
+    load_from(config_path, None, Some(cache))
+}
+
+fn load_from(
     config_path: &Path,
     rules_override: Option<&Path>,
-    cache: &mut RuleCache,
+    cache: Option<&mut RuleCache>,
 ) -> Result<Loaded, Problems> {
     let config = Config::load(config_path)?;
     let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();

@@ -215,7 +215,7 @@ fn init_logging(cfg: &tocsin::config::LogConfig, format: Option<LogFormat>) {
 
 fn run(path: &std::path::Path, format: Option<LogFormat>) -> ExitCode {
     let secrets = config::verify_secrets(path, false);
-    let loaded = match tocsin::load::load(path, None) {
+    let loaded = match tocsin::load::load_kept(path) {
         Ok(l) if secrets.is_empty() => l,
         Ok(_) => {
             eprint!("{}", daemon::render(&secrets));

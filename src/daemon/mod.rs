@@ -358,7 +358,7 @@ fn reload(
     store: &mut Store,
 ) -> anyhow::Result<Vec<crate::store::StateChange>> {
     // Only the rule files that changed are read again.
-    let loaded = match crate::load::load_with(&config.path, None, cache) {
+    let loaded = match crate::load::load_with(&config.path, cache) {
         Ok(l) => l,
         Err(p) => {
             for d in &p.0 {

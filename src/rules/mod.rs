@@ -179,12 +179,12 @@ impl RuleSet {
     /// Loads a folder of `*.yaml`/`*.yml` files (sorted by name) or one file.
     /// Every problem comes back; the set holds the rules that did parse.
     pub fn load(path: &Path) -> (RuleSet, Vec<Diagnostic>) {
-        RuleSet::load_with(path, &mut RuleCache::default())
+        RuleSet::load_with(path, None)
     }
 
-    /// [`RuleSet::load`], reading only the files whose text is not in
-    /// `cache` as it is now (which then holds the files as read).
-    pub fn load_with(path: &Path, cache: &mut RuleCache) -> (RuleSet, Vec<Diagnostic>) {
+    /// [`RuleSet::load`], with a `cache`: only the files whose text is not
+    /// in it as it is now are read (and it then holds the files as read).
+    pub fn load_with(path: &Path, cache: Option<&mut RuleCache>) -> (RuleSet, Vec<Diagnostic>) {
         let files = match rule_files(path) {
             Ok(f) => f,
             Err(e) => {
@@ -227,7 +227,7 @@ impl RuleSet {
     pub fn parse<'a>(
         files: impl IntoIterator<Item = (&'a Path, &'a str)>,
     ) -> (RuleSet, Vec<Diagnostic>) {
-        RuleSet::parse_with(files, &mut RuleCache::default())
+        RuleSet::parse_with(files, None)
     }
 
     /// One file's rules and lists, as if it were the only file.
@@ -244,32 +244,36 @@ impl RuleSet {
     }
 
     /// [`RuleSet::parse`], with the files whose text `cache` holds taken
-    /// from it.
+    /// from it, when there is a cache. Without one, nothing is kept, and
+    /// each file's rules are moved into the set, not copied.
     pub fn parse_with<'a>(
         files: impl IntoIterator<Item = (&'a Path, &'a str)>,
-        cache: &mut RuleCache,
+        mut cache: Option<&mut RuleCache>,
     ) -> (RuleSet, Vec<Diagnostic>) {
         let mut set = RuleSet::default();
         let mut out: Vec<Diagnostic> = Vec::new();
         let mut read = std::collections::HashSet::new();
         for (path, text) in files {
-            read.insert(path.to_path_buf());
-            let fresh = match cache.files.get(path) {
-                Some((one, _)) => *one.files[0].text != *text,
-                None => true,
+            let (one, diags) = match cache.as_deref_mut() {
+                None => RuleSet::parse_one(path, text),
+                Some(cache) => {
+                    read.insert(path.to_path_buf());
+                    let fresh = match cache.files.get(path) {
+                        Some((one, _)) => *one.files[0].text != *text,
+                        None => true,
+                    };
+                    if fresh {
+                        (cache.files).insert(path.to_path_buf(), RuleSet::parse_one(path, text));
+                    }
+                    cache.files[path].clone()
+                }
             };
-            if fresh {
-                cache
-                    .files
-                    .insert(path.to_path_buf(), RuleSet::parse_one(path, text));
-            }
-            let (one, diags) = &cache.files[path];
             let idx = set.files.len();
-            set.files.push(one.files[0].clone());
-            out.extend(diags.iter().cloned());
+            set.files.extend(one.files);
+            out.extend(diags);
             // Lists are one namespace across files: the first holds.
-            for (name, list) in &one.lists {
-                if let Some(prev) = set.lists.get(name) {
+            for (name, list) in one.lists {
+                if let Some(prev) = set.lists.get(&name) {
                     let mut d = Diags::new(&set.files[idx]);
                     let first = &set.files[prev.file];
                     d.error(
@@ -285,18 +289,14 @@ impl RuleSet {
                     out.append(&mut d.out);
                     continue;
                 }
-                let list = ListDef {
-                    file: idx,
-                    ..list.clone()
-                };
-                set.lists.insert(name.clone(), list);
+                set.lists.insert(name, ListDef { file: idx, ..list });
             }
-            set.rules.extend(one.rules.iter().map(|r| RuleDef {
-                file: idx,
-                ..r.clone()
-            }));
+            set.rules
+                .extend(one.rules.into_iter().map(|r| RuleDef { file: idx, ..r }));
         }
-        cache.files.retain(|p, _| read.contains(p));
+        if let Some(cache) = cache {
+            cache.files.retain(|p, _| read.contains(p));
+        }
         // Cross-file: rule ids are unique across all files.
         let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
         for r in &set.rules {
@@ -464,7 +464,8 @@ mod tests {
             &[(pc, c), (pb, b)],
         ];
         for files in versions {
-            let (cached, cached_diags) = RuleSet::parse_with(files.iter().copied(), &mut cache);
+            let (cached, cached_diags) =
+                RuleSet::parse_with(files.iter().copied(), Some(&mut cache));
             let (fresh, fresh_diags) = RuleSet::parse(files.iter().copied());
             assert_eq!(ids(&cached), ids(&fresh));
             let show = |d: &[Diagnostic]| d.iter().map(|d| d.headline()).collect::<Vec<_>>();
@@ -472,7 +473,7 @@ mod tests {
             assert_eq!(format!("{:?}", cached.lists), format!("{:?}", fresh.lists));
             assert_eq!(cache.files.len(), files.len(), "files gone are dropped");
         }
-        let (_, diags) = RuleSet::parse_with([(pa, a), (pb, b2)], &mut cache);
+        let (_, diags) = RuleSet::parse_with([(pa, a), (pb, b2)], Some(&mut cache));
         let text: Vec<String> = diags.iter().map(|d| d.headline()).collect();
         assert!(
             text.iter()
