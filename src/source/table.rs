@@ -264,6 +264,9 @@ mod tests {
         )
         .map_err(|e| format!("{}: {}", e.line, e.message));
         assert_eq!(in_parts.is_ok(), d.is_ok());
+        if d.is_err() {
+            assert!(parts.is_empty(), "a refused version emits nothing");
+        }
         d?;
         let seen = |d: TableDiff| -> Seen {
             assert_eq!(d.records.len(), d.upsert.len() + d.delete.len());
