@@ -24,7 +24,9 @@ pub fn load(config_path: &Path, rules_override: Option<&Path>) -> Result<Loaded,
 }
 
 /// [`load`] for a daemon, which reloads: the rule files are kept in the
-/// [`Loaded::cache`], for the next reload to read only those that changed.
+/// [`Loaded::cache`], for the next reload to read only those that changed
+/// (give it back [`Loaded::rules`] with [`RuleCache::keep`] once done
+/// with them).
 pub fn load_kept(config_path: &Path) -> Result<Loaded, Problems> {
     let mut cache = RuleCache::default();
     let mut loaded = load_from(config_path, None, Some(&mut cache))?;
@@ -34,7 +36,8 @@ pub fn load_kept(config_path: &Path) -> Result<Loaded, Problems> {
 
 /// [`load`], reading again only the rule files whose text is not in
 /// `cache` (see [`RuleCache`]), which then holds the files as read, also
-/// when they are refused. The cache is left out of what comes back.
+/// when they are refused. The cache is left out of what comes back; give
+/// it back [`Loaded::rules`] with [`RuleCache::keep`] once done with them.
 pub fn load_with(config_path: &Path, cache: &mut RuleCache) -> Result<Loaded, Problems> {
     load_from(config_path, None, Some(cache))
 }
@@ -42,24 +45,31 @@ pub fn load_with(config_path: &Path, cache: &mut RuleCache) -> Result<Loaded, Pr
 fn load_from(
     config_path: &Path,
     rules_override: Option<&Path>,
-    cache: Option<&mut RuleCache>,
+    mut cache: Option<&mut RuleCache>,
 ) -> Result<Loaded, Problems> {
     let config = Config::load(config_path)?;
     let rules_path = rules_override.unwrap_or(&config.rules).to_path_buf();
-    let (rules, mut diags) = RuleSet::load_with(&rules_path, cache);
+    let (rules, mut diags) = RuleSet::load_with(&rules_path, cache.as_deref_mut());
     // Compile even when some rules failed to parse, so that references to
     // sources and channels are checked in the same pass.
-    match crate::engine::compile(&config, &rules) {
-        Ok(compiled) if !diags.iter().any(Diagnostic::is_error) => Ok(Loaded {
-            config,
-            rules,
-            compiled,
-            cache: RuleCache::default(),
-        }),
-        Ok(_) => Err(Problems(diags)),
+    let compiled = crate::engine::compile(&config, &rules);
+    let problems = match compiled {
+        Ok(compiled) if !diags.iter().any(Diagnostic::is_error) => {
+            return Ok(Loaded {
+                config,
+                rules,
+                compiled,
+                cache: RuleCache::default(),
+            });
+        }
+        Ok(_) => Problems(diags),
         Err(mut p) => {
             diags.append(&mut p.0);
-            Err(Problems(diags))
+            Problems(diags)
         }
+    };
+    if let Some(cache) = cache {
+        cache.keep(rules);
     }
+    Err(problems)
 }

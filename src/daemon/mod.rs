@@ -45,8 +45,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         mut config,
         compiled,
         mut cache,
-        ..
+        rules,
     } = loaded;
+    cache.keep(rules);
     let shutdown = control.shutdown.clone();
     // One daemon per store; held until the process ends.
     let _lock = crate::store::RunLock::take(&config.state)?;
@@ -379,9 +380,15 @@ fn reload(
     for w in crate::lint::warnings(&loaded) {
         tracing::warn!("{}", w.headline());
     }
-    let built = parts.build_channels(&loaded.config)?;
-    let new = loaded.config;
-    let dropped = engine.replace_rules(loaded.compiled);
+    let crate::load::Loaded {
+        config: new,
+        rules,
+        compiled,
+        ..
+    } = loaded;
+    cache.keep(rules);
+    let built = parts.build_channels(&new)?;
+    let dropped = engine.replace_rules(compiled);
     engine.arm(Utc::now());
     if !dropped.is_empty() {
         tracing::info!(rules = ?dropped, "dropping the state of rules that no longer exist");

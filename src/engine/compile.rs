@@ -53,10 +53,10 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
     let mut interner = Interner::default();
     let mut phrases = PhraseSetBuilder::default();
     let mut env = crate::channel::template::environment();
-    let mut rules = Vec::new();
+    let mut rules = Vec::with_capacity(set.rules.len());
     let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
     let mut source_slots: HashMap<String, HashSet<usize>> = HashMap::new();
-    let mut guards: Vec<Option<GuardSpec>> = Vec::new();
+    let mut guards: Vec<Option<GuardSpec>> = Vec::with_capacity(set.rules.len());
 
     for def in &set.rules {
         let mut d = Diags::new(&set.files[def.file]);

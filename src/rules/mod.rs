@@ -2,9 +2,10 @@
 //! need the daemon config (sources, channels) happen when rules are compiled
 //! into the engine form, see [`crate::engine::compile`].
 
+mod cut;
 mod read;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -169,10 +170,56 @@ impl std::fmt::Debug for CelExpr {
 
 /// The rules read from each file, by path, with the text they were read
 /// from: a reload reads again only the files whose text changed (an edit
-/// to one file of a folder of rules costs that file alone).
+/// to one file of a folder of rules costs that file alone), and of a file
+/// that changed, only the rules whose text changed (see [`cut`]).
+///
+/// The rules themselves are lent to the set that a load gives out, not
+/// copied into it, and come back with [`RuleCache::keep`] once the set has
+/// been compiled; a file whose rules have not come back is read again.
 #[derive(Clone, Debug, Default)]
 pub struct RuleCache {
-    files: std::collections::HashMap<PathBuf, (RuleSet, Vec<Diagnostic>)>,
+    files: HashMap<PathBuf, Kept>,
+    /// Per file cut apart (see [`cut`]): its rules, by the text of each.
+    parts: HashMap<PathBuf, HashMap<Box<str>, Part>>,
+}
+
+/// One file as last read.
+#[derive(Clone, Debug)]
+struct Kept {
+    src: SourceFile,
+    lists: BTreeMap<String, ListDef>,
+    /// `None` while lent out.
+    rules: Option<Vec<RuleDef>>,
+    diags: Vec<Diagnostic>,
+}
+
+impl RuleCache {
+    /// Takes back the rules of a set that a load with this cache gave out.
+    pub fn keep(&mut self, set: RuleSet) {
+        // The rules are in the order of their files: each file's are cut
+        // off the end (the first file's, or a single file's, are the list
+        // itself, not copied).
+        let mut rules = set.rules;
+        for (idx, src) in set.files.iter().enumerate().rev() {
+            let mut mine = rules.split_off(rules.partition_point(|r| r.file < idx));
+            mine.iter_mut().for_each(|r| r.file = 0);
+            if let Some(k) = self.files.get_mut(&src.path)
+                && std::sync::Arc::ptr_eq(&k.src.text, &src.text)
+                && k.rules.is_none()
+            {
+                k.rules = Some(mine);
+            }
+        }
+    }
+}
+
+/// One rule of a file, as last read: its first line, where the rule is in
+/// the file's rules (none when it has errors) and its messages.
+#[derive(Clone, Debug)]
+struct Part {
+    line: usize,
+    rule: Option<usize>,
+    diags: Vec<Diagnostic>,
 }
 
 impl RuleSet {
@@ -243,6 +290,70 @@ impl RuleSet {
         (set, d.out)
     }
 
+    /// [`RuleSet::parse_one`], one rule at a time: a rule whose text
+    /// `kept` holds is moved from `old` (the file's rules as last read),
+    /// the others are read (and `kept` then holds the file as it is now).
+    /// `None` when the file is not cut, or its head or one of its parts
+    /// does not read as such: the whole file is read then, for the
+    /// messages of the whole file.
+    fn parse_parts(
+        path: &Path,
+        text: &str,
+        kept: &mut HashMap<Box<str>, Part>,
+        old: Vec<RuleDef>,
+    ) -> Option<(RuleSet, Vec<Diagnostic>)> {
+        let cut = cut::cut(text)?;
+        let node = crate::yaml::parse(&cut.head).ok()?;
+        let empty_rules = match &node.kind {
+            crate::yaml::Kind::Map(m) => m
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("rules") && v.is_null()),
+            _ => false,
+        };
+        if !empty_rules {
+            return None;
+        }
+        let mut set = RuleSet::default();
+        let head = SourceFile::new(path, cut.head.as_str());
+        let mut d = Diags::new(&head);
+        read::file(0, &node, &mut set, &mut d);
+        let mut out = d.out;
+        set.files.push(SourceFile::new(path, text));
+        set.rules.reserve(cut.parts.len());
+        let mut old: Vec<Option<RuleDef>> = old.into_iter().map(Some).collect();
+        let mut now: HashMap<Box<str>, Part> = HashMap::with_capacity(cut.parts.len());
+        for (line, part) in cut.parts {
+            // A rule read before is moved to its new line; a second rule of
+            // the same text is read again.
+            let moved = kept.get(part).and_then(|p| {
+                let rule = match p.rule {
+                    Some(i) => Some(old.get_mut(i)?.take()?),
+                    None => None,
+                };
+                let by = line as isize - p.line as isize;
+                let mut diags = p.diags.clone();
+                diags
+                    .iter_mut()
+                    .for_each(|d| d.pos.line = moved(d.pos.line, by));
+                Some((rule.map(|r| r.shifted(by)), diags))
+            });
+            let (rule, diags) = match moved {
+                Some(m) => m,
+                None => read_part(path, part, line)?,
+            };
+            let at = rule.is_some().then_some(set.rules.len());
+            set.rules.extend(rule);
+            out.extend(diags.iter().cloned());
+            (now.entry(part.into())).or_insert(Part {
+                line,
+                rule: at,
+                diags,
+            });
+        }
+        *kept = now;
+        Some((set, out))
+    }
+
     /// [`RuleSet::parse`], with the files whose text `cache` holds taken
     /// from it, when there is a cache. Without one, nothing is kept, and
     /// each file's rules are moved into the set, not copied.
@@ -258,14 +369,35 @@ impl RuleSet {
                 None => RuleSet::parse_one(path, text),
                 Some(cache) => {
                     read.insert(path.to_path_buf());
-                    let fresh = match cache.files.get(path) {
-                        Some((one, _)) => *one.files[0].text != *text,
-                        None => true,
-                    };
-                    if fresh {
-                        (cache.files).insert(path.to_path_buf(), RuleSet::parse_one(path, text));
+                    match cache.files.remove(path) {
+                        Some(mut k) if *k.src.text == *text && k.rules.is_some() => {
+                            let one = RuleSet {
+                                files: vec![k.src.clone()],
+                                lists: k.lists.clone(),
+                                rules: k.rules.take().unwrap_or_default(),
+                            };
+                            let diags = k.diags.clone();
+                            cache.files.insert(path.to_path_buf(), k);
+                            (one, diags)
+                        }
+                        k => {
+                            let old = k.and_then(|k| k.rules).unwrap_or_default();
+                            let kept = cache.parts.entry(path.to_path_buf()).or_default();
+                            let parts = RuleSet::parse_parts(path, text, kept, old);
+                            let (one, diags) = parts.unwrap_or_else(|| {
+                                kept.clear();
+                                RuleSet::parse_one(path, text)
+                            });
+                            let k = Kept {
+                                src: one.files[0].clone(),
+                                lists: one.lists.clone(),
+                                rules: None,
+                                diags: diags.clone(),
+                            };
+                            cache.files.insert(path.to_path_buf(), k);
+                            (one, diags)
+                        }
                     }
-                    cache.files[path].clone()
                 }
             };
             let idx = set.files.len();
@@ -296,6 +428,7 @@ impl RuleSet {
         }
         if let Some(cache) = cache {
             cache.files.retain(|p, _| read.contains(p));
+            cache.parts.retain(|p, _| read.contains(p));
         }
         // Cross-file: rule ids are unique across all files.
         let mut seen: BTreeMap<&str, &RuleDef> = BTreeMap::new();
@@ -348,6 +481,80 @@ impl RuleSet {
                 .get(name)
                 .map(|l| l.items.clone())
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// One rule item of a file (`- …`, see [`cut`]) whose first line is
+/// `line`, read on its own; `None` when it is not one list item.
+fn read_part(path: &Path, part: &str, line: usize) -> Option<(Option<RuleDef>, Vec<Diagnostic>)> {
+    let node = crate::yaml::parse(part).ok()?;
+    let crate::yaml::Kind::Seq(items) = &node.kind else {
+        return None;
+    };
+    let [item] = items.as_slice() else {
+        return None;
+    };
+    let src = SourceFile::new(path, part);
+    let mut d = Diags::new(&src);
+    let by = line as isize - 1;
+    let rule = read::rule(0, item, &mut d).map(|r| r.shifted(by));
+    d.out
+        .iter_mut()
+        .for_each(|d| d.pos.line = moved(d.pos.line, by));
+    Some((rule, d.out))
+}
+
+/// Line `line` moved `by` lines.
+fn moved(line: usize, by: isize) -> usize {
+    line.saturating_add_signed(by)
+}
+
+impl RuleDef {
+    /// The rule with every position moved `by` lines: a rule read on its
+    /// own put at its place in the file, or moved there by an edit above.
+    fn shifted(mut self, by: isize) -> RuleDef {
+        let shift = |p: &mut Pos| p.line = moved(p.line, by);
+        shift(&mut self.pos);
+        shift(&mut self.id_pos);
+        if let Some(p) = &mut self.for_pos {
+            shift(p);
+        }
+        let named = (self.sources.iter_mut())
+            .chain(self.notify.iter_mut())
+            .chain(self.field_refs.iter_mut())
+            .chain(self.summary.iter_mut())
+            .chain(self.body.iter_mut())
+            .chain(self.key.iter_mut());
+        named.for_each(|(_, p)| shift(p));
+        if let Some(c) = &mut self.when {
+            c.shift_lines(by);
+        }
+        self
+    }
+}
+
+impl Cond {
+    fn shift_lines(&mut self, by: isize) {
+        let items = |i: &mut Items| {
+            if let Items::List { pos, .. } = i {
+                pos.line = moved(pos.line, by);
+            }
+        };
+        match self {
+            Cond::In { items: i, .. } => items(i),
+            Cond::Text { any, all, none, .. } => {
+                [any, all, none].into_iter().flatten().for_each(items)
+            }
+            Cond::Absent { pos, .. } | Cond::Count { pos, .. } => pos.line = moved(pos.line, by),
+            Cond::Expr(e) => e.pos.line = moved(e.pos.line, by),
+            Cond::All(v) | Cond::Any(v) => v.iter_mut().for_each(|c| c.shift_lines(by)),
+            Cond::Not(c) => c.shift_lines(by),
+            Cond::Cmp { .. }
+            | Cond::Exists { .. }
+            | Cond::Regex { .. }
+            | Cond::Changed { .. }
+            | Cond::Delta { .. } => {}
         }
     }
 }
@@ -439,6 +646,84 @@ mod tests {
             .collect()
     }
 
+    /// What a parse gives, positions included, messages in file order.
+    fn seen(set: &RuleSet, diags: &[Diagnostic]) -> (String, Vec<String>) {
+        let mut d: Vec<(usize, usize, String)> = (diags.iter())
+            .map(|d| {
+                (
+                    d.pos.line,
+                    d.pos.col,
+                    format!("{} | {:?}", d.headline(), d.line_text),
+                )
+            })
+            .collect();
+        d.sort();
+        let shown = format!("{:?} {:?}", set.rules, set.lists);
+        (shown, d.into_iter().map(|(.., t)| t).collect())
+    }
+
+    #[test]
+    fn a_file_read_one_rule_at_a_time_reads_as_the_whole_file_through_edits() {
+        let rule = |id: &str, above: u32| {
+            format!(
+                "  - id: {id}\n    source: s\n    when: {{ field: rate, above: {above} }}\n    notify: [out]\n"
+            )
+        };
+        let base = format!(
+            "# tariffs\nlists:\n  allies: [EU, JP]\nrules:\n{}  # a comment at the list's depth\n{}\n  - {{ id: c, source: s, when: {{ field: partner, in: $allies }}, notify: [out], summary: \"x\" }}\n{}",
+            rule("a", 1),
+            rule("b", 2),
+            "  - id: d\n    source: s\n    when:\n      all:\n        - { text: [title], any: [\"export control*\", $allies] }\n        - { expr: \"rate > 3\" }\n        - { count: 2, within: 1h }\n    notify: [out]\n    body: |\n      - not an item\n      rate {{ rate }}\n"
+        );
+        let versions = [
+            base.clone(),
+            // One threshold edited.
+            base.replace("above: 2", "above: 5"),
+            // A line added above: the rules after it move down.
+            base.replacen("rules:\n", "rules:\n\n  # new\n", 1),
+            // And taken out again: the rules move up.
+            base.clone(),
+            // Problems inside a rule: an unknown key, a bad threshold, an
+            // unknown list, and the same rule twice.
+            format!(
+                "{base}  - id: e\n    source: s\n    wen: {{ field: rate, above: x }}\n    notify: [out]\n  - id: f\n    source: s\n    when: {{ field: partner, in: $allie }}\n    notify: [out]\n{}{}",
+                rule("g", 1),
+                rule("g", 1)
+            ),
+            // A key after the rules, and rules at the key's own depth.
+            "rules:\n- id: a\n  source: s\n  when: { field: rate, above: 1 }\n  notify: [out]\nlists:\n  allies: [UK]\nunknown: 1\n"
+                .to_string(),
+            // Read whole: an alias across rules, a syntax error, a flow
+            // mapping closed at the list's depth, a flow list.
+            format!(
+                "{}  - &r {{ id: h, source: s, notify: [out] }}\n  - *r\n",
+                base
+            ),
+            format!("{}  - {{ id: i, source: s, notify: [out]\n", base),
+            "rules:\n  - {\n    id: j, source: s, notify: [out]\n  }\n".to_string(),
+            "rules: [ { id: k, source: s, notify: [out] } ]\n".to_string(),
+            base.clone(),
+        ];
+        let path = Path::new("r.yaml");
+        let mut cache = RuleCache::default();
+        for (n, text) in versions.iter().enumerate() {
+            let (cached, cached_diags) =
+                RuleSet::parse_with([(path, text.as_str())], Some(&mut cache));
+            let (whole, whole_diags) = RuleSet::parse([(path, text.as_str())]);
+            assert_eq!(
+                seen(&cached, &cached_diags),
+                seen(&whole, &whole_diags),
+                "version {n}:\n{text}"
+            );
+            cache.keep(cached);
+            // Versions 6 to 9 are read whole, the others rule by rule.
+            let whole = (6..=9).contains(&n);
+            assert_eq!(cache.parts[path].is_empty(), whole, "version {n}");
+        }
+        // The cut was taken: the base version's rules are kept one by one.
+        assert_eq!(cache.parts[path].len(), 4);
+    }
+
     #[test]
     fn a_cache_reads_again_only_the_files_that_changed_and_gives_the_same_set() {
         let a = "lists:\n  allies: [EU, JP]\nrules:\n  - { id: a1, source: s, when: { field: partner, in: $allies }, notify: [out] }\n";
@@ -472,6 +757,7 @@ mod tests {
             assert_eq!(show(&cached_diags), show(&fresh_diags));
             assert_eq!(format!("{:?}", cached.lists), format!("{:?}", fresh.lists));
             assert_eq!(cache.files.len(), files.len(), "files gone are dropped");
+            cache.keep(cached);
         }
         let (_, diags) = RuleSet::parse_with([(pa, a), (pb, b2)], Some(&mut cache));
         let text: Vec<String> = diags.iter().map(|d| d.headline()).collect();

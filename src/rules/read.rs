@@ -71,7 +71,7 @@ pub(super) fn file(idx: usize, node: &Node, set: &mut RuleSet, d: &mut Diags) {
     m.finish(d);
 }
 
-fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
+pub(super) fn rule(file: usize, n: &Node, d: &mut Diags) -> Option<RuleDef> {
     let mut m = MapReader::new(n, "rule", d)?;
     let id_node = required(
         &mut m,
