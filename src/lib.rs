@@ -12,6 +12,7 @@
 //!   `load` reads a config with its rules.
 //! - `notification`: the notification, its id, state, severity and subject
 //!   prefix; used by `engine`, `store`, `channel` and `source::health`.
+//!   `html`: HTML read as text and text escaped into HTML, for both.
 //! - `engine`: pure and synchronous, `now` passed in: `compile` → `rule`;
 //!   `condition`, `text` (the phrase automaton), `words`; per-key `state`,
 //!   `keys`, `times`; `machine` the state machine; `mod` the batch loop.
@@ -39,6 +40,7 @@ pub mod engine;
 pub mod eval;
 pub mod explain;
 pub mod expr;
+pub mod html;
 pub mod http;
 pub mod lint;
 pub mod load;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::record::{Changed, Row};
@@ -126,6 +127,17 @@ pub const DIGEST_RULE: &str = "tocsin-digest";
 
 /// The rule source health notifies under.
 pub const UNHEALTHY_RULE: &str = "source-unhealthy";
+
+/// Null, empty text, an empty list or mapping: nothing to show.
+pub fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
 
 /// `FIRING critical` or `RESOLVED`.
 pub fn prefix(n: &Notification) -> String {

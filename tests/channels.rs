@@ -153,19 +153,43 @@ fn email_and_signed_webhook_carry_the_same_notification() {
         Some("[FIRING critical] CN 8505 tariff now 160% (up)")
     );
     assert_eq!(m.header("Message-ID"), Some(format!("<{id}@tocsin>")));
-    let body = m.body();
+    // A plain-text part and an HTML alternative, as a mail reader parses
+    // them.
+    let mime = mailparse::parse_mail(m.data.as_bytes()).expect("a MIME message");
+    assert_eq!(mime.ctype.mimetype, "multipart/alternative");
+    let part = |t: &str| {
+        let p = (mime.subparts.iter())
+            .find(|p| p.ctype.mimetype == t)
+            .unwrap_or_else(|| panic!("no {t} part"));
+        p.get_body().unwrap()
+    };
+    let text = part("text/plain");
     for needle in [
-        format!("id: {id}"),
-        "rule: us-cn-tariff-above-157".into(),
-        "severity: critical".into(),
-        "state: firing".into(),
-        "key: CN|8505".into(),
-        "source: us-tariffs".into(),
-        "fields.rate_pct: 160".into(),
-        "prev.rate_pct: 145".into(),
-        "started_at: ".into(),
+        format!("Alert id: {id}"),
+        "Rule: us-cn-tariff-above-157 (".into(),
+        "Source: us-tariffs".into(),
+        "Key: CN|8505".into(),
+        "rate_pct = 160 (was 145)".into(),
+        "Labels: team=compliance".into(),
+        "note = up".into(),
     ] {
-        assert!(body.contains(&needle), "body lacks {needle:?}:\n{body}");
+        assert!(text.contains(&needle), "text lacks {needle:?}:\n{text}");
+    }
+    for once in ["us-tariffs", "CN|8505", "160", "compliance"] {
+        assert_eq!(
+            text.matches(once).count(),
+            1,
+            "{once:?} more than once:\n{text}"
+        );
+    }
+    let html = part("text/html");
+    for needle in [
+        "<th align=\"left\">Changed</th><td>rate_pct: 145 &rarr; 160</td>",
+        "<td>us-tariffs</td>",
+        "<td>CN|8505</td>",
+        "team=compliance",
+    ] {
+        assert!(html.contains(needle), "html lacks {needle:?}:\n{html}");
     }
 
     // Falling back below resolves, on both channels.

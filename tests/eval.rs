@@ -158,6 +158,49 @@ fn a_feed_source_parses_the_file_as_a_feed_document() {
 }
 
 #[test]
+fn a_feed_alert_is_summarised_by_its_title_and_its_body_reads_as_text() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tocsin.yaml"),
+        "rules: rules.yaml\nsources:\n  - { name: news, type: feed, url: \"https://meti.example.jp/rss\", every: 10m }\nchannels:\n  - { name: out, type: log }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - { id: controls, title: Export controls, source: news, when: { text: [title, summary], any: [\"export control*\"] }, notify: [out] }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["eval", "-c"])
+        .arg(dir.path().join("tocsin.yaml"))
+        .args(["--source", "news"])
+        .arg(root.join("config/demo/meti-news.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = (stdout.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["key"] == "meti-2026-0409-001")
+        .expect("the item alerts");
+    // Not `Export controls: meti-2026-0409-001`.
+    assert_eq!(
+        v["summary"],
+        "Review of export controls on rare earth magnets"
+    );
+    let body = v["body"].as_str().unwrap();
+    assert!(
+        body.contains(
+            "summary = METI announces a review of export controls on rare earth permanent magnets."
+        ),
+        "{body}"
+    );
+    for absent in ["<p>", "<b>", "&lt;", "= null", "= []"] {
+        assert!(!body.contains(absent), "body has {absent:?}:\n{body}");
+    }
+}
+
+#[test]
 fn explain_shows_each_condition_with_its_values() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();

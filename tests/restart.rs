@@ -397,10 +397,12 @@ fn alerts_raised_while_smtp_is_down_arrive_in_creation_order() {
     let keys: Vec<String> = mails
         .iter()
         .map(|m| {
-            m.body()
-                .lines()
-                .find_map(|l| l.strip_prefix("key: "))
+            let mime = mailparse::parse_mail(m.data.as_bytes()).unwrap();
+            let text = mime.subparts[0].get_body().unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("Key: "))
                 .unwrap()
+                .trim()
                 .to_string()
         })
         .collect();

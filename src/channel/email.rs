@@ -1,9 +1,9 @@
 //! Email over SMTP with lettre: TLS unless the server is on loopback,
 //! credentials from env or file. Subject `[FIRING critical] summary`, a
-//! plain-text body with every payload field, and the notification id in
-//! the Message-ID.
+//! plain-text part and an HTML alternative ([`super::message`]), and the
+//! notification id in the Message-ID.
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -64,16 +64,19 @@ impl Email {
         })
     }
 
+    /// The message: a plain-text part and an HTML alternative (see
+    /// [`super::message`]).
     pub fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(subject(n))
-            .message_id(Some(format!("<{}@tocsin>", n.id)))
-            .header(ContentType::TEXT_PLAIN);
+            .message_id(Some(format!("<{}@tocsin>", n.id)));
         for t in &self.to {
             b = b.to(t.clone());
         }
-        b.body(text_body(n))
+        let parts =
+            MultiPart::alternative_plain_html(super::message::text(n), super::message::html(n));
+        b.multipart(parts)
             .map_err(|e| DeliveryError::fatal(format!("cannot build the message: {e}")))
     }
 
@@ -119,49 +122,4 @@ pub fn subject(n: &Notification) -> String {
         .collect();
     let summary = summary.split_whitespace().collect::<Vec<_>>().join(" ");
     format!("[{}] {summary}", crate::notification::prefix(n))
-}
-
-pub fn text_body(n: &Notification) -> String {
-    let ts =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut b = String::new();
-    b.push_str(&n.body);
-    if !n.body.ends_with('\n') {
-        b.push('\n');
-    }
-    b.push_str("\n-- \n");
-    let val = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut line = |k: &str, v: &str| {
-        b.push_str(k);
-        b.push_str(": ");
-        b.push_str(v);
-        b.push('\n');
-    };
-    line("id", &n.id);
-    line("rule", &n.rule);
-    line("title", &n.title);
-    line("severity", n.severity.as_str());
-    line("state", n.state.as_str());
-    line("key", &n.key);
-    line("summary", &n.summary);
-    line("source", &n.source);
-    line(
-        "labels",
-        &serde_json::to_string(&n.labels).unwrap_or_default(),
-    );
-    for (k, v) in n.fields.iter() {
-        line(&format!("fields.{k}"), &val(v));
-    }
-    if let Some(p) = &n.prev {
-        for (k, v) in p.iter() {
-            line(&format!("prev.{k}"), &val(v));
-        }
-    }
-    line("link", n.link.as_deref().unwrap_or("-"));
-    line("started_at", &ts(n.started_at));
-    line("at", &ts(n.at));
-    b
 }

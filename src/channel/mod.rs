@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod email;
 mod error;
+pub mod message;
 pub mod template;
 pub mod webhook;
 

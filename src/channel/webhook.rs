@@ -74,11 +74,18 @@ impl Webhook {
                     crate::notification::prefix(n),
                     slack_escape(&n.summary)
                 );
-                if let Some(l) = &n.link
-                    && let Ok(u) = reqwest::Url::parse(l)
-                    && matches!(u.scheme(), "http" | "https")
-                {
-                    text.push_str(&format!("\n<{}>", slack_escape(u.as_str())));
+                // The essentials, as in the email: what changed, where.
+                for (k, from, to) in super::message::changes(n) {
+                    let (k, from, to) = (slack_escape(&k), slack_escape(&from), slack_escape(&to));
+                    text.push_str(&format!("\n{k}: {from} → {to}"));
+                }
+                text.push_str(&format!(
+                    "\nSource: {} · Key: {}",
+                    slack_escape(&n.source),
+                    slack_escape(&n.key)
+                ));
+                if let Some(l) = super::message::web_link(n) {
+                    text.push_str(&format!("\n<{}>", slack_escape(&l)));
                 }
                 let v = serde_json::json!({ "text": text });
                 Ok((v.to_string().into_bytes(), "application/json".into()))
@@ -228,8 +235,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let text = v["text"].as_str().unwrap();
         assert!(
-            text.ends_with(
-                "&lt;!channel&gt; see &lt;https://evil.example|Official notice&gt; &amp; more"
+            text.contains(
+                "&lt;!channel&gt; see &lt;https://evil.example|Official notice&gt; &amp; more\n"
             ),
             "{text}"
         );

@@ -96,12 +96,12 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
             .iter()
             .filter_map(|(name, _)| config.source(name))
             .collect();
-        if !feeds.is_empty()
+        let feed_only = !feeds.is_empty()
             && feeds.len() == def.sources.len()
             && feeds
                 .iter()
-                .all(|s| matches!(s.kind, crate::config::SourceKind::Feed(_)))
-        {
+                .all(|s| matches!(s.kind, crate::config::SourceKind::Feed(_)));
+        if feed_only {
             let known = |f: &str| {
                 crate::source::feed::FIELDS.contains(&f)
                     || feeds.iter().any(|s| s.fields.contains_key(f))
@@ -235,6 +235,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 .join(",")
                 .into(),
             shown_fields: shown,
+            feed: feed_only,
             heads: Default::default(),
         };
         rule.heads =

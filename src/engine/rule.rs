@@ -68,6 +68,8 @@ pub struct Rule {
     pub condition: String,
     /// Fields compared as numbers, shown in the default summary.
     pub shown_fields: Vec<String>,
+    /// Reads feeds alone: the default summary is the item's title.
+    pub feed: bool,
     /// The first two lines of the default body, firing and resolved.
     pub heads: [String; 2],
     /// `absent: D`: fires when no record passing `expr` came for D.

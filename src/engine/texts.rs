@@ -250,8 +250,26 @@ pub(super) fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
     if shown {
         s.push(')');
     } else {
-        for (k, v) in n.fields.iter() {
-            field(&mut b, k, v, None);
+        // Every field, as a person reads it: empty ones left out, HTML
+        // (feed summaries and contents) as text, long texts cut.
+        for (k, v) in n
+            .fields
+            .iter()
+            .filter(|(_, v)| !crate::notification::is_blank(v))
+        {
+            match v {
+                Value::String(t) => field(&mut b, k, v, Some(&crate::html::readable(t, 1000))),
+                _ => field(&mut b, k, v, None),
+            }
+        }
+    }
+    // A feed item is known by its title, not its id.
+    if rule.feed
+        && let Some(Value::String(t)) = lookup(&n.fields, "title")
+    {
+        let title = crate::html::readable(t, 200);
+        if !title.is_empty() {
+            s = title.into_owned();
         }
     }
     let line = |b: &mut String, label: &str, value: &str| {

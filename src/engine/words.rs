@@ -57,7 +57,7 @@ pub fn read_words(text: &str, out: &mut Vec<u8>) {
     out.clear();
     let stripped;
     let text = if memchr::memchr2(b'<', b'&', text.as_bytes()).is_some() {
-        stripped = strip_html(text);
+        stripped = crate::html::strip(text);
         stripped.as_str()
     } else {
         text
@@ -127,7 +127,7 @@ pub fn normalize(text: &str) -> Cow<'_, str> {
     match (html, ws) {
         (false, false) => Cow::Borrowed(text),
         (false, true) => Cow::Owned(fold_ws(text)),
-        (true, _) => Cow::Owned(fold_ws(&strip_html(text))),
+        (true, _) => Cow::Owned(fold_ws(&crate::html::strip(text))),
     }
 }
 
@@ -146,69 +146,4 @@ fn fold_ws(text: &str) -> String {
         }
     }
     out
-}
-
-/// Removes tags (each becomes a space) and decodes common entities.
-pub fn strip_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(['<', '&']) {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        if rest.starts_with('<') {
-            // Only treat it as a tag when it looks like one: `<a`, `</a`, `<!`.
-            let looks = rest[1..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!');
-            match rest.find('>') {
-                Some(end) if looks => {
-                    out.push(' ');
-                    rest = &rest[end + 1..];
-                }
-                _ => {
-                    out.push('<');
-                    rest = &rest[1..];
-                }
-            }
-        } else {
-            let end = rest[..rest.len().min(12)].find(';');
-            let decoded = end.and_then(|e| decode_entity(&rest[1..e]).map(|c| (c, e)));
-            match decoded {
-                Some((c, e)) => {
-                    out.push(c);
-                    rest = &rest[e + 1..];
-                }
-                None => {
-                    out.push('&');
-                    rest = &rest[1..];
-                }
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn decode_entity(name: &str) -> Option<char> {
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => ' ',
-        "ndash" => '–',
-        "mdash" => '—',
-        "rsquo" | "lsquo" => '\'',
-        "rdquo" | "ldquo" => '"',
-        _ => {
-            let num = name.strip_prefix('#')?;
-            let code = match num.strip_prefix(['x', 'X']) {
-                Some(h) => u32::from_str_radix(h, 16).ok()?,
-                None => num.parse().ok()?,
-            };
-            char::from_u32(code)?
-        }
-    })
 }
