@@ -104,6 +104,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// An online, consistent copy of the store into FILE, while the daemon
+    /// runs (SQLite's backup API); FILE is whole or not written.
+    Backup {
+        /// Where the copy goes
+        file: std::path::PathBuf,
+    },
     /// Alerts firing now, the delivery history and failed deliveries, from the store.
     Alerts {
         /// Only the alerts firing now

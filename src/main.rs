@@ -78,6 +78,7 @@ fn main() -> ExitCode {
             &command,
             &mut std::io::stdout(),
         )),
+        Command::Backup { file } => exit(backup(&config_path, &file)),
         Command::Alerts {
             firing,
             failed,
@@ -159,6 +160,17 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
     let store = tocsin::store::Store::open(&config.state)?;
     let stdout = std::io::stdout();
     tocsin::alerts::run(&store, opts, &mut stdout.lock())
+}
+
+fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::Config::load_or_explain(path)?;
+    let bytes = tocsin::store::backup(&config.state, to)?;
+    emit(&format!(
+        "copied {} to {} ({bytes} bytes)\n",
+        config.state.display(),
+        to.display()
+    ));
+    Ok(())
 }
 
 /// Writes a command's output to stdout. A reader that stopped reading

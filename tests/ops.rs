@@ -781,3 +781,134 @@ fn a_rules_file_written_in_place_with_a_pause_is_read_once_whole() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(read_jsonl(&s.alerts).len(), 2, "jp did not fire again");
 }
+
+/// One rule over every partner: a rate above 150 fires.
+const HIGH: &str = "rules:\n  - { id: high, source: tariffs, when: { field: rate_pct, above: 150 }, notify: [audit] }\n";
+
+/// Runs the real logrotate, forced, on the shipped config with its path
+/// moved to `dir` (and `nocreate` swapped for `extra`, when given).
+fn logrotate(dir: &Path, swap: Option<&str>) {
+    let shipped = std::fs::read_to_string("config/tocsin.logrotate").unwrap();
+    assert!(shipped.contains("/var/log/tocsin/*.jsonl"));
+    let mut conf = shipped.replace(
+        "/var/log/tocsin/",
+        &format!("{}/", dir.join("out").display()),
+    );
+    if let Some(other) = swap {
+        conf = conf.replace("nocreate", other);
+    }
+    let path = dir.join("logrotate.conf");
+    std::fs::write(&path, conf).unwrap();
+    let bin = ["/usr/sbin/logrotate", "logrotate"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+        .expect("logrotate (apt-get install logrotate; .ci/run installs it)");
+    let out = std::process::Command::new(bin)
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("logrotate.state"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_file_channel_goes_on_in_a_new_file_after_logrotate() {
+    let s = setup(HIGH, "");
+    let d = Daemon::start(&s.config, &[]);
+    let csv = s.dir.join("data/tariffs.csv");
+    write_by_rename(&csv, &table(&[("CN", 160), ("JP", 100)]));
+    wait_count(&s.alerts, 1);
+
+    // As shipped: the file is moved away, and the next alert makes it anew.
+    logrotate(&s.dir, None);
+    let rotated = s.dir.join("out/alerts.jsonl.1");
+    assert_eq!(read_jsonl(&rotated).len(), 1);
+    assert!(!s.alerts.exists());
+    write_by_rename(&csv, &table(&[("CN", 160), ("JP", 170)]));
+    let v = wait_count(&s.alerts, 1);
+    assert_eq!(v[0]["key"], "JP");
+
+    // copytruncate, as some sites have it: the same file, emptied, goes on
+    // from its start.
+    logrotate(&s.dir, Some("copytruncate"));
+    assert_eq!(std::fs::metadata(&s.alerts).unwrap().len(), 0);
+    write_by_rename(&csv, &table(&[("CN", 100), ("JP", 170)]));
+    let v = wait_count(&s.alerts, 1);
+    assert_eq!(
+        (v[0]["key"].as_str(), v[0]["state"].as_str()),
+        (Some("CN"), Some("resolved"))
+    );
+    let bytes = std::fs::read(&s.alerts).unwrap();
+    assert_eq!(bytes[0], b'{', "no hole before the line");
+    d.stop();
+    assert_eq!(
+        read_jsonl(&rotated).len(),
+        1,
+        "nothing more went to the rotated file"
+    );
+}
+
+#[test]
+fn a_backup_taken_while_the_daemon_writes_is_a_whole_store_with_the_alerts_sent() {
+    let s = setup(HIGH, "");
+    let d = Daemon::start(&s.config, &[]);
+    let csv = s.dir.join("data/tariffs.csv");
+    write_by_rename(&csv, &table(&[("CN", 160), ("JP", 170)]));
+    wait_count(&s.alerts, 2);
+    // The daemon goes on writing while the copy is taken.
+    let mut rows: Vec<(String, u32)> = (0..500).map(|i| (format!("P{i}"), 100 + i % 3)).collect();
+    rows.extend([("CN".to_string(), 160), ("JP".to_string(), 170)]);
+    let refs: Vec<(&str, u32)> = rows.iter().map(|(p, r)| (p.as_str(), *r)).collect();
+    write_by_rename(&csv, &table(&refs));
+    let copy = s.dir.join("backup/state-copy.db");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let (code, text) = tocsin(&s.config, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("copied ") && text.contains("state-copy.db"),
+        "{text}"
+    );
+    d.stop();
+
+    // A store of its own: no -wal beside it, and `alerts` reads it.
+    assert!(!s.dir.join("backup/state-copy.db-wal").exists());
+    let conf = s.dir.join("copy.yaml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("state: state.db", "state: backup/state-copy.db"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["alerts", "--json", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let firing: Vec<&str> = (doc["firing"].as_array().unwrap().iter())
+        .filter_map(|f| f["key"].as_str())
+        .collect();
+    assert!(firing.contains(&"CN") && firing.contains(&"JP"), "{doc}");
+
+    // The store itself, or a store that is not there, is refused by name.
+    let store = s.dir.join("state.db");
+    let (code, text) = tocsin(&s.config, &["backup", store.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(text.contains("is the store itself"), "{text}");
+}

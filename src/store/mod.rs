@@ -294,6 +294,81 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// An online, consistent copy of the store at `path` into `to`, through
+/// SQLite's backup API: one read transaction, so a daemon writing at the
+/// same time is neither stopped nor half-copied. The copy is written beside
+/// `to`, flushed to disk and renamed into place, so `to` is either the
+/// whole copy or not there. Returns the size of the copy in bytes.
+pub fn backup(path: &Path, to: &Path) -> Result<u64, StoreError> {
+    use rusqlite::backup::{Backup, StepResult};
+    let err = |m: String| StoreError {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    if !path.exists() {
+        return Err(err(
+            "no store here yet: the daemon creates it on its first run".into(),
+        ));
+    }
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), to.canonicalize())
+        && a == b
+    {
+        return Err(err(format!(
+            "{} is the store itself: name another file",
+            to.display()
+        )));
+    }
+    let src = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| err(format!("cannot open: {e}")))?;
+    src.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| err(e.to_string()))?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.partial"));
+    let _ = std::fs::remove_file(&tmp);
+    let to_err = |e: &dyn std::fmt::Display| err(format!("cannot write {}: {e}", tmp.display()));
+    {
+        let mut dst = Connection::open(&tmp).map_err(|e| to_err(&e))?;
+        let copy = Backup::new(&src, &mut dst).map_err(|e| to_err(&e))?;
+        // All pages in one step, one read transaction: a consistent copy.
+        loop {
+            match copy
+                .step(-1)
+                .map_err(|e| err(format!("cannot read: {e}")))?
+            {
+                StepResult::Done => break,
+                StepResult::More => continue,
+                _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        drop(copy);
+        let check: String = dst
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| to_err(&e))?;
+        if check != "ok" {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(format!("the copy does not check out: {check}")));
+        }
+        dst.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(|e| to_err(&e))?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| to_err(&e))?;
+    std::fs::rename(&tmp, to).map_err(|e| to_err(&e))?;
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    std::fs::metadata(to)
+        .map(|m| m.len())
+        .map_err(|e| to_err(&e))
+}
+
 impl Store {
     /// Opens (creating it and its folder when needed) and migrates.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
