@@ -110,6 +110,18 @@ pub enum Command {
         /// Where the copy goes
         file: std::path::PathBuf,
     },
+    /// Shell completion for bash, zsh or fish, on stdout (the Debian
+    /// package installs them).
+    Completions {
+        /// `bash`, `zsh` or `fish` (also `elvish`, `powershell`)
+        shell: clap_complete::Shell,
+    },
+    /// Man pages, `tocsin.1` and one per command (`tocsin-check.1` …),
+    /// written into DIR.
+    Man {
+        /// The folder to write them to (made when missing)
+        dir: PathBuf,
+    },
     /// Alerts firing now, the delivery history and failed deliveries, from the store.
     Alerts {
         /// Only the alerts firing now

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -79,6 +79,19 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         )),
         Command::Backup { file } => exit(backup(&config_path, &file)),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tocsin", &mut out);
+            emit(&String::from_utf8_lossy(&out));
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => exit(
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot write the man pages to {}: {e}", dir.display())
+                }),
+        ),
         Command::Alerts {
             firing,
             failed,
