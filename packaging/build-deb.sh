@@ -30,6 +30,7 @@ gzip -9n "$assets"/man/*.1
 sed -e 's|/usr/local/bin/tocsin|/usr/bin/tocsin|g' \
     -e 's|^DynamicUser=yes$|User=tocsin\nGroup=tocsin|' \
     -e 's|^LoadCredential=|#LoadCredential=|' \
+    -e 's|^ConfigurationDirectoryMode=0755$|ConfigurationDirectoryMode=0750|' \
     -e 's|^# tocsin as a systemd service.*|# tocsin as a systemd service, as the Debian package installs it.|' \
     config/tocsin.service > "$assets/tocsin.service"
 cargo deb --no-build --no-strip --quiet

@@ -22,6 +22,8 @@ words=$(bash -c 'source /usr/share/bash-completion/completions/tocsin; COMP_WORD
 [ "$words" = backup ] || fail "bash completes 'tocsin ba' as '$words'"
 tocsin check -c /etc/tocsin/tocsin.yaml || fail "tocsin check of the installed config"
 [ "$(stat -c %U:%G /etc/tocsin/tocsin.yaml)" = root:tocsin ] || fail "config not root:tocsin"
+grep -q '^User=tocsin$' /usr/lib/systemd/system/tocsin.service || fail "the unit does not run as tocsin"
+grep -q '^ConfigurationDirectoryMode=0750$' /usr/lib/systemd/system/tocsin.service || fail "the config folder is not kept to its group"
 dpkg -L tocsin | grep -q '^/etc/logrotate.d/tocsin$' || fail "no logrotate config"
 grep -q '/etc/tocsin/tocsin.yaml' /var/lib/dpkg/info/tocsin.conffiles || fail "config is not a conffile"
 dpkg --purge tocsin >/dev/null
