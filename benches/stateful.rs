@@ -207,6 +207,8 @@ fn main() {
                     fields: row,
                     observed: now,
                     kind: RecordKind::Row,
+                    doc: None,
+                    line: 0,
                 });
             }
             let at = thread_cpu_ns();

@@ -185,6 +185,8 @@ fn stream_jsonl(
             prev: None,
             observed: now,
             kind: RecordKind::Event,
+            doc: Some(crate::record::Document::file(path, line.as_bytes())),
+            line: n as u32,
         })
     };
     let read = for_each_line(file, |raw| {

@@ -70,9 +70,27 @@ pub struct Notification {
     pub started_at: DateTime<Utc>,
     #[serde(with = "secs")]
     pub at: DateTime<Utc>,
+    /// Why it was sent (notifications stored before it existed read back
+    /// with none).
+    #[serde(default)]
+    pub evidence: Evidence,
     /// Channels this notification goes to.
     #[serde(skip)]
     pub notify: Arc<[String]>,
+}
+
+/// What a compliance reviewer needs to show why an alert was sent: where
+/// the data was read, its hash, when, and the rules in force.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `file:line` of the row or line (tables and logs).
+    pub location: Option<String>,
+    /// The SHA-256 of the document read (the table or log file version).
+    pub document_sha256: Option<String>,
+    /// When the data was read.
+    pub read_at: Option<String>,
+    /// The SHA-256 of the rule files in force.
+    pub rules_sha256: Option<String>,
 }
 
 impl Notification {

@@ -31,6 +31,44 @@ pub struct Record {
     pub prev: Option<Row>,
     pub observed: DateTime<Utc>,
     pub kind: RecordKind,
+    /// The document the record was read from, shared by all its records,
+    /// for the evidence of the alerts it causes; `None` where nothing was
+    /// read (rule tests).
+    pub doc: Option<Arc<Document>>,
+    /// The record's line in the document (from 1), 0 when it has none.
+    pub line: u32,
+}
+
+/// A document as read: where, its SHA-256, when. What an alert's evidence
+/// says of the data behind it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Document {
+    /// The file read (tables and logs).
+    pub file: Option<std::path::PathBuf>,
+    /// The SHA-256 of the bytes read, in hex.
+    pub sha256: String,
+}
+
+impl Document {
+    /// The document `file` whose bytes are `bytes`.
+    pub fn file(file: &std::path::Path, bytes: &[u8]) -> Arc<Document> {
+        Arc::new(Document {
+            file: Some(file.to_path_buf()),
+            sha256: sha256_hex(bytes),
+        })
+    }
+}
+
+/// SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// The fields of a previous row that differ from the current one, as a

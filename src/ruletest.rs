@@ -501,6 +501,8 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
                         prev,
                         observed: step.at,
                         kind,
+                        doc: None,
+                        line: 0,
                     };
                     match crate::source::diff_table(rows, parsed, &key, mk) {
                         Ok(diff) => {
@@ -529,6 +531,8 @@ fn run_test(suite: &Suite, t: &Test) -> Result<(), String> {
                             prev: None,
                             observed: step.at,
                             kind: RecordKind::Event,
+                            doc: None,
+                            line: 0,
                         };
                         engine.observe(&r, step.at, &mut out);
                     }

@@ -31,6 +31,7 @@ pub fn notification(channel: &str) -> Notification {
         link: None,
         started_at: now,
         at: now,
+        evidence: Default::default(),
         notify: std::sync::Arc::from(vec![channel.to_string()]),
     }
 }

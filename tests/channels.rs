@@ -116,8 +116,26 @@ fn email_and_signed_webhook_carry_the_same_notification() {
             "prev",
             "link",
             "started_at",
-            "at"
+            "at",
+            "evidence"
         ]
+    );
+    // The evidence: the row's file and line, the version's hash, when it
+    // was read, the rules in force.
+    let e = &p["evidence"];
+    let csv = dir.path().join("tariffs.csv");
+    assert_eq!(e["location"], format!("{}:2", csv.display()));
+    let bytes = std::fs::read(&csv).unwrap();
+    assert_eq!(e["document_sha256"], tocsin::record::sha256_hex(&bytes));
+    let read_at = chrono::DateTime::parse_from_rfc3339(e["read_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - read_at.to_utc()).num_seconds() < 60,
+        "{e}"
+    );
+    let rules = e["rules_sha256"].as_str().unwrap();
+    assert!(
+        rules.len() == 64 && rules.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{e}"
     );
     assert_eq!(p["rule"], "us-cn-tariff-above-157");
     assert_eq!(p["severity"], "critical");
@@ -171,6 +189,8 @@ fn email_and_signed_webhook_carry_the_same_notification() {
         "Key: CN|8505".into(),
         "rate_pct = 160 (was 145)".into(),
         "Labels: team=compliance".into(),
+        format!("  location: {}:2", csv.display()),
+        format!("  document_sha256: {}", tocsin::record::sha256_hex(&bytes)),
         "note = up".into(),
     ] {
         assert!(text.contains(&needle), "text lacks {needle:?}:\n{text}");

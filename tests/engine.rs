@@ -51,6 +51,8 @@ fn row(v: Value) -> Record {
         prev: None,
         observed: t0(),
         kind: RecordKind::Row,
+        doc: None,
+        line: 0,
     }
 }
 
@@ -81,6 +83,8 @@ impl Table {
             prev: None,
             observed: now,
             kind: RecordKind::Removed,
+            doc: None,
+            line: 0,
         };
         let mut out = Vec::new();
         e.observe(&r, now, &mut out);
@@ -96,6 +100,8 @@ fn event(v: Value, line: usize) -> Record {
         prev: None,
         observed: t0(),
         kind: RecordKind::Event,
+        doc: None,
+        line: line as u32,
     }
 }
 

@@ -124,6 +124,17 @@ fn a_log_rewritten_in_place_is_read_from_its_beginning() {
     .unwrap_or_else(|| panic!("no alert:\n{}", d.log()));
     assert_eq!(v[0]["key"], "news.jsonl:1");
     assert_eq!(v[0]["fields"]["title"], "rewritten export controls");
+    // Evidence: the line's place and the hash of the line as read.
+    let e = &v[0]["evidence"];
+    assert_eq!(e["location"], format!("{}:1", s.log.display()));
+    assert_eq!(
+        e["document_sha256"],
+        tocsin::record::sha256_hex(b"{\"title\": \"rewritten export controls\"}")
+    );
+    assert!(
+        e["read_at"].is_string() && e["rules_sha256"].is_string(),
+        "{e}"
+    );
     d.stop();
 }
 

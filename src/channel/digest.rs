@@ -72,6 +72,7 @@ pub fn digest<'a>(
         link: None,
         started_at: items.first().map_or(now, |n| n.at),
         at: now,
+        evidence: Default::default(),
         notify: Arc::from(vec![channel.to_string()]),
     }
 }

@@ -85,8 +85,29 @@ pub fn text(n: &Notification) -> String {
             let _ = writeln!(b, "  {k} = {v}");
         }
     }
+    let evidence = evidence(n);
+    if !evidence.is_empty() {
+        b.push_str("Evidence:\n");
+        for (k, v) in evidence {
+            let _ = writeln!(b, "  {k}: {v}");
+        }
+    }
     let _ = writeln!(b, "Alert id: {}", n.id);
     b
+}
+
+/// The evidence that is there, as (name, value), in the payload's order.
+fn evidence(n: &Notification) -> Vec<(&'static str, &str)> {
+    let e = &n.evidence;
+    [
+        ("location", &e.location),
+        ("document_sha256", &e.document_sha256),
+        ("read_at", &e.read_at),
+        ("rules_sha256", &e.rules_sha256),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+    .collect()
 }
 
 /// The HTML part: the summary, a table of what changed and where, the
@@ -128,6 +149,12 @@ pub fn html(n: &Notification) -> String {
             .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
             .collect();
         row("Labels", labels.join(", "));
+    }
+    let evidence: Vec<String> = (evidence(n).into_iter())
+        .map(|(k, v)| format!("{k}: <code>{}</code>", escape(v)))
+        .collect();
+    if !evidence.is_empty() {
+        row("Evidence", evidence.join("<br>"));
     }
     h.push_str("</table>\n");
     let fields: Vec<(&str, String)> = (n.fields.iter())

@@ -332,7 +332,21 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
         text_slots: interner.tslots,
         phrases: phrases.build(),
         env,
+        rules_sha256: rules_sha256(set),
     })
+}
+
+/// The SHA-256 of the rule files in force: each file's path and text, in
+/// the order they were read, each ended by a zero byte.
+fn rules_sha256(set: &RuleSet) -> String {
+    let mut all = Vec::new();
+    for f in &set.files {
+        all.extend_from_slice(f.path.to_string_lossy().as_bytes());
+        all.push(0);
+        all.extend_from_slice(f.text.as_bytes());
+        all.push(0);
+    }
+    crate::record::sha256_hex(&all)
 }
 
 /// A condition that must hold for the rule to hold and that names the

@@ -240,6 +240,7 @@ impl Engine {
                 None,
                 started,
                 now,
+                super::texts::evidence(c, None),
             )
         };
         if st.firing && st.window.len() < n as usize {
@@ -323,6 +324,7 @@ impl Engine {
             prev,
             st.since.get(),
             now,
+            super::texts::evidence(c, None),
         ));
         true
     }
@@ -359,6 +361,7 @@ impl Engine {
             snap.prev.as_ref(),
             st.since.get(),
             now,
+            super::texts::evidence(c, None),
         ));
         true
     }

@@ -151,6 +151,8 @@ pub struct Compiled {
     pub text_slots: Vec<usize>,
     pub phrases: PhraseSet,
     pub env: minijinja::Environment<'static>,
+    /// The SHA-256 of the rule files compiled, for the evidence of alerts.
+    pub rules_sha256: String,
 }
 
 impl std::fmt::Debug for Compiled {

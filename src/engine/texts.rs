@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::rule::{Compiled, Rule};
-use crate::notification::{AlertState, Notification, format_ts, notification_id, push_ts};
+use crate::notification::{
+    AlertState, Evidence, Notification, format_ts, notification_id, push_ts,
+};
 use crate::record::{Changed, Fields, Record, Row, as_text, lookup};
 
 /// The key a rule's `key:` template gives `rec`; a template that names
@@ -74,7 +76,28 @@ pub(super) fn make_for(
         rec.prev.as_ref(),
         started_at,
         now,
+        evidence(c, Some(rec)),
     )
+}
+
+/// The evidence of a notification caused by `rec` (by time passing, when
+/// `None`): where and when the record was read, the document's hash, and
+/// the rules in force.
+pub(super) fn evidence(c: &Compiled, rec: Option<&Record>) -> Evidence {
+    let mut e = Evidence {
+        rules_sha256: Some(c.rules_sha256.clone()),
+        ..Default::default()
+    };
+    let Some(rec) = rec else { return e };
+    e.read_at = Some(format_ts(rec.observed));
+    if let Some(doc) = &rec.doc {
+        e.document_sha256 = Some(doc.sha256.clone());
+        e.location = doc.file.as_ref().map(|f| match rec.line {
+            0 => f.display().to_string(),
+            l => format!("{}:{l}", f.display()),
+        });
+    }
+    e
 }
 
 /// Builds one notification, rendering `summary` and `body`.
@@ -89,6 +112,7 @@ pub fn make(
     prev: Option<&Row>,
     started_at: DateTime<Utc>,
     now: DateTime<Utc>,
+    evidence: Evidence,
 ) -> Notification {
     // Only fields that changed are worth showing as "previous".
     let prev_changed = prev.map(|p| Changed::new(Arc::clone(p), Arc::clone(fields)));
@@ -112,6 +136,7 @@ pub fn make(
         link,
         started_at,
         at: now,
+        evidence,
         notify: rule.notify.clone(),
     };
     let mut errors = Vec::new();
@@ -178,6 +203,7 @@ pub(super) fn template_context(
         started_at => format_ts(n.started_at),
         now => format_ts(n.at),
         link => &n.link,
+        evidence => V::from(Serde(&n.evidence)),
         fields => V::from(Serde(&n.fields)),
         ..V::from(Serde(&n.fields))
     }

@@ -224,6 +224,7 @@ impl HealthTracker {
             link: None,
             started_at: started,
             at: now,
+            evidence: Default::default(),
             notify: self.notify.clone(),
         }
     }

@@ -128,6 +128,8 @@ impl FeedTracker {
                     prev: None,
                     observed: now,
                     kind: RecordKind::Event,
+                    doc: None,
+                    line: 0,
                 }
             })
             .collect();
@@ -233,6 +235,8 @@ impl HttpTracker {
             prev,
             observed: now,
             kind,
+            doc: None,
+            line: 0,
         };
         let diff = super::table::diff_table(&mut self.rows, parsed, &self.cfg.key, mk).map_err(
             |(line, m)| match line {

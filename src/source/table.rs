@@ -99,7 +99,7 @@ pub(crate) fn diff_each(
     // fields of the first `chunk` of them with their previous fields;
     // `spilled` when there were more.
     let mut lines: Vec<u32> = Vec::new();
-    let mut kept_fields: Vec<(String, Fields, Option<Fields>)> = Vec::new();
+    let mut kept_fields: Vec<(String, Fields, Option<Fields>, usize)> = Vec::new();
     let mut spilled = false;
     // Rows of the version before that this one has too: when all of them,
     // none was removed.
@@ -143,7 +143,7 @@ pub(crate) fn diff_each(
             lines.push(line as u32);
         }
         if kept_fields.len() < chunk && !spilled {
-            kept_fields.push((k, fields, prev));
+            kept_fields.push((k, fields, prev, line));
         } else if !spilled {
             spilled = true;
             kept_fields = Vec::new();
@@ -155,22 +155,19 @@ pub(crate) fn diff_each(
         return Err(e);
     }
     let mut part = TableDiff::default();
-    let mut add = |part: &mut TableDiff, k: String, fields: Fields, prev: Option<Fields>| {
+    let mut add = |part: &mut TableDiff, k: String, fields: Fields, prev: Option<Fields>, line| {
         let new = Row::new(fields);
-        part.records.push(mk(
-            new.clone(),
-            k.clone(),
-            prev.map(Row::new),
-            RecordKind::Row,
-        ));
+        let mut record = mk(new.clone(), k.clone(), prev.map(Row::new), RecordKind::Row);
+        record.line = u32::try_from(line).unwrap_or(u32::MAX);
+        part.records.push(record);
         part.upsert.push((k, new));
         if part.records.len() >= chunk {
             emit(std::mem::take(part));
         }
     };
     if !spilled {
-        for (k, fields, prev) in kept_fields {
-            add(&mut part, k, fields, prev);
+        for (k, fields, prev, line) in kept_fields {
+            add(&mut part, k, fields, prev, line);
         }
     } else {
         // Read again: the same bytes give the same rows, keys and lines.
@@ -188,7 +185,7 @@ pub(crate) fn diff_each(
                 .key(key)
                 .map_err(|message| ParseError { line, message })?;
             let prev = prevs.get(k.as_str()).map(|b| table.fields(b));
-            add(&mut part, k, row.into_fields(), prev);
+            add(&mut part, k, row.into_fields(), prev, line);
             Ok(())
         })?;
     }
@@ -238,6 +235,8 @@ mod tests {
             prev,
             observed: chrono::DateTime::default(),
             kind,
+            doc: None,
+            line: 0,
         };
         // Read whole, and in parts of two rows (which reads a version
         // with more than two changes twice): the same records either way.

@@ -775,6 +775,7 @@ mod tests {
             link: None,
             started_at: Utc::now(),
             at: Utc::now(),
+            evidence: Default::default(),
             notify: channels
                 .iter()
                 .map(|c| c.to_string())

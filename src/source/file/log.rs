@@ -197,6 +197,8 @@ impl FileTracker {
                         prev: None,
                         observed: now,
                         kind: RecordKind::Event,
+                        doc: Some(crate::record::Document::file(path, text.as_bytes())),
+                        line: n as u32,
                     })
                 },
                 &mut |e| errors.push(parse_error(&source, path, e).skipped()),
@@ -275,6 +277,8 @@ impl FileTracker {
                             prev: None,
                             observed: now,
                             kind: RecordKind::Event,
+                            doc: None,
+                            line: 0,
                         });
                     }
                 }

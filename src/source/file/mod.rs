@@ -463,6 +463,8 @@ impl FileTracker {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default()
         });
+        // The version read, for the evidence of its alerts.
+        let doc = crate::record::Document::file(path, &bytes);
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
             key: match &file_prefix {
@@ -473,6 +475,8 @@ impl FileTracker {
             prev,
             observed: now,
             kind,
+            doc: Some(doc.clone()),
+            line: 0,
         };
         // Every part but the last is sent on as soon as the next one is
         // made; the last goes with this read's batch.
@@ -545,6 +549,7 @@ impl FileTracker {
     ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
         let format = self.format_of(path)?;
         let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
+        let doc = crate::record::Document::file(path, &bytes);
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: self.source.clone(),
             key,
@@ -552,6 +557,8 @@ impl FileTracker {
             prev,
             observed: now,
             kind,
+            doc: Some(doc.clone()),
+            line: 0,
         };
         let file_name = path
             .file_name()
