@@ -85,10 +85,16 @@ pub struct Notification {
 pub struct Evidence {
     /// `file:line` of the row or line (tables and logs).
     pub location: Option<String>,
-    /// The SHA-256 of the document read (the table or log file version).
+    /// The feed or document fetched (feeds and http sources), credentials
+    /// masked.
+    pub url: Option<String>,
+    /// The SHA-256 of the document read: the table version, the log line,
+    /// the feed or http document as fetched.
     pub document_sha256: Option<String>,
     /// When the data was read.
     pub read_at: Option<String>,
+    /// The server's answer (documents fetched over HTTP).
+    pub http: Option<crate::record::HttpAnswer>,
     /// The SHA-256 of the rule files in force.
     pub rules_sha256: Option<String>,
 }

@@ -45,8 +45,20 @@ pub struct Record {
 pub struct Document {
     /// The file read (tables and logs).
     pub file: Option<std::path::PathBuf>,
+    /// The URL fetched (feeds and http sources), credentials masked.
+    pub url: Option<String>,
     /// The SHA-256 of the bytes read, in hex.
     pub sha256: String,
+    /// The HTTP answer, for a document fetched over HTTP.
+    pub http: Option<HttpAnswer>,
+}
+
+/// What the server answered with a document.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 impl Document {
@@ -55,6 +67,7 @@ impl Document {
         Arc::new(Document {
             file: Some(file.to_path_buf()),
             sha256: sha256_hex(bytes),
+            ..Default::default()
         })
     }
 }

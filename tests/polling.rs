@@ -80,11 +80,13 @@ fn new_items_fire_once_across_polls_edits_and_restarts() {
     assert!(alerts(dir.path(), "export-controls").is_empty());
 
     // A new matching item and a new other one: one alert.
-    server.served.lock().unwrap().set(&rss(&[
+    let version = rss(&[
         ("c", "Trade fair calendar"),
         ("b", "New export controls on rare earths"),
         ("a", "Export controls on gallium"),
-    ]));
+    ]);
+    server.served.lock().unwrap().set(&version);
+    let etag = server.served.lock().unwrap().etag.clone();
     let got = wait_for(T, || {
         let a = alerts(dir.path(), "export-controls");
         (!a.is_empty()).then_some(a)
@@ -95,6 +97,17 @@ fn new_items_fire_once_across_polls_edits_and_restarts() {
     // Relative links resolve against the feed's URL; the payload's `link`
     // is the item's.
     assert_eq!(got[0]["link"], server.url("/n/b"));
+    // Evidence: the feed's URL, the server's answer and the hash of the
+    // document as served.
+    let e = &got[0]["evidence"];
+    assert_eq!(e["url"], server.url("/feed"));
+    assert_eq!(e["http"]["status"], 200);
+    assert_eq!(e["http"]["etag"].as_str(), etag.as_deref());
+    assert_eq!(
+        e["document_sha256"],
+        tocsin::record::sha256_hex(version.as_bytes())
+    );
+    assert!(e["location"].is_null() && e["read_at"].is_string(), "{e}");
 
     // Unchanged: answered 304, counted and not parsed.
     server.wait_hits(3, T);
@@ -274,6 +287,14 @@ fn an_http_json_table_fires_and_resolves_per_row() {
     let got = alerts(dir.path(), "cn-high");
     assert_eq!(got[0]["state"], "firing");
     assert_eq!(got[0]["key"], "CN");
+    let e = &got[0]["evidence"];
+    assert_eq!(e["url"], server.url("/feed"));
+    assert_eq!(e["http"]["status"], 200);
+    assert_eq!(
+        e["document_sha256"],
+        tocsin::record::sha256_hex(doc(160).as_bytes())
+    );
+    assert!(e["rules_sha256"].is_string(), "{e}");
     assert_eq!(got[0]["prev"]["rate_pct"], 150);
     assert_eq!(got[1]["state"], "resolved");
 }

@@ -97,16 +97,28 @@ pub fn text(n: &Notification) -> String {
 }
 
 /// The evidence that is there, as (name, value), in the payload's order.
-fn evidence(n: &Notification) -> Vec<(&'static str, &str)> {
+fn evidence(n: &Notification) -> Vec<(&'static str, String)> {
     let e = &n.evidence;
+    let http = e.http.as_ref().map(|h| {
+        let mut s = format!("{}", h.status);
+        if let Some(t) = &h.etag {
+            s.push_str(&format!(", ETag {t}"));
+        }
+        if let Some(t) = &h.last_modified {
+            s.push_str(&format!(", Last-Modified {t}"));
+        }
+        s
+    });
     [
-        ("location", &e.location),
-        ("document_sha256", &e.document_sha256),
-        ("read_at", &e.read_at),
-        ("rules_sha256", &e.rules_sha256),
+        ("location", e.location.clone()),
+        ("url", e.url.clone()),
+        ("document_sha256", e.document_sha256.clone()),
+        ("read_at", e.read_at.clone()),
+        ("http", http),
+        ("rules_sha256", e.rules_sha256.clone()),
     ]
     .into_iter()
-    .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+    .filter_map(|(k, v)| Some((k, v?)))
     .collect()
 }
 
@@ -151,7 +163,7 @@ pub fn html(n: &Notification) -> String {
         row("Labels", labels.join(", "));
     }
     let evidence: Vec<String> = (evidence(n).into_iter())
-        .map(|(k, v)| format!("{k}: <code>{}</code>", escape(v)))
+        .map(|(k, v)| format!("{k}: <code>{}</code>", escape(&v)))
         .collect();
     if !evidence.is_empty() {
         row("Evidence", evidence.join("<br>"));

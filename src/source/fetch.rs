@@ -23,6 +23,8 @@ pub enum Fetched {
         bytes: Vec<u8>,
         content_type: Option<String>,
         validators: Validators,
+        /// The HTTP status (none for a file).
+        status: Option<u16>,
     },
 }
 
@@ -116,6 +118,7 @@ impl Fetcher {
             bytes,
             content_type,
             validators,
+            status: Some(status.as_u16()),
         })
     }
 
@@ -142,6 +145,7 @@ impl Fetcher {
         let bytes = tokio::fs::read(path).await.map_err(io)?;
         Ok(Fetched::Body {
             bytes,
+            status: None,
             content_type: None,
             validators: Validators {
                 etag: Some(tag),

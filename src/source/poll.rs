@@ -331,7 +331,19 @@ pub async fn run(
                 bytes,
                 content_type,
                 validators,
+                status,
             }) => {
+                // The document as fetched, for the evidence of its alerts.
+                let doc = std::sync::Arc::new(crate::record::Document {
+                    file: None,
+                    url: Some(crate::secret::mask_url(&poll.url.to_string())),
+                    sha256: crate::record::sha256_hex(&bytes),
+                    http: status.map(|status| crate::record::HttpAnswer {
+                        status,
+                        etag: validators.etag.clone(),
+                        last_modified: validators.last_modified.clone(),
+                    }),
+                });
                 let parsed = match &mut tracker {
                     Tracker::Feed(t) => {
                         feed::parse(&bytes, content_type.as_deref(), &base).map(|items| {
@@ -343,7 +355,10 @@ pub async fn run(
                         .document(&bytes, content_type.as_deref(), now)
                         .map(|(records, cp)| (records, cp.into_iter().collect())),
                 };
-                parsed.map(|(records, mut cps)| {
+                parsed.map(|(mut records, mut cps)| {
+                    for r in &mut records {
+                        r.doc = Some(doc.clone());
+                    }
                     cps.push(Checkpoint::Poll {
                         source: cfg.name.clone(),
                         url: url.clone(),
