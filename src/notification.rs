@@ -95,8 +95,25 @@ pub struct Evidence {
     pub read_at: Option<String>,
     /// The server's answer (documents fetched over HTTP).
     pub http: Option<crate::record::HttpAnswer>,
+    /// What the condition's phrases and patterns found.
+    #[serde(default)]
+    pub matched: Vec<Matched>,
     /// The SHA-256 of the rule files in force.
     pub rules_sha256: Option<String>,
+}
+
+/// A phrase or pattern of the condition, found in a field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Matched {
+    pub field: String,
+    /// The phrase, as its words are read (`export control*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrase: Option<String>,
+    /// The regular expression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The text found, as written in the field.
+    pub text: String,
 }
 
 impl Notification {

@@ -198,6 +198,53 @@ fn a_feed_alert_is_summarised_by_its_title_and_its_body_reads_as_text() {
     for absent in ["<p>", "<b>", "&lt;", "= null", "= []"] {
         assert!(!body.contains(absent), "body has {absent:?}:\n{body}");
     }
+    // Evidence: what the phrase found, in which field, as written there.
+    let e = &v["evidence"];
+    assert_eq!(
+        e["matched"],
+        serde_json::json!([
+            {"field": "title", "phrase": "export control*", "text": "export controls"},
+            {"field": "summary", "phrase": "export control*", "text": "export controls"},
+        ])
+    );
+    assert_eq!(e["location"], serde_json::Value::Null);
+    assert!(e["rules_sha256"].is_string(), "{e}");
+}
+
+#[test]
+fn the_evidence_of_a_log_alert_names_its_line_and_what_matched() {
+    let dir = setup();
+    let rules = std::fs::read_to_string(dir.path().join("rules.yaml")).unwrap()
+        + "  - id: hs-code\n    source: news\n    when: { text: [title], regex: \"HS [0-9]{4}\" }\n    notify: [audit]\n";
+    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    let line = r#"{"title": "New EXPORT-CONTROLS on HS 8505 magnets"}"#;
+    std::fs::write(
+        dir.path().join("news.jsonl"),
+        format!("{{\"title\": \"weather\"}}\n{line}\n"),
+    )
+    .unwrap();
+    let (code, v, err) = eval(dir.path(), "news", "news.jsonl");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v.len(), 2, "{v:?}");
+    let news = dir.path().join("news.jsonl");
+    for n in &v {
+        let e = &n["evidence"];
+        assert_eq!(e["location"], format!("{}:2", news.display()));
+        assert_eq!(
+            e["document_sha256"],
+            tocsin::record::sha256_hex(line.as_bytes())
+        );
+        assert!(e["url"].is_null() && e["http"].is_null(), "{e}");
+    }
+    let matched: Vec<&serde_json::Value> = v.iter().map(|n| &n["evidence"]["matched"][0]).collect();
+    assert_eq!(
+        matched[0],
+        &serde_json::json!({"field": "title", "phrase": "export control*", "text": "EXPORT-CONTROLS"})
+    );
+    assert_eq!(
+        matched[1],
+        &serde_json::json!({"field": "title", "regex": "HS [0-9]{4}", "text": "HS 8505"})
+    );
 }
 
 #[test]

@@ -109,15 +109,27 @@ fn evidence(n: &Notification) -> Vec<(&'static str, String)> {
         }
         s
     });
+    let matched = e.matched.iter().map(|m| {
+        let what = match (&m.phrase, &m.regex) {
+            (Some(p), _) => format!("\"{p}\""),
+            (_, Some(r)) => format!("/{r}/"),
+            _ => String::new(),
+        };
+        (
+            "matched",
+            Some(format!("{what} in {}: {}", m.field, m.text)),
+        )
+    });
     [
         ("location", e.location.clone()),
         ("url", e.url.clone()),
         ("document_sha256", e.document_sha256.clone()),
         ("read_at", e.read_at.clone()),
         ("http", http),
-        ("rules_sha256", e.rules_sha256.clone()),
     ]
     .into_iter()
+    .chain(matched)
+    .chain([("rules_sha256", e.rules_sha256.clone())])
     .filter_map(|(k, v)| Some((k, v?)))
     .collect()
 }

@@ -43,6 +43,8 @@ pub struct PhraseRef {
 pub struct PhraseSetBuilder {
     ids: FxHashMap<String, u32>,
     phrases: Vec<Phrase>,
+    /// Per phrase: its words as read, for showing what matched.
+    words: Vec<Box<str>>,
 }
 
 /// A phrase's words as read, and whether some rule uses it as a prefix
@@ -61,7 +63,9 @@ impl PhraseSetBuilder {
         };
         let words = words_of(body);
         let next = self.phrases.len() as u32;
+        let mut fresh = false;
         let pid = *self.ids.entry(words.clone()).or_insert_with(|| {
+            fresh = true;
             let list = words
                 .split(' ')
                 .filter(|w| !w.is_empty())
@@ -74,6 +78,9 @@ impl PhraseSetBuilder {
             });
             next
         });
+        if fresh {
+            self.words.push(words.as_str().into());
+        }
         let p = &mut self.phrases[pid as usize];
         p.prefix |= prefix;
         p.whole |= !prefix;
@@ -135,6 +142,7 @@ impl PhraseSetBuilder {
         t.gate = Gate::of(&t, &prefix_words);
         PhraseSet {
             count: self.ids.len(),
+            words: self.words,
             trie: (!self.ids.is_empty()).then_some(t),
         }
     }
@@ -467,9 +475,32 @@ fn prefixes_of(dfa: &dfa::DFA, w: &[u8], found: &mut Vec<(u32, bool)>) {
 pub struct PhraseSet {
     trie: Option<WordTrie>,
     count: usize,
+    words: Vec<Box<str>>,
 }
 
 impl PhraseSet {
+    /// Phrase `pid`'s words, as read (`export control`).
+    pub fn words(&self, pid: u32) -> &str {
+        self.words.get(pid as usize).map_or("", |w| w)
+    }
+
+    /// Where phrase `p` (a prefix phrase when `prefix`) is in `text`, as
+    /// written there: `export-control` for `export control*`. For showing
+    /// what matched, once an alert is made: a pattern over the phrase's
+    /// words, any run of non-word characters between them.
+    pub fn find<'t>(&self, p: PhraseRef, text: &'t str) -> Option<&'t str> {
+        let words = self.words.get(p.pid as usize)?;
+        let body: Vec<String> = words.split(' ').map(regex::escape).collect();
+        let end = if p.prefix {
+            r"[\p{L}\p{N}\p{M}']*"
+        } else {
+            r"\b"
+        };
+        let pattern = format!(r"(?i)\b{}{end}", body.join(r"[^\p{L}\p{N}\p{M}]+"));
+        let re = regex::Regex::new(&pattern).ok()?;
+        re.find(text).map(|m| m.as_str())
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }

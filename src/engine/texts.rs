@@ -9,9 +9,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::condition::Expr;
 use super::rule::{Compiled, Rule};
 use crate::notification::{
-    AlertState, Evidence, Notification, format_ts, notification_id, push_ts,
+    AlertState, Evidence, Matched, Notification, format_ts, notification_id, push_ts,
 };
 use crate::record::{Changed, Fields, Record, Row, as_text, lookup};
 
@@ -76,19 +77,22 @@ pub(super) fn make_for(
         rec.prev.as_ref(),
         started_at,
         now,
-        evidence(c, Some(rec)),
+        evidence(c, Some((rule, rec))),
     )
 }
 
 /// The evidence of a notification caused by `rec` (by time passing, when
 /// `None`): where and when the record was read, the document's hash, and
 /// the rules in force.
-pub(super) fn evidence(c: &Compiled, rec: Option<&Record>) -> Evidence {
+pub(super) fn evidence(c: &Compiled, rec: Option<(&Rule, &Record)>) -> Evidence {
     let mut e = Evidence {
         rules_sha256: Some(c.rules_sha256.clone()),
         ..Default::default()
     };
-    let Some(rec) = rec else { return e };
+    let Some((rule, rec)) = rec else { return e };
+    if let Some(expr) = &rule.expr {
+        matched(c, expr, rec, &mut e.matched);
+    }
     e.read_at = Some(format_ts(rec.observed));
     if let Some(doc) = &rec.doc {
         e.document_sha256 = Some(doc.sha256.clone());
@@ -319,4 +323,65 @@ pub(super) fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
         line(&mut b, "Link: ", l);
     }
     (s, b)
+}
+
+/// The phrases and patterns of `expr` found in `rec`'s fields (not under
+/// `not`, whose matches are what did not happen), each once.
+fn matched(c: &Compiled, expr: &Expr, rec: &Record, out: &mut Vec<Matched>) {
+    let text_of = |slot: usize| -> Option<(String, String)> {
+        let name = c.slot_names.get(slot)?;
+        let Value::String(t) = lookup(&rec.fields, name)? else {
+            return None;
+        };
+        let t = if t.contains(['<', '&']) {
+            crate::html::strip(t)
+        } else {
+            t.clone()
+        };
+        Some((name.clone(), t))
+    };
+    let mut push = |m: Matched| {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    };
+    match expr {
+        Expr::Text(t) => {
+            for &ts in &t.tslots {
+                let Some((field, text)) = c.text_slots.get(ts).and_then(|&s| text_of(s)) else {
+                    continue;
+                };
+                for &p in t.any.iter().chain(&t.all) {
+                    if let Some(found) = c.phrases.find(p, &text) {
+                        let mut phrase = c.phrases.words(p.pid).to_string();
+                        if p.prefix {
+                            phrase.push('*');
+                        }
+                        push(Matched {
+                            field: field.clone(),
+                            phrase: Some(phrase),
+                            regex: None,
+                            text: found.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Expr::Regex { slots, re } => {
+            for &ts in slots {
+                if let Some((field, text)) = c.text_slots.get(ts).and_then(|&s| text_of(s))
+                    && let Some(m) = re.find(&text)
+                {
+                    push(Matched {
+                        field,
+                        phrase: None,
+                        regex: Some(re.as_str().to_string()),
+                        text: m.as_str().chars().take(200).collect(),
+                    });
+                }
+            }
+        }
+        Expr::All(v) | Expr::Any(v) => v.iter().for_each(|e| matched(c, e, rec, out)),
+        _ => {}
+    }
 }
