@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, FeedServer, read_jsonl, wait_for};
-use serde_json::Value;
+use common::{Daemon, FeedServer, append, read_jsonl, wait_for};
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -567,4 +567,130 @@ fn a_panic_in_the_feed_reader_fails_the_poll_and_polling_goes_on() {
         "resolved"
     );
     assert_eq!(alerts(dir.path(), "export-controls")[0]["key"], "b");
+}
+
+#[test]
+fn the_evidence_of_table_log_feed_and_http_alerts_says_where_what_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d0, feed_server, rates_server) = (dir.path(), FeedServer::start(), FeedServer::start());
+    // Dated, so that the first poll's backfill takes the items.
+    let feed_doc = rss(&[("x", "Trade fair"), ("y", "New EXPORT-CONTROLS on gallium")]).replace(
+        "</title><link>",
+        "</title><pubDate>Sat, 05 Dec 2026 10:00:00 GMT</pubDate><link>",
+    );
+    let rates_doc = r#"{"rates": [{"partner": "CN", "rate_pct": 160}]}"#;
+    let rates_before = r#"{"rates": [{"partner": "CN", "rate_pct": 150}]}"#;
+    for (server, ct, body) in [
+        (&feed_server, "application/rss+xml", feed_doc.as_str()),
+        (&rates_server, "application/json", rates_before),
+    ] {
+        let mut s = server.served.lock().unwrap();
+        s.content_type = ct.into();
+        s.set(body);
+    }
+    let feed_etag = feed_server.served.lock().unwrap().etag.clone();
+    let table = "partner,rate_pct\nJP,100\nCN,160\n";
+    std::fs::write(d0.join("tariffs.csv"), table).unwrap();
+    let line = r#"{"title": "Minister on export controls, HS 8505"}"#;
+    std::fs::write(d0.join("wire.jsonl"), "").unwrap();
+    let cfg = setup(
+        d0,
+        &format!(
+            "  - {{ name: tariffs, type: file, path: tariffs.csv, key: [partner] }}
+  - {{ name: wire, type: file, path: wire.jsonl, mode: log }}
+  - {{ name: news, type: feed, url: \"{}\", every: 1s, backfill: 100000d }}
+  - {{ name: rates, type: http, url: \"{}\", every: 1s, key: [partner], items: /rates }}",
+            feed_server.url("/feed"),
+            rates_server.url("/feed")
+        ),
+        "rules:
+  - { id: table, source: tariffs, when: { field: rate_pct, above: 157 }, notify: [audit] }
+  - { id: log, source: wire, when: { text: [title], regex: \"HS [0-9]{4}\" }, notify: [audit] }
+  - { id: feed, source: news, when: { text: [title], any: [\"export control*\"] }, notify: [audit] }
+  - { id: http, source: rates, when: { field: rate_pct, above: 157 }, notify: [audit] }
+",
+    );
+    let d = Daemon::start(&cfg, &[]);
+    d.wait_log("tocsin started", T);
+    append(
+        &d0.join("wire.jsonl"),
+        &format!("{{\"title\": \"weather\"}}\n{line}\n"),
+    );
+    // The http table's first version is its baseline; the next one alerts.
+    rates_server.wait_hits(2, T);
+    rates_server.served.lock().unwrap().set(rates_doc);
+    let rates_etag = rates_server.served.lock().unwrap().etag.clone();
+    let rules = ["table", "log", "feed", "http"];
+    let all = wait_for(T, || {
+        let a = read_jsonl(&d0.join("alerts.jsonl"));
+        rules
+            .iter()
+            .all(|r| a.iter().any(|x| x["rule"] == *r))
+            .then_some(a)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "an alert of each rule, got {:?}\n{}",
+            read_jsonl(&d0.join("alerts.jsonl")),
+            d.log()
+        )
+    });
+    d.stop();
+    let of = |rule: &str| -> Value {
+        let a = all
+            .iter()
+            .find(|a| a["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} alert"));
+        a["evidence"].clone()
+    };
+    let sha = |b: &[u8]| Value::from(tocsin::record::sha256_hex(b));
+    let rules_sha = sha(&[
+        d0.join("rules.yaml").to_string_lossy().as_bytes(),
+        &[0],
+        std::fs::read(d0.join("rules.yaml")).unwrap().as_slice(),
+        &[0],
+    ]
+    .concat());
+    let http = |etag: &Option<String>| json!({"status": 200, "etag": etag, "last_modified": null});
+    let expect = [
+        (
+            "table",
+            json!({"location": format!("{}:3", d0.join("tariffs.csv").display()), "url": null,
+                   "document_sha256": sha(table.as_bytes()), "http": null, "matched": []}),
+        ),
+        (
+            "log",
+            json!({"location": format!("{}:2", d0.join("wire.jsonl").display()), "url": null,
+                   "document_sha256": sha(line.as_bytes()), "http": null,
+                   "matched": [{"field": "title", "regex": "HS [0-9]{4}", "text": "HS 8505"}]}),
+        ),
+        (
+            "feed",
+            json!({"location": null, "url": feed_server.url("/feed"),
+                   "document_sha256": sha(feed_doc.as_bytes()), "http": http(&feed_etag),
+                   "matched": [{"field": "title", "phrase": "export control*", "text": "EXPORT-CONTROLS"}]}),
+        ),
+        (
+            "http",
+            json!({"location": null, "url": rates_server.url("/feed"),
+                   "document_sha256": sha(rates_doc.as_bytes()), "http": http(&rates_etag),
+                   "matched": []}),
+        ),
+    ];
+    for (rule, want) in expect {
+        let mut e = of(rule);
+        let read_at = e["read_at"].take();
+        let at = chrono::DateTime::parse_from_rfc3339(read_at.as_str().unwrap_or_default())
+            .unwrap_or_else(|_| panic!("{rule}: read_at {read_at}"));
+        assert!(
+            (chrono::Utc::now() - at.to_utc()).num_seconds() < 60,
+            "{rule}: {at}"
+        );
+        assert_eq!(e["rules_sha256"].take(), rules_sha, "{rule}");
+        let obj = e.as_object_mut().unwrap();
+        for key in ["read_at", "rules_sha256"] {
+            obj.remove(key);
+        }
+        assert_eq!(e, want, "{rule}");
+    }
 }
