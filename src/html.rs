@@ -113,18 +113,50 @@ fn decode_entity(name: &str) -> Option<char> {
     })
 }
 
-/// Text as a person reads it: HTML as text, runs of white space as one
-/// space, cut after `max` characters (with `…`).
-pub fn readable(t: &str, max: usize) -> Cow<'_, str> {
-    let markup = t.contains(['<', '&']);
-    let spaced = t.contains(|c: char| c.is_whitespace() && c != ' ') || t.contains("  ");
-    if !markup && !spaced && t.len() <= max && t.trim().len() == t.len() {
-        return Cow::Borrowed(t);
+/// HTML stripped, entities decoded, white space runs folded. Borrowed when
+/// there is nothing to do, which is the common case.
+pub fn normalize(text: &str) -> Cow<'_, str> {
+    // Memchr scans (SIMD) to see whether there is anything to do at all.
+    let b = text.as_bytes();
+    let html = memchr::memchr2(b'<', b'&', b).is_some();
+    static DOUBLE_SPACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"  "));
+    let ws = memchr::memchr3(b'\t', b'\n', b'\r', b).is_some() || DOUBLE_SPACE.find(b).is_some();
+    match (html, ws) {
+        (false, false) => Cow::Borrowed(text),
+        (false, true) => Cow::Owned(fold_ws(text)),
+        (true, _) => Cow::Owned(fold_ws(&strip(text))),
     }
-    let text = if markup { strip(t) } else { t.to_string() };
-    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some((cut, _)) = out.char_indices().nth(max) {
-        out.truncate(cut);
+}
+
+fn fold_ws(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut ws = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !ws {
+                out.push(' ');
+            }
+            ws = true;
+        } else {
+            out.push(c);
+            ws = false;
+        }
+    }
+    out
+}
+
+/// Text as a person reads it: [`normalize`]d, trimmed, cut after `max`
+/// characters (with `…`).
+pub fn readable(t: &str, max: usize) -> Cow<'_, str> {
+    let text = normalize(t);
+    let trimmed = text.trim();
+    let cut = trimmed.char_indices().nth(max).map(|(at, _)| at);
+    if cut.is_none() && trimmed.len() == text.len() {
+        return text;
+    }
+    let mut out = trimmed[..cut.unwrap_or(trimmed.len())].to_string();
+    if cut.is_some() {
         out.push('…');
     }
     Cow::Owned(out)

@@ -15,9 +15,6 @@ use crate::notification::{Notification, format_ts, is_blank};
 /// when long), anything else as JSON.
 fn shown(v: &Value, max: usize) -> String {
     match v {
-        Value::String(s) if s.contains(['<', '&']) => {
-            readable(&crate::html::to_text(s), max).into_owned()
-        }
         Value::String(s) => readable(s, max).into_owned(),
         other => other.to_string(),
     }

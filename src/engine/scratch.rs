@@ -10,7 +10,6 @@ use serde_json::Value;
 use super::condition::{self, TextHits};
 use super::rule::{Compiled, SourcePlan};
 use super::text::{PhraseRef, PhraseSet, ScanBuf};
-use super::words;
 use crate::record::{Record, as_text};
 
 /// The record being evaluated: at hand, or made on first need.
@@ -179,7 +178,7 @@ impl TextHits for Hits<'_> {
 
     fn text(&self, tslot: usize) -> Option<Cow<'_, str>> {
         let t = field_text(self.vals[self.text_slots[tslot]])?;
-        Some(Cow::Owned(words::normalize(&t).into_owned()))
+        Some(Cow::Owned(crate::html::normalize(&t).into_owned()))
     }
 }
 

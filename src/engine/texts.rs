@@ -333,12 +333,8 @@ fn matched(c: &Compiled, expr: &Expr, rec: &Record, out: &mut Vec<Matched>) {
         let Value::String(t) = lookup(&rec.fields, name)? else {
             return None;
         };
-        let t = if t.contains(['<', '&']) {
-            crate::html::strip(t)
-        } else {
-            t.clone()
-        };
-        Some((name.clone(), t))
+        // The text as the engine matched on it.
+        Some((name.clone(), crate::html::normalize(t).into_owned()))
     };
     let mut push = |m: Matched| {
         if !out.contains(&m) {

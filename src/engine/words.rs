@@ -3,7 +3,6 @@
 //! characters read as one space, apostrophes inside words kept.
 
 use caseless::Caseless;
-use std::borrow::Cow;
 use unicode_normalization::UnicodeNormalization;
 
 /// How a character reads: part of a word, an apostrophe, or a separator.
@@ -113,37 +112,4 @@ pub fn read_words(text: &str, out: &mut Vec<u8>) {
             _ => sep = Class::Separator,
         }
     }
-}
-
-/// HTML stripped, entities decoded, white space runs folded. Borrowed when
-/// there is nothing to do, which is the common case.
-pub fn normalize(text: &str) -> Cow<'_, str> {
-    // Memchr scans (SIMD) to see whether there is anything to do at all.
-    let b = text.as_bytes();
-    let html = memchr::memchr2(b'<', b'&', b).is_some();
-    static DOUBLE_SPACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"  "));
-    let ws = memchr::memchr3(b'\t', b'\n', b'\r', b).is_some() || DOUBLE_SPACE.find(b).is_some();
-    match (html, ws) {
-        (false, false) => Cow::Borrowed(text),
-        (false, true) => Cow::Owned(fold_ws(text)),
-        (true, _) => Cow::Owned(fold_ws(&crate::html::strip(text))),
-    }
-}
-
-fn fold_ws(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut ws = false;
-    for c in text.chars() {
-        if c.is_whitespace() {
-            if !ws {
-                out.push(' ');
-            }
-            ws = true;
-        } else {
-            out.push(c);
-            ws = false;
-        }
-    }
-    out
 }
