@@ -23,16 +23,7 @@ const COMMANDS: [&str; 10] = [
 #[test]
 fn a_man_page_per_command_renders_with_man() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("man")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeed(Command::new(BIN).arg("man").arg(dir.path()));
     for page in
         std::iter::once("tocsin".to_string()).chain(COMMANDS.iter().map(|c| format!("tocsin-{c}")))
     {

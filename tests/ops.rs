@@ -808,17 +808,12 @@ fn logrotate(dir: &Path, swap: Option<&str>) {
                 .is_ok()
         })
         .expect("logrotate (apt-get install logrotate; .ci/run installs it)");
-    let out = std::process::Command::new(bin)
-        .arg("-f")
-        .arg("-s")
-        .arg(dir.join("logrotate.state"))
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        std::process::Command::new(bin)
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.join("logrotate.state"))
+            .arg(&path),
     );
 }
 

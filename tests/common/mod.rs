@@ -43,6 +43,17 @@ pub fn tocsin(config: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Runs `cmd` and asserts that it succeeded (its stderr the message).
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A port on loopback that nothing listens on (it was free a moment ago).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
