@@ -47,6 +47,35 @@ pub enum SilenceCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the ledger's hash chain and every kept document: exit 0 when
+    /// whole, 1 naming the first broken entry.
+    Verify,
+    /// The ledger's entries, oldest first, on stdout, for an auditor.
+    Export {
+        /// Only the entries of this last while, e.g. 30d [default: all]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// `jsonl`: each entry exactly as its hash covers it; `csv`: a row
+        /// per entry, for a spreadsheet
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: AuditFormat,
+    },
+    /// One entry (by its number) or a notification's entries (by its id),
+    /// and the document behind it.
+    Show {
+        /// An entry's number or a notification's id
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AuditFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon in the foreground.
     Run {
@@ -103,6 +132,12 @@ pub enum Command {
     Silence {
         #[command(subcommand)]
         command: SilenceCommand,
+    },
+    /// The evidence ledger: every notification sent, failed or silenced,
+    /// hash-chained, with the documents behind them.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// An online, consistent copy of the store into FILE, while the daemon
     /// runs (SQLite's backup API); FILE is whole or not written.

@@ -185,7 +185,7 @@ fn stream_jsonl(
             prev: None,
             observed: now,
             kind: RecordKind::Event,
-            doc: Some(crate::record::Document::file(path, line.as_bytes())),
+            doc: Some(crate::record::Document::hashed(path, line.as_bytes())),
             line: n as u32,
         })
     };

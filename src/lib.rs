@@ -22,7 +22,8 @@
 //! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `table`
 //!   compares a table's versions; `health`.
 //! - `store`: SQLite state and positions; `store::outbox` the outbox,
-//!   history and silences.
+//!   history and silences; `store::ledger` the evidence ledger (hash chain
+//!   and kept documents), read by `audit`.
 //! - `channel`: `email`, `webhook`, file and log; `digest`, `error`.
 //! - `daemon`: wiring, reload and shutdown; `parts` the running sources and
 //!   workers, `deliver` the delivery loops; `main.rs` owns signals and
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod audit;
 pub mod channel;
 pub mod cli;
 pub mod config;

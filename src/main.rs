@@ -78,6 +78,11 @@ fn main() -> ExitCode {
             &command,
             &mut std::io::stdout(),
         )),
+        Command::Audit { command } => exit(tocsin::audit::run(
+            &config_path,
+            &command,
+            &mut std::io::stdout().lock(),
+        )),
         Command::Backup { file } => exit(backup(&config_path, &file)),
         Command::Completions { shell } => {
             let mut out = Vec::new();

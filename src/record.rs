@@ -41,7 +41,7 @@ pub struct Record {
 
 /// A document as read: where, its SHA-256, when. What an alert's evidence
 /// says of the data behind it.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Default, PartialEq)]
 pub struct Document {
     /// The file read (tables and logs).
     pub file: Option<std::path::PathBuf>,
@@ -51,6 +51,21 @@ pub struct Document {
     pub sha256: String,
     /// The HTTP answer, for a document fetched over HTTP.
     pub http: Option<HttpAnswer>,
+    /// The bytes read, shared with the parser that read them (not copied),
+    /// for the store to keep when an alert names the document.
+    pub bytes: Option<bytes::Bytes>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("file", &self.file)
+            .field("url", &self.url)
+            .field("sha256", &self.sha256)
+            .field("http", &self.http)
+            .field("bytes", &self.bytes.as_ref().map(|b| b.len()))
+            .finish()
+    }
 }
 
 /// What the server answered with a document.
@@ -63,7 +78,18 @@ pub struct HttpAnswer {
 
 impl Document {
     /// The document `file` whose bytes are `bytes`.
-    pub fn file(file: &std::path::Path, bytes: &[u8]) -> Arc<Document> {
+    pub fn file(file: &std::path::Path, bytes: bytes::Bytes) -> Arc<Document> {
+        Arc::new(Document {
+            file: Some(file.to_path_buf()),
+            sha256: sha256_hex(&bytes),
+            bytes: Some(bytes),
+            ..Default::default()
+        })
+    }
+
+    /// The document `file` whose bytes are `bytes`, by its hash alone:
+    /// where nothing is kept (`tocsin eval`).
+    pub fn hashed(file: &std::path::Path, bytes: &[u8]) -> Arc<Document> {
         Arc::new(Document {
             file: Some(file.to_path_buf()),
             sha256: sha256_hex(bytes),
@@ -75,9 +101,13 @@ impl Document {
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Bytes in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         use std::fmt::Write as _;
         let _ = write!(hex, "{b:02x}");
     }

@@ -232,6 +232,7 @@ fn read_suite(path: &Path, dir: &Path, node: &Node, d: &mut Diags) -> Option<Sui
         channels,
         health: HealthConfig::default(),
         log: Default::default(),
+        evidence: Default::default(),
     };
 
     let mut tests = Vec::new();

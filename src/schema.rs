@@ -27,6 +27,15 @@ struct ConfigFile {
     channels: Option<Vec<Channel>>,
     /// Where `source-unhealthy` alerts go.
     health: Option<Health>,
+    /// How long the documents behind alerts are kept for the ledger.
+    evidence: Option<Evidence>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Evidence {
+    /// How long a document no alert has named since is kept (default 400d).
+    retention: Option<Duration>,
 }
 
 #[derive(JsonSchema)]

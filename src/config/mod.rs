@@ -23,6 +23,22 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub health: HealthConfig,
     pub log: LogConfig,
+    pub evidence: EvidenceConfig,
+}
+
+/// `evidence: { retention: 400d }`: how long the ledger keeps a document
+/// after the last alert that named it.
+#[derive(Clone, Debug)]
+pub struct EvidenceConfig {
+    pub retention: std::time::Duration,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> EvidenceConfig {
+        EvidenceConfig {
+            retention: std::time::Duration::from_secs(400 * 86_400),
+        }
+    }
 }
 
 /// `log:`: the level (`RUST_LOG` wins) and format (`--log-format` wins).

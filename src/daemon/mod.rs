@@ -85,7 +85,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         health_state.into_iter().map(|(_, k, st)| (k, st)).collect(),
     );
     if !health_gone.is_empty() {
-        store.commit(&health_gone, &[], &[], Utc::now())?;
+        store.commit(&health_gone, &[], &[], &[], Utc::now())?;
     }
     shared.health().sources = health.unhealthy();
     let gone = engine.restore(rule_state);
@@ -99,7 +99,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             .into_iter()
             .map(|(r, k)| (Arc::from(r), Key::new(&k), None))
             .collect();
-        store.commit(&changes, &[], &[], Utc::now())?;
+        store.commit(&changes, &[], &[], &[], Utc::now())?;
     }
 
     parts.apply_sources(&config, &store)?;
@@ -121,6 +121,9 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     let mut over_budget_logged = HashMap::new();
     let mut changes = Vec::new();
     let mut out = Vec::new();
+    // Documents past `evidence.retention`: at start, then hourly.
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(sd.beat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,6 +132,8 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         let mut checkpoints = Vec::new();
+        // The documents the batch's notifications name, kept as evidence.
+        let mut docs = Vec::new();
         // A part of a large table holds its source back until committed.
         let mut _held = None;
         let mut health_change = Vec::new();
@@ -146,6 +151,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 }
                 let now = Utc::now();
                 engine.observe_batch(&batch.records, now, &mut out);
+                docs = documents_named(&batch.records, &out);
                 checkpoints = batch.checkpoints;
                 _held = batch.held;
                 let m = &shared.metrics;
@@ -214,6 +220,14 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
                 sd.alive(&status_line(&engine, &config, &health, &store));
                 continue;
             }
+            _ = prune.tick() => {
+                match store.prune_documents(Utc::now(), config.evidence.retention) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(documents = n, "dropped the documents no alert named for evidence.retention; the ledger says which"),
+                    Err(e) => tracing::warn!("cannot drop old documents now: {e}"),
+                }
+                continue;
+            }
         }
         count(
             &shared,
@@ -233,7 +247,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         // here, trying again, rather than let a notification go unrecorded:
         // sources wait, and nothing read is lost.
         let mut delay = Duration::from_millis(500);
-        'commit: while let Err(e) = store.commit(&changes, &checkpoints, &out, Utc::now()) {
+        'commit: while let Err(e) = store.commit(&changes, &checkpoints, &out, &docs, Utc::now()) {
             tracing::error!("{e}; trying again in {delay:?}");
             shared.health().store = Some(e.to_string());
             let again = tokio::time::sleep(delay);
@@ -299,6 +313,33 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     }
     tracing::info!("tocsin stopped");
     Ok(())
+}
+
+/// The documents of `records` that notifications of `out` name in their
+/// evidence, each once. Records of one document share it, so the walk
+/// compares pointers until the document changes.
+fn documents_named(
+    records: &[crate::record::Record],
+    out: &[crate::notification::Notification],
+) -> Vec<Arc<crate::record::Document>> {
+    let mut docs: Vec<Arc<crate::record::Document>> = Vec::new();
+    if out.iter().all(|n| n.evidence.document_sha256.is_none()) {
+        return docs;
+    }
+    let mut last: Option<&Arc<crate::record::Document>> = None;
+    for d in records.iter().filter_map(|r| r.doc.as_ref()) {
+        if last.is_some_and(|l| Arc::ptr_eq(l, d)) {
+            continue;
+        }
+        last = Some(d);
+        let named = out
+            .iter()
+            .any(|n| n.evidence.document_sha256.as_deref() == Some(d.sha256.as_str()));
+        if named && !docs.iter().any(|k| k.sha256 == d.sha256) {
+            docs.push(d.clone());
+        }
+    }
+    docs
 }
 
 /// Moves the engine's figures and the notifications at hand into the

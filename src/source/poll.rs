@@ -334,6 +334,7 @@ pub async fn run(
                 status,
             }) => {
                 // The document as fetched, for the evidence of its alerts.
+                let bytes = bytes::Bytes::from(bytes);
                 let doc = std::sync::Arc::new(crate::record::Document {
                     file: None,
                     url: Some(crate::secret::mask_url(&poll.url.to_string())),
@@ -343,6 +344,7 @@ pub async fn run(
                         etag: validators.etag.clone(),
                         last_modified: validators.last_modified.clone(),
                     }),
+                    bytes: Some(bytes.clone()),
                 });
                 let parsed = match &mut tracker {
                     Tracker::Feed(t) => {

@@ -8,7 +8,10 @@
 //! happens after, from the outbox, so a crash delays alerts and never loses
 //! them.
 
+mod ledger;
 mod outbox;
+
+pub use ledger::{Entry, Kept, Verdict};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +86,7 @@ CREATE INDEX outbox_by_key ON outbox (channel, status, rule, key, id);
     r#"
 ALTER TABLE poll_state ADD COLUMN item_ids INTEGER NOT NULL DEFAULT 1;
 "#,
+    ledger::SCHEMA,
 ];
 
 /// The way feed item ids are made (see [`crate::source::feed::Item`]):
@@ -580,18 +584,28 @@ impl Store {
     }
 
     /// Commits one batch: state changes, source checkpoints and the new
-    /// notifications (one outbox row per channel), all or nothing.
+    /// notifications (one outbox row per channel), all or nothing; with the
+    /// documents among `docs` that the notifications name, kept for their
+    /// evidence.
     pub fn commit(
         &mut self,
         states: &[StateChange],
         checkpoints: &[Checkpoint],
         notes: &[Notification],
+        docs: &[std::sync::Arc<crate::record::Document>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // The transaction borrows the connection, so errors are made from
         // the path alone.
         let err = sql_err(&self.path);
-        let tx = self.conn.transaction().map_err(err)?;
+        let docs = ledger::compress_new(&self.conn, docs).map_err(err)?;
+        // Begun with the write lock: the silenced are appended to the
+        // ledger, after the head it reads.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        ledger::keep(&tx, &docs, now).map_err(err)?;
         for (rule, key, st) in states {
             match st {
                 Some(s) => {
@@ -725,6 +739,15 @@ impl Store {
                         st.execute(params![n.id, ch, n.rule, n.key, n.state.as_str(), ts(now), format!("silence {}: {}", s.id, s.reason)])
                     })
                     .map_err(err)?;
+                    ledger::append_outcome(
+                        &tx,
+                        n,
+                        ch,
+                        "silenced",
+                        &format!("silence {}: {}", s.id, s.reason),
+                        now,
+                    )
+                    .map_err(err)?;
                 }
                 continue;
             }
@@ -758,7 +781,7 @@ mod tests {
     use crate::notification::AlertState;
     use crate::rules::Severity;
 
-    fn note(id: &str, channels: &[&str]) -> Notification {
+    pub(super) fn note(id: &str, channels: &[&str]) -> Notification {
         Notification {
             id: id.into(),
             rule: "r".into(),
@@ -822,6 +845,7 @@ mod tests {
                     },
                 ],
                 &[note("n1", &["mail", "hook"]), note("n2", &["mail"])],
+                &[],
                 now,
             )
             .unwrap();
@@ -851,7 +875,7 @@ mod tests {
         s.failed(&h, "HTTP 400", now).unwrap();
         assert!(matches!(s.next_due("hook", now).unwrap(), Next::Empty));
         assert_eq!(s.outbox_counts().unwrap(), (1, 1));
-        s.commit(&[("r".into(), "k".into(), None)], &[], &[], now)
+        s.commit(&[("r".into(), "k".into(), None)], &[], &[], &[], now)
             .unwrap();
         assert!(s.states().unwrap().is_empty());
     }

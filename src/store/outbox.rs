@@ -124,7 +124,12 @@ impl Store {
         // The transaction borrows the connection, so errors are made from
         // the path alone.
         let err = sql_err(&self.path);
-        let tx = self.conn.transaction().map_err(err)?;
+        // Begun with the write lock: each channel appends to the ledger
+        // from its own connection, after the head it reads.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         if remove {
             // Cached, as the other statements of a delivery are: this runs
             // once per notification delivered.
@@ -140,6 +145,7 @@ impl Store {
         )
         .and_then(|mut st| st.execute(params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(now), outcome, detail]))
         .map_err(err)?;
+        super::ledger::append_outcome(&tx, n, &p.channel, outcome, detail, now).map_err(err)?;
         tx.commit().map_err(err)
     }
 

@@ -78,6 +78,10 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         .get("health")
         .and_then(|n| health(n, &channels, d))
         .unwrap_or_default();
+    let evidence = m
+        .get("evidence")
+        .and_then(|n| evidence(n, d))
+        .unwrap_or_default();
     m.finish(d);
     Some(Config {
         path: path.to_path_buf(),
@@ -89,7 +93,19 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         channels,
         health,
         log,
+        evidence,
     })
+}
+
+/// `evidence: { retention: 400d }`.
+fn evidence(n: &Node, d: &mut Diags) -> Option<EvidenceConfig> {
+    let mut m = MapReader::new(n, "evidence", d)?;
+    let retention = m
+        .get("retention")
+        .and_then(|n| duration(n, "retention", d))
+        .unwrap_or(EvidenceConfig::default().retention);
+    m.finish(d);
+    Some(EvidenceConfig { retention })
 }
 
 /// `log: { level: info, format: json }`.

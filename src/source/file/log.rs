@@ -197,7 +197,10 @@ impl FileTracker {
                         prev: None,
                         observed: now,
                         kind: RecordKind::Event,
-                        doc: Some(crate::record::Document::file(path, text.as_bytes())),
+                        doc: Some(crate::record::Document::file(
+                            path,
+                            bytes::Bytes::copy_from_slice(text.as_bytes()),
+                        )),
                         line: n as u32,
                     })
                 },

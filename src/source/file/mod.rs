@@ -463,8 +463,10 @@ impl FileTracker {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default()
         });
-        // The version read, for the evidence of its alerts.
-        let doc = crate::record::Document::file(path, &bytes);
+        // The version read, for the evidence of its alerts (its bytes are
+        // shared with the parser, not copied).
+        let bytes = bytes::Bytes::from(bytes);
+        let doc = crate::record::Document::file(path, bytes.clone());
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
             key: match &file_prefix {
@@ -549,7 +551,8 @@ impl FileTracker {
     ) -> Result<(Vec<Record>, Vec<SourceError>), SourceError> {
         let format = self.format_of(path)?;
         let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
-        let doc = crate::record::Document::file(path, &bytes);
+        let bytes = bytes::Bytes::from(bytes);
+        let doc = crate::record::Document::file(path, bytes.clone());
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: self.source.clone(),
             key,
