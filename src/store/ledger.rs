@@ -23,8 +23,6 @@ pub(super) const SCHEMA: &str = r#"
 CREATE TABLE ledger (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, notification_id TEXT,
     entry TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX ledger_by_notification ON ledger (notification_id);
-CREATE INDEX ledger_by_at ON ledger (at);
 CREATE TABLE documents (
     sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL,
     kept_at TEXT NOT NULL, used_at TEXT NOT NULL, data BLOB NOT NULL);
@@ -251,8 +249,31 @@ impl Store {
 
     /// Ledger entries at or after `since` (all when `None`), in order.
     pub fn ledger(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Entry>, StoreError> {
-        let since = since.map(ts).unwrap_or_default();
-        self.entries("at >= ?1 ORDER BY seq", &since)
+        let Some(since) = since else {
+            return self.entries("seq >= ?1 ORDER BY seq", "0");
+        };
+        // Entries are appended as time goes, so the first one of `since`
+        // is found by halving on the entry numbers, without an index on
+        // the times (one more page written per notification).
+        let at = |seq: i64| -> Result<Option<(i64, String)>, StoreError> {
+            self.conn
+                .prepare_cached("SELECT seq, at FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+                .and_then(|mut st| {
+                    st.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(|e| self.err(e))
+        };
+        let since = ts(since);
+        let (mut lo, mut hi) = (0i64, i64::MAX / 2);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(mid)? {
+                Some((seq, t)) if t < since => lo = seq + 1,
+                _ => hi = mid,
+            }
+        }
+        self.entries("seq >= ?1 ORDER BY seq", &lo.to_string())
     }
 
     /// The entries of one notification (by its id), or the entry `seq`
@@ -654,6 +675,18 @@ mod tests {
         assert_eq!(s.prune_documents(t0 + day * 401, retention).unwrap(), 1);
         assert!(s.document(&old.sha256).unwrap().is_none());
         assert!(s.document(&used.sha256).unwrap().is_some());
+        // Found from a time by halving on the entry numbers.
+        let since = |t| {
+            s.ledger(Some(t))
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(since(t0), [1, 2, 3, 4]);
+        assert_eq!(since(t0 + day * 100), [1, 2, 3, 4]);
+        assert_eq!(since(t0 + day * 200), [4]);
+        assert_eq!(since(t0 + day * 500), Vec::<i64>::new());
         let last = s.ledger(None).unwrap().pop().unwrap().value();
         assert_eq!(last["outcome"], "pruned");
         assert_eq!(last["documents"], json!([old.sha256]));
