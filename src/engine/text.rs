@@ -142,7 +142,6 @@ impl PhraseSetBuilder {
         t.gate = Gate::of(&t, &prefix_words);
         PhraseSet {
             count: self.ids.len(),
-            found: (0..self.words.len()).map(|_| Default::default()).collect(),
             words: self.words,
             trie: (!self.ids.is_empty()).then_some(t),
         }
@@ -477,9 +476,6 @@ pub struct PhraseSet {
     trie: Option<WordTrie>,
     count: usize,
     words: Vec<Box<str>>,
-    /// Per phrase, as a whole word and as a prefix: the pattern
-    /// [`PhraseSet::find`] looks for it with, made the first time.
-    found: Vec<[std::sync::OnceLock<Option<regex::Regex>>; 2]>,
 }
 
 impl PhraseSet {
@@ -490,22 +486,9 @@ impl PhraseSet {
 
     /// Where phrase `p` (a prefix phrase when `prefix`) is in `text`, as
     /// written there: `export-control` for `export control*`. For showing
-    /// what matched, once an alert is made: a pattern over the phrase's
-    /// words, any run of non-word characters between them.
+    /// what matched, once an alert is made (see [`super::words::find_phrase`]).
     pub fn find<'t>(&self, p: PhraseRef, text: &'t str) -> Option<&'t str> {
-        let words = self.words.get(p.pid as usize)?;
-        let slot = &self.found.get(p.pid as usize)?[usize::from(p.prefix)];
-        let re = slot.get_or_init(|| {
-            let body: Vec<String> = words.split(' ').map(regex::escape).collect();
-            let end = if p.prefix {
-                r"[\p{L}\p{N}\p{M}']*"
-            } else {
-                r"\b"
-            };
-            let pattern = format!(r"(?i)\b{}{end}", body.join(r"[^\p{L}\p{N}\p{M}]+"));
-            regex::Regex::new(&pattern).ok()
-        });
-        re.as_ref()?.find(text).map(|m| m.as_str())
+        super::words::find_phrase(text, self.words.get(p.pid as usize)?, p.prefix)
     }
 
     pub fn len(&self) -> usize {

@@ -47,6 +47,82 @@ pub fn words_of(text: &str) -> String {
     String::from_utf8_lossy(out.strip_prefix(b" ").unwrap_or(&out)).into_owned()
 }
 
+/// Where the words of `phrase` (as read, space-separated; the last one a
+/// prefix when `prefix`) are in `text`, as written there: `export-control`
+/// for `export control*`. For showing what matched, once an alert is made:
+/// the text is read as the engine reads it (words case-folded, any run of
+/// separators between them), each word with its place. As when matching,
+/// a phrase may end at an apostrophe (`China` in "China's") and start
+/// after one (`état` in "l'état").
+pub fn find_phrase<'t>(text: &'t str, phrase: &str, prefix: bool) -> Option<&'t str> {
+    let want: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
+    let k = want.len();
+    if k == 0 {
+        return None;
+    }
+    // The words of the text: (start, end, as read).
+    let mut words: Vec<(usize, usize, String)> = Vec::new();
+    let mut start: Option<usize> = None;
+    let (mut end, mut apostrophe) = (0, false);
+    let mut close = |start: &mut Option<usize>, end: usize| {
+        if let Some(s) = start.take() {
+            words.push((s, end, words_of(&text[s..end])));
+        }
+    };
+    for (i, c) in text.char_indices() {
+        match class(c) {
+            Class::Word => {
+                start.get_or_insert(i);
+                end = i + c.len_utf8();
+                apostrophe = false;
+            }
+            // One apostrophe between word characters stays in the word.
+            Class::Apostrophe if start.is_some() && !apostrophe => apostrophe = true,
+            _ => {
+                close(&mut start, end);
+                apostrophe = false;
+            }
+        }
+    }
+    close(&mut start, end);
+    let is_apostrophe = |c: char| class(c) == Class::Apostrophe;
+    let fits = |read: &str, want: &str, last: bool| {
+        read == want || (last && prefix && read.starts_with(want))
+    };
+    'at: for i in 0..words.len().saturating_sub(k - 1) {
+        let (mut from, mut to) = (words[i].0, words[i + k - 1].1);
+        for (j, want) in want.iter().enumerate() {
+            let (s, e, read) = &words[i + j];
+            let last = j + 1 == k;
+            if fits(read, want, last) {
+                continue;
+            }
+            // The part after the word's last apostrophe may start the
+            // phrase, the part before its first one end it.
+            let written = &text[*s..*e];
+            if j == 0
+                && let Some(a) = written.rfind(is_apostrophe)
+            {
+                let after = a + written[a..].chars().next().map_or(1, char::len_utf8);
+                if fits(&words_of(&written[after..]), want, last) {
+                    from = s + after;
+                    continue;
+                }
+            }
+            if last
+                && let Some(a) = written.find(is_apostrophe)
+                && fits(&words_of(&written[..a]), want, last)
+            {
+                to = s + a;
+                continue;
+            }
+            continue 'at;
+        }
+        return Some(&text[from..to]);
+    }
+    None
+}
+
 /// Writes `text` into `out` as words are read: HTML stripped, each word
 /// case-folded and after one space (` rare earth china's`). An apostrophe
 /// between two word characters stays (as `'`); every other run of
@@ -110,6 +186,58 @@ pub fn read_words(text: &str, out: &mut Vec<u8>) {
             }
             Class::Apostrophe if sep == Class::Word => sep = Class::Apostrophe,
             _ => sep = Class::Separator,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_phrase;
+
+    #[test]
+    fn a_phrase_is_found_as_written_in_the_text() {
+        let cases: &[(&str, &str, bool, Option<&str>)] = &[
+            (
+                "New EXPORT-CONTROLS on gallium",
+                "export control",
+                true,
+                Some("EXPORT-CONTROLS"),
+            ),
+            (
+                "New EXPORT-CONTROLS on gallium",
+                "export control",
+                false,
+                None,
+            ),
+            (
+                "export  —  control regime",
+                "export control",
+                false,
+                Some("export  —  control"),
+            ),
+            ("rare–earth magnets", "rare earth", true, Some("rare–earth")),
+            ("the exporter controls", "export control", true, None),
+            ("China's new rules", "china", false, Some("China")),
+            ("L'État décide", "état", false, Some("État")),
+            ("Größe zählt", "grösse", false, Some("Größe")),
+            ("TÜRKIYE and Türkiye", "türkiye", false, Some("TÜRKIYE")),
+            ("no phrase here", "export control", true, None),
+            ("ends with export", "export control", true, None),
+            ("", "export", false, None),
+            (
+                "section 301 review",
+                "section 301",
+                false,
+                Some("section 301"),
+            ),
+            ("a dual-use item", "dual use", false, Some("dual-use")),
+        ];
+        for &(text, phrase, prefix, want) in cases {
+            assert_eq!(
+                find_phrase(text, phrase, prefix),
+                want,
+                "{phrase:?} in {text:?}"
+            );
         }
     }
 }
