@@ -319,9 +319,11 @@ fn a_burst_of_1000_alerts_survives_kill_9_midway() {
         ids.len()
     );
     assert_eq!(ids.len(), 1000);
+    // Sends are recorded together, up to 32 of the last 10 ms: only
+    // those not yet recorded at the kill may repeat.
     assert!(
-        duplicates <= 1,
-        "only the one in flight may repeat: {duplicates}"
+        duplicates <= 32,
+        "only the sends not yet recorded may repeat: {duplicates}"
     );
     let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 0));

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::Channel;
 use crate::http::{Shared, label};
-use crate::store::{Pending, Store};
+use crate::store::{Outcome, Pending, Store};
 
 /// When a delivery worker stops: `retire` at once (replaced by a reload),
 /// `shutdown` rather than wait out a backoff, `drain` once the outbox is
@@ -43,31 +43,39 @@ pub(super) async fn deliver(
     } = stops;
     let m = &shared.metrics;
     let ch_label = label("channel", &name);
-    let mut unrecorded: Option<(Pending, Outcome)> = None;
+    // Sends not yet recorded: recorded together, in one transaction.
+    let mut unrecorded: Vec<(Pending, Outcome)> = Vec::new();
     let mut record_delay = Duration::from_millis(500);
     let mut paused: Option<chrono::DateTime<Utc>> = None;
     loop {
-        // Replaced by a reload: the successor takes over the outbox.
-        if retire.is_cancelled() {
-            return;
-        }
-        if let Some((p, outcome)) = &unrecorded {
-            match record(&mut store, p, outcome) {
+        if !unrecorded.is_empty() {
+            match store.record(unrecorded.iter().map(|(p, o)| (p, o))) {
                 Ok(()) => {
-                    unrecorded = None;
+                    unrecorded.clear();
                     record_delay = Duration::from_millis(500);
                 }
+                Err(e) if retire.is_cancelled() => {
+                    // Replaced by a reload, which waits for this worker:
+                    // the successor finds these pending and sends them
+                    // again (same ids).
+                    tracing::error!(channel = %name, sends = unrecorded.len(), "{e}; not recorded, sent again by the reloaded channel");
+                    return;
+                }
                 Err(e) => {
-                    tracing::error!(channel = %name, id = %p.notification.id, "{e}; the send is recorded later, and not repeated");
+                    tracing::error!(channel = %name, sends = unrecorded.len(), "{e}; the send is recorded later, and not repeated");
                     tokio::select! {
                         _ = tokio::time::sleep(record_delay) => {}
                         _ = shutdown.cancelled() => return,
-                        _ = retire.cancelled() => return,
+                        _ = retire.cancelled() => {}
                     }
                     record_delay = (record_delay * 2).min(Duration::from_secs(30));
                     continue;
                 }
             }
+        }
+        // Replaced by a reload: the successor takes over the outbox.
+        if retire.is_cancelled() {
+            return;
         }
         if let Some(until) = paused.take() {
             let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -80,94 +88,110 @@ pub(super) async fn deliver(
                 _ = retire.cancelled() => return,
             }
         }
-        let next = match store.next_due(&name, Utc::now()) {
-            Ok(n) => n,
+        let batch = match store.due(&name, Utc::now(), BATCH) {
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(channel = %name, "{e}");
-                crate::store::Next::Wait(Utc::now() + chrono::Duration::seconds(1))
-            }
-        };
-        let p = match next {
-            crate::store::Next::Ready(p) => *p,
-            crate::store::Next::Empty => {
-                if drain.is_cancelled() {
-                    return;
-                }
                 tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = drain.cancelled() => {}
-                    _ = retire.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                continue;
-            }
-            crate::store::Next::Wait(at) => {
-                if shutdown.is_cancelled() {
-                    return; // waiting out a backoff is for the next start
-                }
-                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.cancelled() => return,
                     _ = retire.cancelled() => return,
                 }
                 continue;
             }
         };
-        let n = &p.notification;
-        let result = ch.send(&name, n).await;
-        let now = Utc::now();
-        let outcome = match result {
-            Ok(answer) => {
-                tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
-                m.deliveries.get_or_create(&ch_label).inc();
-                shared.channel(&name, None);
-                Outcome::Delivered(answer, now)
-            }
-            Err(e) if e.retryable && (now - p.created_at).to_std().unwrap_or_default() < budget => {
-                let delay = backoff(p.attempts);
-                tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
-                m.retries.get_or_create(&ch_label).inc();
-                shared.channel(&name, Some(&e.message));
-                let until = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                if e.channel_down {
-                    // The server's trouble, not this notification's: the
-                    // channel waits with it, so its notifications keep
-                    // their order.
-                    paused = Some(until);
+        if batch.is_empty() {
+            let next = match store.next_due(&name, Utc::now()) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(channel = %name, "{e}");
+                    crate::store::Next::Wait(Utc::now() + chrono::Duration::seconds(1))
                 }
-                Outcome::Retry(e.message, until)
+            };
+            match next {
+                // Due since the look a moment ago.
+                crate::store::Next::Ready(_) => {}
+                crate::store::Next::Empty => {
+                    if drain.is_cancelled() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = drain.cancelled() => {}
+                        _ = retire.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                crate::store::Next::Wait(at) => {
+                    if shutdown.is_cancelled() {
+                        return; // waiting out a backoff is for the next start
+                    }
+                    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = wake.notified() => {}
+                        _ = shutdown.cancelled() => return,
+                        _ = retire.cancelled() => return,
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
-                m.failures.get_or_create(&ch_label).inc();
-                shared.channel(&name, Some(&e.message));
-                Outcome::Failed(e.message, now)
+            continue;
+        }
+        // One at a time, in order; recorded together after the batch, or
+        // sooner when sending takes long, the channel goes down, or the
+        // worker is replaced.
+        let started = std::time::Instant::now();
+        for p in batch {
+            let n = &p.notification;
+            let result = ch.send(&name, n).await;
+            let now = Utc::now();
+            let outcome = match result {
+                Ok(answer) => {
+                    tracing::info!(channel = %name, rule = %n.rule, key = %n.key, state = n.state.as_str(), id = %n.id, "delivered: {answer}");
+                    m.deliveries.get_or_create(&ch_label).inc();
+                    shared.channel(&name, None);
+                    Outcome::Delivered(answer, now)
+                }
+                Err(e)
+                    if e.retryable
+                        && (now - p.created_at).to_std().unwrap_or_default() < budget =>
+                {
+                    let delay = backoff(p.attempts);
+                    tracing::warn!(channel = %name, id = %n.id, attempt = p.attempts + 1, "delivery failed, will retry in {delay:?}: {e}");
+                    m.retries.get_or_create(&ch_label).inc();
+                    shared.channel(&name, Some(&e.message));
+                    let until = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                    if e.channel_down {
+                        // The server's trouble, not this notification's: the
+                        // channel waits with it, so its notifications keep
+                        // their order.
+                        paused = Some(until);
+                    }
+                    Outcome::Retry(e.message, until)
+                }
+                Err(e) => {
+                    tracing::error!(channel = %name, rule = %n.rule, key = %n.key, id = %n.id, "delivery failed for good: {e}");
+                    m.failures.get_or_create(&ch_label).inc();
+                    shared.channel(&name, Some(&e.message));
+                    Outcome::Failed(e.message, now)
+                }
+            };
+            unrecorded.push((p, outcome));
+            if paused.is_some() || retire.is_cancelled() || started.elapsed() >= BATCH_TIME {
+                break;
             }
-        };
-        unrecorded = Some((p, outcome));
+        }
     }
 }
 
-/// What one send did, to record.
-pub(super) enum Outcome {
-    Delivered(String, chrono::DateTime<Utc>),
-    Retry(String, chrono::DateTime<Utc>),
-    Failed(String, chrono::DateTime<Utc>),
-}
-
-pub(super) fn record(
-    store: &mut Store,
-    p: &Pending,
-    outcome: &Outcome,
-) -> Result<(), crate::store::StoreError> {
-    match outcome {
-        Outcome::Delivered(answer, at) => store.delivered(p, answer, *at),
-        Outcome::Retry(error, next_at) => store.retry_later(p, *next_at, error),
-        Outcome::Failed(error, at) => store.failed(p, error, *at),
-    }
-}
+/// Sends are recorded together, in one transaction, up to this many and
+/// at least every [`BATCH_TIME`]: a transaction per send held delivery to
+/// a fifth of what the receiver takes. A crash before the record sends
+/// these again, with the same ids: at most 32, and only those of the last
+/// 10 ms, so a channel slower than that (SMTP) records each send before
+/// the next.
+const BATCH: usize = 32;
+const BATCH_TIME: Duration = Duration::from_millis(10);
 
 /// A digest channel: at each tick of its schedule, everything pending goes
 /// out as one message; nothing when there is nothing. What waits is in the

@@ -228,6 +228,17 @@ impl RunLock {
     }
 }
 
+/// What became of one send.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The server's answer, and when.
+    Delivered(String, DateTime<Utc>),
+    /// Why not now, and when to try again.
+    Retry(String, DateTime<Utc>),
+    /// Why never, and when that was known.
+    Failed(String, DateTime<Utc>),
+}
+
 /// What a channel is to do next.
 #[derive(Debug)]
 pub enum Next {
@@ -878,6 +889,51 @@ mod tests {
         s.commit(&[("r".into(), "k".into(), None)], &[], &[], &[], now)
             .unwrap();
         assert!(s.states().unwrap().is_empty());
+    }
+
+    #[test]
+    fn due_gives_the_first_of_each_key_and_record_takes_mixed_outcomes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        let now = Utc::now();
+        let mut notes = vec![note("a1", &["hook"]), note("a2", &["hook"])];
+        for (id, key) in [("b1", "kb"), ("c1", "kc"), ("d1", "kd")] {
+            let mut n = note(id, &["hook"]);
+            n.key = key.into();
+            notes.push(n);
+        }
+        s.commit(&[], &[], &notes, &[], now).unwrap();
+        let ids = |v: &[Pending]| {
+            v.iter()
+                .map(|p| p.notification.id.clone())
+                .collect::<Vec<_>>()
+        };
+        // a2 waits behind a1, its key's first; the limit holds.
+        assert_eq!(
+            ids(&s.due("hook", now, 10).unwrap()),
+            ["a1", "b1", "c1", "d1"]
+        );
+        assert_eq!(ids(&s.due("hook", now, 2).unwrap()), ["a1", "b1"]);
+        let due = s.due("hook", now, 10).unwrap();
+        let later = now + chrono::Duration::minutes(5);
+        s.record([
+            (&due[0], &Outcome::Delivered("200".into(), now)),
+            (&due[1], &Outcome::Retry("503".into(), later)),
+            (&due[2], &Outcome::Failed("400".into(), now)),
+        ])
+        .unwrap();
+        // a2 is its key's first now; b1 waits for its retry; c1 failed.
+        assert_eq!(ids(&s.due("hook", now, 10).unwrap()), ["a2", "d1"]);
+        assert_eq!(ids(&s.due("hook", later, 10).unwrap()), ["a2", "b1", "d1"]);
+        assert_eq!(s.outbox_counts().unwrap(), (3, 1));
+        let outcomes: Vec<String> = s
+            .history(now - chrono::Duration::hours(1))
+            .unwrap()
+            .into_iter()
+            .map(|h| h.outcome)
+            .collect();
+        assert_eq!(outcomes, ["delivered", "failed"]);
+        assert_eq!(s.ledger(None).unwrap().len(), 2);
     }
 
     #[test]

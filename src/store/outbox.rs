@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Firing, HistoryEntry, Next, Pending, Silence, Store, StoreError, parse_ts, sql_err, ts,
+    Firing, HistoryEntry, Next, Outcome, Pending, Silence, Store, StoreError, parse_ts, sql_err, ts,
 };
 use crate::notification::Notification;
 
@@ -41,6 +41,35 @@ impl Store {
             .and_then(|mut st| st.query_row(params![channel], |r| r.get(0)))
             .map_err(|e| self.err(e))?;
         Ok(at.map_or(Next::Empty, |t| Next::Wait(parse_ts(&t))))
+    }
+
+    /// Up to `limit` notifications a channel may send now, oldest first:
+    /// each the first pending one of its (rule, key) and due, as
+    /// [`Store::next_due`] gives them one at a time. Empty when none is.
+    pub fn due(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        const SQL: &str = "SELECT o.id FROM outbox o WHERE o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id) AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3";
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached(SQL)
+            .and_then(|mut st| {
+                st.query_map(params![channel, ts(now), limit as i64], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(
+                self.outbox_rows("id = ?1", &id.to_string())?
+                    .into_iter()
+                    .map(|(p, _)| p),
+            );
+        }
+        Ok(out)
     }
 
     /// Outbox rows matching `filter` (SQL after WHERE, with `?1` = `param`),
@@ -100,7 +129,7 @@ impl Store {
         answer: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.finish(p, "delivered", answer, now, true)
+        self.record([(p, &Outcome::Delivered(answer.into(), now))])
     }
 
     /// Failed for good: stays in the outbox as failed, and in the history.
@@ -110,16 +139,25 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.finish(p, "failed", error, now, false)
+        self.record([(p, &Outcome::Failed(error.into(), now))])
     }
 
-    pub(super) fn finish(
+    /// A failed try that may pass later: when to try again, and why not now.
+    pub fn retry_later(
         &mut self,
         p: &Pending,
-        outcome: &str,
-        detail: &str,
-        now: DateTime<Utc>,
-        remove: bool,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.record([(p, &Outcome::Retry(error.into(), next_at))])
+    }
+
+    /// Records what became of sends, all in one transaction: delivered
+    /// ones leave the outbox, failed ones stay marked failed, both go into
+    /// the history and the ledger; one to retry gets its next time.
+    pub fn record<'a>(
+        &mut self,
+        done: impl IntoIterator<Item = (&'a Pending, &'a Outcome)>,
     ) -> Result<(), StoreError> {
         // The transaction borrows the connection, so errors are made from
         // the path alone.
@@ -130,36 +168,37 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        if remove {
-            // Cached, as the other statements of a delivery are: this runs
-            // once per notification delivered.
-            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")
-                .and_then(|mut st| st.execute([p.id]))
-                .map_err(err)?;
-        } else {
-            tx.execute("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1", params![p.id, detail]).map_err(err)?;
+        for (p, outcome) in done {
+            let (name, detail, at) = match outcome {
+                Outcome::Delivered(answer, at) => ("delivered", answer, at),
+                Outcome::Failed(error, at) => ("failed", error, at),
+                Outcome::Retry(error, next_at) => {
+                    // Cached, as the other statements of a delivery are:
+                    // these run once per notification sent.
+                    tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1")
+                        .and_then(|mut st| st.execute(params![p.id, ts(*next_at), error]))
+                        .map_err(err)?;
+                    continue;
+                }
+            };
+            if name == "delivered" {
+                tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                    .and_then(|mut st| st.execute([p.id]))
+                    .map_err(err)?;
+            } else {
+                tx.prepare_cached("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1")
+                    .and_then(|mut st| st.execute(params![p.id, detail]))
+                    .map_err(err)?;
+            }
+            let n = &p.notification;
+            tx.prepare_cached(
+                "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| st.execute(params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(*at), name, detail]))
+            .map_err(err)?;
+            super::ledger::append_outcome(&tx, n, &p.channel, name, detail, *at).map_err(err)?;
         }
-        let n = &p.notification;
-        tx.prepare_cached(
-            "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut st| st.execute(params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(now), outcome, detail]))
-        .map_err(err)?;
-        super::ledger::append_outcome(&tx, n, &p.channel, outcome, detail, now).map_err(err)?;
         tx.commit().map_err(err)
-    }
-
-    /// A failed try that may pass later: when to try again, and why not now.
-    pub fn retry_later(
-        &self,
-        p: &Pending,
-        next_at: DateTime<Utc>,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1", params![p.id, ts(next_at), error])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Keys firing now: (rule, key, since, last sent).
