@@ -187,7 +187,8 @@ fn a_million_row_table_survives_restart_and_kill_with_exactly_the_changed_rows_a
 /// A first version of 300,000 rows is committed a part at a time: killed
 /// with SIGKILL once its first parts are in the store, the daemon starts again
 /// against the rows those parts stored, and every high row alerts, each
-/// once (a send in flight at the kill may come twice, with its one id).
+/// once (a send not yet recorded at the kill may come twice, with its one
+/// id).
 #[test]
 fn a_large_first_version_killed_half_way_alerts_each_row_once() {
     const ROWS: usize = 300_000;
@@ -244,9 +245,11 @@ fn a_large_first_version_killed_half_way_alerts_each_row_once() {
     }
     let keys: std::collections::BTreeSet<String> = ids.into_keys().collect();
     assert_eq!(keys, expected);
+    // A channel records its sends together, up to 32 of the last 10 ms:
+    // only those not yet recorded at the kill may come again.
     assert!(
-        lines.len() <= expected.len() + 1,
-        "more repeats than the one send in flight: {} lines",
+        lines.len() <= expected.len() + 32,
+        "more repeats than the sends not yet recorded: {} lines",
         lines.len()
     );
 }
