@@ -39,21 +39,22 @@ pub struct Record {
     pub line: u32,
 }
 
-/// A document as read: where, its SHA-256, when. What an alert's evidence
-/// says of the data behind it.
+/// A document as read: where, its bytes and their SHA-256. What an alert's
+/// evidence says of the data behind it.
 #[derive(Default, PartialEq)]
 pub struct Document {
     /// The file read (tables and logs).
     pub file: Option<std::path::PathBuf>,
     /// The URL fetched (feeds and http sources), credentials masked.
     pub url: Option<String>,
-    /// The SHA-256 of the bytes read, in hex.
-    pub sha256: String,
     /// The HTTP answer, for a document fetched over HTTP.
     pub http: Option<HttpAnswer>,
     /// The bytes read, shared with the parser that read them (not copied),
     /// for the store to keep when an alert names the document.
     pub bytes: Option<bytes::Bytes>,
+    /// The SHA-256 of `bytes`, in hex: made when an alert first names the
+    /// document, so that what no alert names is never hashed.
+    sha256: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Document {
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Document {
         f.debug_struct("Document")
             .field("file", &self.file)
             .field("url", &self.url)
-            .field("sha256", &self.sha256)
+            .field("sha256", &self.sha256.get())
             .field("http", &self.http)
             .field("bytes", &self.bytes.as_ref().map(|b| b.len()))
             .finish()
@@ -81,7 +82,17 @@ impl Document {
     pub fn file(file: &std::path::Path, bytes: bytes::Bytes) -> Arc<Document> {
         Arc::new(Document {
             file: Some(file.to_path_buf()),
-            sha256: sha256_hex(&bytes),
+            bytes: Some(bytes),
+            ..Default::default()
+        })
+    }
+
+    /// The document fetched from `url` (credentials masked), with the
+    /// server's answer when it came over HTTP.
+    pub fn fetched(url: String, http: Option<HttpAnswer>, bytes: bytes::Bytes) -> Arc<Document> {
+        Arc::new(Document {
+            url: Some(url),
+            http,
             bytes: Some(bytes),
             ..Default::default()
         })
@@ -92,9 +103,20 @@ impl Document {
     pub fn hashed(file: &std::path::Path, bytes: &[u8]) -> Arc<Document> {
         Arc::new(Document {
             file: Some(file.to_path_buf()),
-            sha256: sha256_hex(bytes),
+            sha256: sha256_hex(bytes).into(),
             ..Default::default()
         })
+    }
+
+    /// The SHA-256 of the bytes read, in hex (made at the first call).
+    pub fn sha256(&self) -> &str {
+        self.sha256
+            .get_or_init(|| sha256_hex(self.bytes.as_deref().unwrap_or_default()))
+    }
+
+    /// The SHA-256, when something asked for it already.
+    pub fn sha256_known(&self) -> Option<&str> {
+        self.sha256.get().map(String::as_str)
     }
 }
 
@@ -356,6 +378,21 @@ pub fn is_present(v: Option<&Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_hashed_when_first_asked_and_once() {
+        let line = bytes::Bytes::from_static(b"{\"title\": \"export controls\"}");
+        let d = Document::file(std::path::Path::new("/d/news.jsonl"), line.clone());
+        assert_eq!(d.sha256_known(), None, "not hashed while no alert names it");
+        let sha = d.sha256().to_string();
+        assert_eq!(sha, sha256_hex(&line));
+        assert_eq!(d.sha256_known(), Some(sha.as_str()));
+        let h = Document::hashed(std::path::Path::new("/d/news.jsonl"), &line);
+        assert_eq!(
+            (h.sha256_known(), h.bytes.as_ref()),
+            (Some(sha.as_str()), None)
+        );
+    }
 
     #[test]
     fn changed_lists_only_the_previous_fields_that_differ_in_their_order() {

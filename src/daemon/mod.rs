@@ -332,10 +332,15 @@ fn documents_named(
             continue;
         }
         last = Some(d);
+        // A document an alert named was hashed for its evidence; the
+        // others are not hashed here either.
+        let Some(sha) = d.sha256_known() else {
+            continue;
+        };
         let named = out
             .iter()
-            .any(|n| n.evidence.document_sha256.as_deref() == Some(d.sha256.as_str()));
-        if named && !docs.iter().any(|k| k.sha256 == d.sha256) {
+            .any(|n| n.evidence.document_sha256.as_deref() == Some(sha));
+        if named && !docs.iter().any(|k| k.sha256_known() == Some(sha)) {
             docs.push(d.clone());
         }
     }

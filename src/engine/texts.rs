@@ -95,7 +95,7 @@ pub(super) fn evidence(c: &Compiled, rec: Option<(&Rule, &Record)>) -> Evidence 
     }
     e.read_at = Some(format_ts(rec.observed));
     if let Some(doc) = &rec.doc {
-        e.document_sha256 = Some(doc.sha256.clone());
+        e.document_sha256 = Some(doc.sha256().to_string());
         e.url = doc.url.clone();
         e.http = doc.http.clone();
         e.location = doc.file.as_ref().map(|f| match rec.line {

@@ -335,17 +335,15 @@ pub async fn run(
             }) => {
                 // The document as fetched, for the evidence of its alerts.
                 let bytes = bytes::Bytes::from(bytes);
-                let doc = std::sync::Arc::new(crate::record::Document {
-                    file: None,
-                    url: Some(crate::secret::mask_url(&poll.url.to_string())),
-                    sha256: crate::record::sha256_hex(&bytes),
-                    http: status.map(|status| crate::record::HttpAnswer {
+                let doc = crate::record::Document::fetched(
+                    crate::secret::mask_url(&poll.url.to_string()),
+                    status.map(|status| crate::record::HttpAnswer {
                         status,
                         etag: validators.etag.clone(),
                         last_modified: validators.last_modified.clone(),
                     }),
-                    bytes: Some(bytes.clone()),
-                });
+                    bytes.clone(),
+                );
                 let parsed = match &mut tracker {
                     Tracker::Feed(t) => {
                         feed::parse(&bytes, content_type.as_deref(), &base).map(|items| {

@@ -154,16 +154,17 @@ pub(super) fn compress_new(
     let mut out: Vec<(String, usize, Vec<u8>)> = Vec::new();
     for d in docs {
         let Some(bytes) = &d.bytes else { continue };
-        if out.iter().any(|(s, _, _)| *s == d.sha256) {
+        let sha = d.sha256();
+        if out.iter().any(|(s, _, _)| s == sha) {
             continue;
         }
         let known = conn
             .prepare_cached("SELECT 1 FROM documents WHERE sha256 = ?1")?
-            .query_row([&d.sha256], |_| Ok(()))
+            .query_row([sha], |_| Ok(()))
             .optional()?
             .is_some();
         if known {
-            out.push((d.sha256.clone(), bytes.len(), Vec::new()));
+            out.push((sha.to_string(), bytes.len(), Vec::new()));
             continue;
         }
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -172,7 +173,7 @@ pub(super) fn compress_new(
             .write_all(bytes)
             .and_then(|()| z.finish())
             .unwrap_or_default();
-        out.push((d.sha256.clone(), bytes.len(), data));
+        out.push((sha.to_string(), bytes.len(), data));
     }
     Ok(out)
 }
@@ -452,7 +453,7 @@ mod tests {
     /// A note naming `d` in its evidence.
     fn note_of(id: &str, d: &Document) -> Notification {
         let mut n = note(id, &["mail"]);
-        n.evidence.document_sha256 = Some(d.sha256.clone());
+        n.evidence.document_sha256 = Some(d.sha256().to_string());
         n
     }
 
@@ -535,7 +536,7 @@ mod tests {
             prev = e.hash.clone();
         }
         let c = entries[3].value();
-        assert_eq!(c["document"], v2.sha256.as_str());
+        assert_eq!(c["document"], v2.sha256());
         assert_eq!(c["channel"], "mail");
         assert_eq!(c["detail"], "250 OK");
         assert_eq!(c["notification"]["fields"]["rate_pct"], "160");
@@ -550,7 +551,7 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
-        let kept = s.document(&v1.sha256).unwrap().unwrap();
+        let kept = s.document(v1.sha256()).unwrap().unwrap();
         assert_eq!(kept.bytes, b"partner,rate\nCN,160\n");
         assert_eq!(s.ledger_entries_of("b").unwrap()[0].seq, 3);
         assert_eq!(s.ledger_entries_of("4").unwrap()[0].seq, 4);
@@ -603,7 +604,7 @@ mod tests {
             .conn
             .query_row(
                 "SELECT data FROM documents WHERE sha256 = ?1",
-                [&v2.sha256],
+                [&v2.sha256()],
                 |r| r.get(0),
             )
             .unwrap();
@@ -613,21 +614,21 @@ mod tests {
         s.conn
             .execute(
                 "UPDATE documents SET data = ?2 WHERE sha256 = ?1",
-                params![v2.sha256, bad],
+                params![v2.sha256(), bad],
             )
             .unwrap();
         let p = problems(&s);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 2, "named by the first entry that names it");
         assert!(
-            p[0].1.contains(&v2.sha256) && p[0].1.contains("was changed"),
+            p[0].1.contains(v2.sha256()) && p[0].1.contains("was changed"),
             "{}",
             p[0].1
         );
 
         // A document removed without a `pruned` entry.
         s.conn
-            .execute("DELETE FROM documents WHERE sha256 = ?1", [&v1.sha256])
+            .execute("DELETE FROM documents WHERE sha256 = ?1", [&v1.sha256()])
             .unwrap();
         let p = problems(&s);
         assert_eq!(p.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2]);
@@ -673,8 +674,8 @@ mod tests {
         let retention = std::time::Duration::from_secs(400 * 86_400);
         assert_eq!(s.prune_documents(t0 + day * 399, retention).unwrap(), 0);
         assert_eq!(s.prune_documents(t0 + day * 401, retention).unwrap(), 1);
-        assert!(s.document(&old.sha256).unwrap().is_none());
-        assert!(s.document(&used.sha256).unwrap().is_some());
+        assert!(s.document(old.sha256()).unwrap().is_none());
+        assert!(s.document(used.sha256()).unwrap().is_some());
         // Found from a time by halving on the entry numbers.
         let since = |t| {
             s.ledger(Some(t))
@@ -689,7 +690,7 @@ mod tests {
         assert_eq!(since(t0 + day * 500), Vec::<i64>::new());
         let last = s.ledger(None).unwrap().pop().unwrap().value();
         assert_eq!(last["outcome"], "pruned");
-        assert_eq!(last["documents"], json!([old.sha256]));
+        assert_eq!(last["documents"], json!([old.sha256()]));
         let v = s.verify_ledger().unwrap();
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert_eq!(v.documents, 1);
@@ -702,7 +703,7 @@ mod tests {
         assert!(
             problems(&s)
                 .iter()
-                .any(|(_, m)| m.contains(&old.sha256) && m.contains("is missing"))
+                .any(|(_, m)| m.contains(old.sha256()) && m.contains("is missing"))
         );
     }
 }

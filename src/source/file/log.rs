@@ -147,7 +147,8 @@ impl FileTracker {
         let Some(end) = memchr::memrchr(b'\n', &chunk).map(|i| i + 1) else {
             return Ok((vec![], vec![]));
         };
-        let chunk = &chunk[..end];
+        // Shared, not copied, by the documents of the lines read from it.
+        let chunk = bytes::Bytes::from(chunk).slice(..end);
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -199,7 +200,7 @@ impl FileTracker {
                         kind: RecordKind::Event,
                         doc: Some(crate::record::Document::file(
                             path,
-                            bytes::Bytes::copy_from_slice(text.as_bytes()),
+                            chunk.slice_ref(text.as_bytes()),
                         )),
                         line: n as u32,
                     })
