@@ -101,17 +101,15 @@ pub(super) async fn deliver(
             }
         };
         if batch.is_empty() {
-            let next = match store.next_due(&name, Utc::now()) {
-                Ok(n) => n,
+            let next_at = match store.next_wait(&name) {
+                Ok(at) => at,
                 Err(e) => {
                     tracing::error!(channel = %name, "{e}");
-                    crate::store::Next::Wait(Utc::now() + chrono::Duration::seconds(1))
+                    Some(Utc::now() + chrono::Duration::seconds(1))
                 }
             };
-            match next {
-                // Due since the look a moment ago.
-                crate::store::Next::Ready(_) => {}
-                crate::store::Next::Empty => {
+            match next_at {
+                None => {
                     if drain.is_cancelled() {
                         return;
                     }
@@ -122,7 +120,7 @@ pub(super) async fn deliver(
                         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     }
                 }
-                crate::store::Next::Wait(at) => {
+                Some(at) => {
                     if shutdown.is_cancelled() {
                         return; // waiting out a backoff is for the next start
                     }

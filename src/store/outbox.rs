@@ -2,90 +2,70 @@
 //! was delivered or failed, what is firing, and the silences in force.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{
     Firing, HistoryEntry, Next, Outcome, Pending, Silence, Store, StoreError, parse_ts, sql_err, ts,
 };
 use crate::notification::Notification;
 
+/// The pending notifications of channel `?1` that are first of their
+/// (rule, key): the only ones it may send, so that one waiting out a
+/// backoff holds back only the later notifications of its own key.
+const HEAD: &str = "o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id)";
+
 impl Store {
-    /// What a channel delivers next: the oldest pending notification that
-    /// is due (`next_at` passed) and first of its (rule, key), so that one
-    /// waiting out a backoff holds back only the later notifications of its
-    /// own key; else when the next one is due; else nothing.
+    /// What a channel delivers next: the oldest notification it may send
+    /// now ([`Store::due`]); else when the next one is due; else nothing.
     pub fn next_due(&self, channel: &str, now: DateTime<Utc>) -> Result<Next, StoreError> {
-        const HEAD: &str = "o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id)";
-        let sql = format!(
-            "SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT 1"
-        );
-        let id: Option<i64> = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| {
-                st.query_row(params![channel, ts(now)], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(|e| self.err(e))?;
-        if let Some(id) = id {
-            let rows = self.outbox_rows("id = ?1", &id.to_string())?;
-            return Ok(rows
-                .into_iter()
-                .next()
-                .map_or(Next::Empty, |(p, _)| Next::Ready(Box::new(p))));
+        if let Some(p) = self.due(channel, now, 1)?.pop() {
+            return Ok(Next::Ready(Box::new(p)));
         }
-        let sql = format!("SELECT MIN(o.next_at) FROM outbox o WHERE {HEAD}");
-        let at: Option<String> = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| st.query_row(params![channel], |r| r.get(0)))
-            .map_err(|e| self.err(e))?;
-        Ok(at.map_or(Next::Empty, |t| Next::Wait(parse_ts(&t))))
+        Ok(self.next_wait(channel)?.map_or(Next::Empty, Next::Wait))
     }
 
     /// Up to `limit` notifications a channel may send now, oldest first:
-    /// each the first pending one of its (rule, key) and due, as
-    /// [`Store::next_due`] gives them one at a time. Empty when none is.
+    /// each the first pending one of its (rule, key), and due. Empty when
+    /// none is.
     pub fn due(
         &self,
         channel: &str,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        const SQL: &str = "SELECT o.id FROM outbox o WHERE o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id) AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3";
-        let ids: Vec<i64> = self
-            .conn
-            .prepare_cached(SQL)
-            .and_then(|mut st| {
-                st.query_map(params![channel, ts(now), limit as i64], |r| r.get(0))?
-                    .collect()
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.extend(
-                self.outbox_rows("id = ?1", &id.to_string())?
-                    .into_iter()
-                    .map(|(p, _)| p),
-            );
-        }
-        Ok(out)
+        let filter = format!(
+            "id IN (SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3) ORDER BY id"
+        );
+        let rows = self.outbox_rows(&filter, params![channel, ts(now), limit as i64])?;
+        Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
-    /// Outbox rows matching `filter` (SQL after WHERE, with `?1` = `param`),
-    /// each with its last error. Statements are cached: this runs once per
-    /// delivery.
+    /// When the first of a channel's notifications waiting out a backoff
+    /// is due; `None` when none waits.
+    pub fn next_wait(&self, channel: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!("SELECT MIN(o.next_at) FROM outbox o WHERE {HEAD}");
+        let at: Option<String> = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(params![channel], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        Ok(at.map(|t| parse_ts(&t)))
+    }
+
+    /// Outbox rows matching `filter` (SQL after WHERE, with `params`), each
+    /// with its last error. Statements are cached: this runs once per
+    /// batch a channel delivers.
     pub(super) fn outbox_rows(
         &self,
         filter: &str,
-        param: &str,
+        params: impl rusqlite::Params,
     ) -> Result<Vec<(Pending, String)>, StoreError> {
         let sql = format!(
             "SELECT id, channel, notification, attempts, next_at, created_at, last_error FROM outbox WHERE {filter}"
         );
         let mut st = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([param], |r| {
+            .query_map(params, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -118,7 +98,8 @@ impl Store {
 
     /// Every pending notification of a channel, oldest first (a digest).
     pub fn all_pending(&self, channel: &str) -> Result<Vec<Pending>, StoreError> {
-        let rows = self.outbox_rows("channel = ?1 AND status = 'pending' ORDER BY id", channel)?;
+        let rows =
+            self.outbox_rows("channel = ?1 AND status = 'pending' ORDER BY id", [channel])?;
         Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
@@ -245,7 +226,7 @@ impl Store {
 
     /// Notifications that failed for good and stay in the outbox.
     pub fn failed_notifications(&self) -> Result<Vec<(Pending, String)>, StoreError> {
-        self.outbox_rows("status = ?1 ORDER BY id", "failed")
+        self.outbox_rows("status = 'failed' ORDER BY id", [])
     }
 
     /// Silences in force at `now`.
