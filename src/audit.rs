@@ -5,11 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::cli::{AuditCommand, AuditFormat};
-use crate::store::{Entry, Store};
+use crate::store::Store;
 
 pub fn run(config_path: &Path, cmd: &AuditCommand, out: &mut impl Write) -> anyhow::Result<()> {
     let config = crate::config::Config::load_or_explain(config_path)?;
@@ -26,10 +26,9 @@ pub fn run(config_path: &Path, cmd: &AuditCommand, out: &mut impl Write) -> anyh
             let since = since
                 .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() - d))
                 .transpose()?;
-            let entries = store.ledger(since)?;
             match format {
-                AuditFormat::Jsonl => jsonl(&entries, out),
-                AuditFormat::Csv => csv(&entries, out),
+                AuditFormat::Jsonl => jsonl(&store, since, out),
+                AuditFormat::Csv => csv(&store, since, out),
             }
         }
         AuditCommand::Show { id } => show(&store, id, out),
@@ -65,21 +64,21 @@ fn verify(store: &Store, out: &mut impl Write) -> anyhow::Result<()> {
 
 /// One JSON object per line: the entry exactly as its hash covers it,
 /// with its number and hash.
-fn jsonl(entries: &[Entry], out: &mut impl Write) -> anyhow::Result<()> {
-    for e in entries {
+fn jsonl(store: &Store, since: Option<DateTime<Utc>>, out: &mut impl Write) -> anyhow::Result<()> {
+    store.each_entry(since, |e| {
         // The entry's own bytes, not parsed and written again: they are
         // what the hash covers.
         writeln!(
             out,
             r#"{{"seq":{},"hash":"{}","entry":{}}}"#,
             e.seq, e.hash, e.entry
-        )?;
-    }
+        )
+    })?;
     Ok(())
 }
 
 /// A spreadsheet's view: one row per entry, the notification's essentials.
-fn csv(entries: &[Entry], out: &mut impl Write) -> anyhow::Result<()> {
+fn csv(store: &Store, since: Option<DateTime<Utc>>, out: &mut impl Write) -> anyhow::Result<()> {
     let mut w = ::csv::Writer::from_writer(out);
     w.write_record([
         "seq",
@@ -97,19 +96,19 @@ fn csv(entries: &[Entry], out: &mut impl Write) -> anyhow::Result<()> {
         "detail",
         "hash",
     ])?;
-    for e in entries {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    store.each_entry(since, |e| {
         let v = e.value();
         let n = &v["notification"];
-        let text = |v: &Value| match v {
-            Value::Null => String::new(),
-            Value::String(s) => s.clone(),
-            Value::Array(a) => a
-                .iter()
-                .map(|x| x.as_str().unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(" "),
-            other => other.to_string(),
-        };
         let document = match &v["documents"] {
             Value::Null => text(&n["evidence"]["document_sha256"]),
             list => text(list),
@@ -128,9 +127,10 @@ fn csv(entries: &[Entry], out: &mut impl Write) -> anyhow::Result<()> {
             text(&n["evidence"]["url"]),
             document,
             text(&v["detail"]),
-            e.hash.clone(),
-        ])?;
-    }
+            e.hash,
+        ])
+        .map_err(std::io::Error::from)
+    })?;
     w.flush()?;
     Ok(())
 }

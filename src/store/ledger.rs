@@ -32,7 +32,6 @@ CREATE TABLE documents (
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub seq: i64,
-    pub at: DateTime<Utc>,
     /// The canonical JSON the hash covers.
     pub entry: String,
     pub hash: String,
@@ -48,7 +47,6 @@ impl Entry {
 /// A document kept for the evidence of an alert.
 #[derive(Clone, Debug)]
 pub struct Kept {
-    pub sha256: String,
     pub kept_at: DateTime<Utc>,
     pub bytes: Vec<u8>,
 }
@@ -114,6 +112,15 @@ pub(super) fn append(
     Ok(seq)
 }
 
+/// Whether the document `sha` is kept.
+fn is_kept(conn: &rusqlite::Connection, sha: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM documents WHERE sha256 = ?1")?
+        .query_row([sha], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// Appends what became of `n` on `channel`: `delivered`, `failed` or
 /// `silenced`, with the server's answer or the reason. The entry names the
 /// document behind it when that is kept.
@@ -126,12 +133,8 @@ pub(super) fn append_outcome(
     at: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
     let document = match &n.evidence.document_sha256 {
-        Some(sha) => tx
-            .prepare_cached("SELECT 1 FROM documents WHERE sha256 = ?1")?
-            .query_row([sha], |_| Ok(()))
-            .optional()?
-            .map(|()| sha.clone()),
-        None => None,
+        Some(sha) if is_kept(tx, sha)? => Some(sha.clone()),
+        _ => None,
     };
     let payload = serde_json::to_value(n).unwrap_or(Value::Null);
     let mut fields = serde_json::Map::new();
@@ -158,12 +161,7 @@ pub(super) fn compress_new(
         if out.iter().any(|(s, _, _)| s == sha) {
             continue;
         }
-        let known = conn
-            .prepare_cached("SELECT 1 FROM documents WHERE sha256 = ?1")?
-            .query_row([sha], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if known {
+        if is_kept(conn, sha)? {
             out.push((sha.to_string(), bytes.len(), Vec::new()));
             continue;
         }
@@ -199,6 +197,14 @@ pub(super) fn keep(
     Ok(())
 }
 
+fn entry_of(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        seq: r.get(0)?,
+        entry: r.get(1)?,
+        hash: r.get(2)?,
+    })
+}
+
 fn inflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
@@ -220,8 +226,8 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let gone: Vec<String> = tx
-            .prepare("SELECT sha256 FROM documents WHERE used_at < ?1 ORDER BY sha256")
+        let mut gone: Vec<String> = tx
+            .prepare("DELETE FROM documents WHERE used_at < ?1 RETURNING sha256")
             .and_then(|mut st| {
                 st.query_map([ts(cutoff)], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()
@@ -230,8 +236,7 @@ impl Store {
         if gone.is_empty() {
             return Ok(0);
         }
-        tx.execute("DELETE FROM documents WHERE used_at < ?1", [ts(cutoff)])
-            .map_err(err)?;
+        gone.sort();
         let mut fields = serde_json::Map::new();
         fields.insert("outcome".into(), "pruned".into());
         fields.insert(
@@ -250,12 +255,43 @@ impl Store {
 
     /// Ledger entries at or after `since` (all when `None`), in order.
     pub fn ledger(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Entry>, StoreError> {
-        let Some(since) = since else {
-            return self.entries("seq >= ?1 ORDER BY seq", "0");
+        let mut all = Vec::new();
+        self.each_entry(since, |e| {
+            all.push(e);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Calls `f` with each ledger entry at or after `since` (all when
+    /// `None`), in order, one at a time: an export of a large ledger holds
+    /// one entry, not all.
+    pub fn each_entry(
+        &self,
+        since: Option<DateTime<Utc>>,
+        mut f: impl FnMut(Entry) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let from = match since {
+            Some(t) => self.first_since(t)?,
+            None => 0,
         };
-        // Entries are appended as time goes, so the first one of `since`
-        // is found by halving on the entry numbers, without an index on
-        // the times (one more page written per notification).
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, entry, hash FROM ledger WHERE seq >= ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([from]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let e = entry_of(r).map_err(|e| self.err(e))?;
+            f(e).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The number of the first entry at or after `since`. Entries are
+    /// appended as time goes, so it is found by halving on the entry
+    /// numbers, without an index on the times (one more page written per
+    /// notification).
+    fn first_since(&self, since: DateTime<Utc>) -> Result<i64, StoreError> {
         let at = |seq: i64| -> Result<Option<(i64, String)>, StoreError> {
             self.conn
                 .prepare_cached("SELECT seq, at FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT 1")
@@ -274,33 +310,24 @@ impl Store {
                 _ => hi = mid,
             }
         }
-        self.entries("seq >= ?1 ORDER BY seq", &lo.to_string())
+        Ok(lo)
     }
 
     /// The entries of one notification (by its id), or the entry `seq`
     /// when `id` is a number.
     pub fn ledger_entries_of(&self, id: &str) -> Result<Vec<Entry>, StoreError> {
-        match id.parse::<i64>() {
-            Ok(seq) => self.entries("seq = ?1", &seq.to_string()),
-            Err(_) => self.entries("notification_id = ?1 ORDER BY seq", id),
-        }
-    }
-
-    fn entries(&self, filter: &str, param: &str) -> Result<Vec<Entry>, StoreError> {
-        let sql = format!("SELECT seq, at, entry, hash FROM ledger WHERE {filter}");
+        let (filter, param) = match id.parse::<i64>() {
+            Ok(seq) => ("seq = ?1", rusqlite::types::Value::Integer(seq)),
+            Err(_) => (
+                "notification_id = ?1 ORDER BY seq",
+                rusqlite::types::Value::Text(id.to_string()),
+            ),
+        };
+        let sql = format!("SELECT seq, entry, hash FROM ledger WHERE {filter}");
         let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([param], |r| {
-                Ok(Entry {
-                    seq: r.get(0)?,
-                    at: parse_ts(&r.get::<_, String>(1)?),
-                    entry: r.get(2)?,
-                    hash: r.get(3)?,
-                })
-            })
+        st.query_map([param], entry_of)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+            .map_err(|e| self.err(e))
     }
 
     /// A kept document, inflated (`Err` when its bytes cannot be read back).
@@ -319,7 +346,6 @@ impl Store {
         };
         let bytes = inflate(&data).map_err(|e| self.err(format!("document {sha256}: {e}")))?;
         Ok(Some(Kept {
-            sha256: sha256.to_string(),
             kept_at: parse_ts(&kept_at),
             bytes,
         }))
@@ -334,6 +360,7 @@ impl Store {
         let mut expected = 1;
         // (first entry naming it, sha256), in entry order.
         let mut named: Vec<(i64, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut pruned = std::collections::HashSet::new();
         let mut st = self
             .conn
@@ -382,7 +409,7 @@ impl Store {
                             .push((seq, format!("entry {seq} says it is entry {}", e["seq"])));
                     }
                     if let Some(sha) = e.get("document").and_then(Value::as_str)
-                        && !named.iter().any(|(_, s)| s == sha)
+                        && seen.insert(sha.to_string())
                     {
                         named.push((seq, sha.to_string()));
                     }
