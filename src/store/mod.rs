@@ -742,23 +742,16 @@ impl Store {
         };
         for n in notes {
             if let Some(s) = silences.iter().find(|s| s.matches(n, now)) {
+                let detail = format!("silence {}: {}", s.id, s.reason);
                 for ch in n.notify.iter() {
                     tx.prepare_cached(
                         "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'silenced', ?7)",
                     )
                     .and_then(|mut st| {
-                        st.execute(params![n.id, ch, n.rule, n.key, n.state.as_str(), ts(now), format!("silence {}: {}", s.id, s.reason)])
+                        st.execute(params![n.id, ch, n.rule, n.key, n.state.as_str(), ts(now), detail])
                     })
                     .map_err(err)?;
-                    ledger::append_outcome(
-                        &tx,
-                        n,
-                        ch,
-                        "silenced",
-                        &format!("silence {}: {}", s.id, s.reason),
-                        now,
-                    )
-                    .map_err(err)?;
+                    ledger::append_outcome(&tx, n, ch, "silenced", &detail, now).map_err(err)?;
                 }
                 continue;
             }
