@@ -42,10 +42,7 @@ pub fn digest<'a>(
         .map(|n| n.severity)
         .max()
         .unwrap_or(Severity::Info);
-    let id: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id = crate::record::hex(&h.finalize()[..16]);
     let mut fields = Fields::new();
     fields.insert("count".into(), Value::from(items.len()));
     fields.insert(

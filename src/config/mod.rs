@@ -169,7 +169,7 @@ impl Location {
         match self {
             Location::Http(u) => {
                 let h = sha2::Sha256::digest(u.as_str().as_bytes());
-                let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let hex = crate::record::hex(&h[..8]);
                 format!("{} #{hex}", crate::secret::mask_url(u.as_str()))
             }
             Location::File(_) => self.to_string(),

@@ -14,8 +14,7 @@ use crate::rows::{RowIn, Seen, Table, key_text};
 
 /// An id from a SHA-256 digest: `sha256:` and its first 12 bytes in hex.
 pub(crate) fn hash_id(digest: &[u8]) -> String {
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::record::hex(&digest[..12]))
 }
 
 /// What a new version of a table means, or a part of it: a record per row
