@@ -486,9 +486,9 @@ impl PhraseSet {
 
     /// Where phrase `p` (a prefix phrase when `prefix`) is in `text`, as
     /// written there: `export-control` for `export control*`. For showing
-    /// what matched, once an alert is made (see [`super::words::find_phrase`]).
-    pub fn find<'t>(&self, p: PhraseRef, text: &'t str) -> Option<&'t str> {
-        super::words::find_phrase(text, self.words.get(p.pid as usize)?, p.prefix)
+    /// what matched, once an alert is made.
+    pub fn find<'t>(&self, p: PhraseRef, text: &super::words::Placed<'t>) -> Option<&'t str> {
+        text.find(self.words.get(p.pid as usize)?, p.prefix)
     }
 
     pub fn len(&self) -> usize {

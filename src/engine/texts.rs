@@ -347,8 +347,10 @@ fn matched(c: &Compiled, expr: &Expr, rec: &Record, out: &mut Vec<Matched>) {
                 let Some((field, text)) = c.text_slots.get(ts).and_then(|&s| text_of(s)) else {
                     continue;
                 };
+                // The field's words read once for all the phrases.
+                let placed = super::words::Placed::new(&text);
                 for &p in t.any.iter().chain(&t.all) {
-                    if let Some(found) = c.phrases.find(p, &text) {
+                    if let Some(found) = c.phrases.find(p, &placed) {
                         let mut phrase = c.phrases.words(p.pid).to_string();
                         if p.prefix {
                             phrase.push('*');

@@ -47,80 +47,94 @@ pub fn words_of(text: &str) -> String {
     String::from_utf8_lossy(out.strip_prefix(b" ").unwrap_or(&out)).into_owned()
 }
 
-/// Where the words of `phrase` (as read, space-separated; the last one a
-/// prefix when `prefix`) are in `text`, as written there: `export-control`
-/// for `export control*`. For showing what matched, once an alert is made:
-/// the text is read as the engine reads it (words case-folded, any run of
-/// separators between them), each word with its place. As when matching,
-/// a phrase may end at an apostrophe (`China` in "China's") and start
-/// after one (`état` in "l'état").
-pub fn find_phrase<'t>(text: &'t str, phrase: &str, prefix: bool) -> Option<&'t str> {
-    let want: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
-    let k = want.len();
-    if k == 0 {
-        return None;
-    }
-    // The words of the text: (start, end, as read).
-    let mut words: Vec<(usize, usize, String)> = Vec::new();
-    let mut start: Option<usize> = None;
-    let (mut end, mut apostrophe) = (0, false);
-    let mut close = |start: &mut Option<usize>, end: usize| {
-        if let Some(s) = start.take() {
-            words.push((s, end, words_of(&text[s..end])));
-        }
-    };
-    for (i, c) in text.char_indices() {
-        match class(c) {
-            Class::Word => {
-                start.get_or_insert(i);
-                end = i + c.len_utf8();
-                apostrophe = false;
+/// A text's words with their places, read as the engine reads them
+/// (case-folded, any run of separators between them), for showing where a
+/// phrase is in it once an alert is made. Read once per text, then asked
+/// for each phrase.
+pub struct Placed<'t> {
+    text: &'t str,
+    /// Per word: where it starts and ends in `text`, and how it reads.
+    words: Vec<(usize, usize, String)>,
+}
+
+impl<'t> Placed<'t> {
+    pub fn new(text: &'t str) -> Placed<'t> {
+        let mut words: Vec<(usize, usize, String)> = Vec::new();
+        let mut start: Option<usize> = None;
+        let (mut end, mut apostrophe) = (0, false);
+        let mut close = |start: &mut Option<usize>, end: usize| {
+            if let Some(s) = start.take() {
+                words.push((s, end, words_of(&text[s..end])));
             }
-            // One apostrophe between word characters stays in the word.
-            Class::Apostrophe if start.is_some() && !apostrophe => apostrophe = true,
-            _ => {
-                close(&mut start, end);
-                apostrophe = false;
-            }
-        }
-    }
-    close(&mut start, end);
-    let is_apostrophe = |c: char| class(c) == Class::Apostrophe;
-    let fits = |read: &str, want: &str, last: bool| {
-        read == want || (last && prefix && read.starts_with(want))
-    };
-    'at: for i in 0..words.len().saturating_sub(k - 1) {
-        let (mut from, mut to) = (words[i].0, words[i + k - 1].1);
-        for (j, want) in want.iter().enumerate() {
-            let (s, e, read) = &words[i + j];
-            let last = j + 1 == k;
-            if fits(read, want, last) {
-                continue;
-            }
-            // The part after the word's last apostrophe may start the
-            // phrase, the part before its first one end it.
-            let written = &text[*s..*e];
-            if j == 0
-                && let Some(a) = written.rfind(is_apostrophe)
-            {
-                let after = a + written[a..].chars().next().map_or(1, char::len_utf8);
-                if fits(&words_of(&written[after..]), want, last) {
-                    from = s + after;
-                    continue;
+        };
+        for (i, c) in text.char_indices() {
+            match class(c) {
+                Class::Word => {
+                    start.get_or_insert(i);
+                    end = i + c.len_utf8();
+                    apostrophe = false;
+                }
+                // One apostrophe between word characters stays in the word.
+                Class::Apostrophe if start.is_some() && !apostrophe => apostrophe = true,
+                _ => {
+                    close(&mut start, end);
+                    apostrophe = false;
                 }
             }
-            if last
-                && let Some(a) = written.find(is_apostrophe)
-                && fits(&words_of(&written[..a]), want, last)
-            {
-                to = s + a;
-                continue;
-            }
-            continue 'at;
         }
-        return Some(&text[from..to]);
+        close(&mut start, end);
+        Placed { text, words }
     }
-    None
+
+    /// Where the words of `phrase` (as read, space-separated; the last one
+    /// a prefix when `prefix`) are, as written: `export-control` for
+    /// `export control*`. As when matching, a phrase may end at an
+    /// apostrophe (`China` in "China's") and start after one (`état` in
+    /// "l'état").
+    pub fn find(&self, phrase: &str, prefix: bool) -> Option<&'t str> {
+        let (text, words) = (self.text, &self.words);
+        let want: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
+        let k = want.len();
+        if k == 0 {
+            return None;
+        }
+        let is_apostrophe = |c: char| class(c) == Class::Apostrophe;
+        let fits = |read: &str, want: &str, last: bool| {
+            read == want || (last && prefix && read.starts_with(want))
+        };
+        'at: for i in 0..words.len().saturating_sub(k - 1) {
+            let (mut from, mut to) = (words[i].0, words[i + k - 1].1);
+            for (j, want) in want.iter().enumerate() {
+                let (s, e, read) = &words[i + j];
+                let last = j + 1 == k;
+                if fits(read, want, last) {
+                    continue;
+                }
+                // The part after the word's last apostrophe may start the
+                // phrase, the part before its first one end it.
+                let written = &text[*s..*e];
+                if j == 0
+                    && let Some(a) = written.rfind(is_apostrophe)
+                {
+                    let after = a + written[a..].chars().next().map_or(1, char::len_utf8);
+                    if fits(&words_of(&written[after..]), want, last) {
+                        from = s + after;
+                        continue;
+                    }
+                }
+                if last
+                    && let Some(a) = written.find(is_apostrophe)
+                    && fits(&words_of(&written[..a]), want, last)
+                {
+                    to = s + a;
+                    continue;
+                }
+                continue 'at;
+            }
+            return Some(&text[from..to]);
+        }
+        None
+    }
 }
 
 /// Writes `text` into `out` as words are read: HTML stripped, each word
@@ -192,7 +206,7 @@ pub fn read_words(text: &str, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::find_phrase;
+    use super::Placed;
 
     #[test]
     fn a_phrase_is_found_as_written_in_the_text() {
@@ -234,7 +248,7 @@ mod tests {
         ];
         for &(text, phrase, prefix, want) in cases {
             assert_eq!(
-                find_phrase(text, phrase, prefix),
+                Placed::new(text).find(phrase, prefix),
                 want,
                 "{phrase:?} in {text:?}"
             );
