@@ -158,6 +158,7 @@ fn stream_jsonl(
     // Dotted names reach into nested objects: those take the full parse.
     let partial = !wanted.iter().any(|(n, _)| n.contains('.'));
     let source_name: Arc<str> = Arc::from(source);
+    let file_path: Arc<Path> = Arc::from(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -185,7 +186,7 @@ fn stream_jsonl(
             prev: None,
             observed: now,
             kind: RecordKind::Event,
-            doc: Some(crate::record::Document::hashed(path, line.as_bytes())),
+            doc: Some(crate::record::Document::hashed(&file_path, line.as_bytes())),
             line: n as u32,
         })
     };

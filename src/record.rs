@@ -43,8 +43,9 @@ pub struct Record {
 /// evidence says of the data behind it.
 #[derive(Default, PartialEq)]
 pub struct Document {
-    /// The file read (tables and logs).
-    pub file: Option<std::path::PathBuf>,
+    /// The file read (tables and logs), shared by the documents read
+    /// from it (a log's lines).
+    pub file: Option<Arc<std::path::Path>>,
     /// The URL fetched (feeds and http sources), credentials masked.
     pub url: Option<String>,
     /// The HTTP answer, for a document fetched over HTTP.
@@ -79,9 +80,9 @@ pub struct HttpAnswer {
 
 impl Document {
     /// The document `file` whose bytes are `bytes`.
-    pub fn file(file: &std::path::Path, bytes: bytes::Bytes) -> Arc<Document> {
+    pub fn file(file: &Arc<std::path::Path>, bytes: bytes::Bytes) -> Arc<Document> {
         Arc::new(Document {
-            file: Some(file.to_path_buf()),
+            file: Some(file.clone()),
             bytes: Some(bytes),
             ..Default::default()
         })
@@ -100,9 +101,9 @@ impl Document {
 
     /// The document `file` whose bytes are `bytes`, by its hash alone:
     /// where nothing is kept (`tocsin eval`).
-    pub fn hashed(file: &std::path::Path, bytes: &[u8]) -> Arc<Document> {
+    pub fn hashed(file: &Arc<std::path::Path>, bytes: &[u8]) -> Arc<Document> {
         Arc::new(Document {
-            file: Some(file.to_path_buf()),
+            file: Some(file.clone()),
             sha256: sha256_hex(bytes).into(),
             ..Default::default()
         })
@@ -382,12 +383,13 @@ mod tests {
     #[test]
     fn a_document_is_hashed_when_first_asked_and_once() {
         let line = bytes::Bytes::from_static(b"{\"title\": \"export controls\"}");
-        let d = Document::file(std::path::Path::new("/d/news.jsonl"), line.clone());
+        let file: Arc<std::path::Path> = Arc::from(std::path::Path::new("/d/news.jsonl"));
+        let d = Document::file(&file, line.clone());
         assert_eq!(d.sha256_known(), None, "not hashed while no alert names it");
         let sha = d.sha256().to_string();
         assert_eq!(sha, sha256_hex(&line));
         assert_eq!(d.sha256_known(), Some(sha.as_str()));
-        let h = Document::hashed(std::path::Path::new("/d/news.jsonl"), &line);
+        let h = Document::hashed(&file, &line);
         assert_eq!(
             (h.sha256_known(), h.bytes.as_ref()),
             (Some(sha.as_str()), None)

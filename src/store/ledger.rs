@@ -472,7 +472,7 @@ mod tests {
 
     fn doc(text: &str) -> Arc<Document> {
         Document::file(
-            std::path::Path::new("/d/t.csv"),
+            &Arc::from(std::path::Path::new("/d/t.csv")),
             bytes::Bytes::copy_from_slice(text.as_bytes()),
         )
     }

@@ -149,6 +149,7 @@ impl FileTracker {
         };
         // Shared, not copied, by the documents of the lines read from it.
         let chunk = bytes::Bytes::from(chunk).slice(..end);
+        let file: std::sync::Arc<Path> = std::sync::Arc::from(path);
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -199,7 +200,7 @@ impl FileTracker {
                         observed: now,
                         kind: RecordKind::Event,
                         doc: Some(crate::record::Document::file(
-                            path,
+                            &file,
                             chunk.slice_ref(text.as_bytes()),
                         )),
                         line: n as u32,

@@ -466,7 +466,7 @@ impl FileTracker {
         // The version read, for the evidence of its alerts (its bytes are
         // shared with the parser, not copied).
         let bytes = bytes::Bytes::from(bytes);
-        let doc = crate::record::Document::file(path, bytes.clone());
+        let doc = crate::record::Document::file(&Arc::from(path), bytes.clone());
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: source.clone(),
             key: match &file_prefix {
@@ -552,7 +552,7 @@ impl FileTracker {
         let format = self.format_of(path)?;
         let bytes = std::fs::read(path).map_err(|e| SourceError::io(&self.source, path, e))?;
         let bytes = bytes::Bytes::from(bytes);
-        let doc = crate::record::Document::file(path, bytes.clone());
+        let doc = crate::record::Document::file(&Arc::from(path), bytes.clone());
         let mk = |fields: Row, key: String, prev: Option<Row>, kind: RecordKind| Record {
             source: self.source.clone(),
             key,
