@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use sha2::{Digest, Sha256};
+use tocsin::record::hex;
 
 const T: Duration = Duration::from_secs(15);
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -55,6 +52,7 @@ sources:
 channels:
   - {{ name: audit, type: file, path: alerts.jsonl }}
   - {{ name: hook, type: webhook, url: "{}", secret_env: HOOK_SECRET }}
+evidence: {{ retention: 30d }}
 "#,
             hook.url("/hook")
         ),
@@ -76,6 +74,25 @@ channels:
     std::fs::write(p.join("tariffs.csv"), csv1).unwrap();
     std::fs::write(p.join("news.jsonl"), "").unwrap();
     let config = p.join("tocsin.yaml");
+    // Before the daemon's first run there is no store to audit.
+    let (code, text) = tocsin(&config, &["audit", "verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no store at"), "{text}");
+    // A misspelt evidence key is named, with the right one.
+    let typo = p.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("retention: 30d", "retension: 30d"),
+    )
+    .unwrap();
+    let (code, text) = tocsin(&typo, &["check", "--offline"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("unknown key `retension` in evidence") && text.contains("retention"),
+        "{text}"
+    );
     let (code, text) = tocsin(
         &config,
         &[
