@@ -145,6 +145,23 @@ pub enum Command {
         /// Where the copy goes
         file: std::path::PathBuf,
     },
+    /// Copy a stopped store into an empty one: SQLite to PostgreSQL (to run
+    /// instances in an HA group), or back.
+    Migrate {
+        /// The store to copy: `sqlite:///var/lib/tocsin/state.db` (or a
+        /// path), or `postgres://user@host/database`
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The empty store to copy into, made when missing
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The PostgreSQL password, from this environment variable
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The PostgreSQL password, from this file
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Shell completion for bash, zsh or fish, on stdout (the Debian
     /// package installs them).
     Completions {

@@ -3,7 +3,6 @@
 //! [`Shared`]; the handlers only read them (and the outbox, at a scrape).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +42,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub reload_success: Gauge,
     pub reload_time: Seconds,
+    pub ha_leader: Gauge,
+    pub ha_epoch: Gauge,
 }
 
 impl Metrics {
@@ -135,12 +136,23 @@ impl Metrics {
             m.reload_time.clone(),
         );
         r.register(
+            "tocsin_ha_leader",
+            "Whether this instance leads (1): runs sources, rules and delivery; 0 on a standby of a PostgreSQL store",
+            m.ha_leader.clone(),
+        );
+        r.register(
+            "tocsin_ha_epoch",
+            "The epoch of the lease this instance leads under (0: none, or an SQLite store)",
+            m.ha_epoch.clone(),
+        );
+        r.register(
             "tocsin_build",
             "The running build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
         );
         m.reload_success.set(1);
         m.reload_time.set(now_secs());
+        m.ha_leader.set(1);
         m
     }
 
@@ -174,21 +186,37 @@ pub struct Health {
     pub channels: BTreeMap<String, String>,
 }
 
+/// Where this instance stands: alone on an SQLite store, or in an HA group
+/// on a PostgreSQL store, leading or standing by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Single,
+    Standby,
+    /// Leading under the lease of `epoch`, which this instance knows to be
+    /// valid until `until` (measured from before it asked).
+    Leader {
+        epoch: i64,
+        until: std::time::Instant,
+    },
+}
+
 /// Shared by the daemon's parts and the HTTP handlers.
 pub struct Shared {
     pub metrics: Metrics,
     pub health: Mutex<Health>,
+    role: Mutex<Role>,
     /// The store, for outbox figures at a scrape.
-    pub state: PathBuf,
+    pub state: crate::store::Location,
     /// The scrapes' own connection to it, opened at the first.
     store: Mutex<Option<crate::store::Store>>,
 }
 
 impl Shared {
-    pub fn new(state: PathBuf) -> Arc<Shared> {
+    pub fn new(state: crate::store::Location) -> Arc<Shared> {
         Arc::new(Shared {
             metrics: Metrics::new(),
             health: Mutex::new(Health::default()),
+            role: Mutex::new(Role::Single),
             state,
             store: Mutex::new(None),
         })
@@ -196,6 +224,33 @@ impl Shared {
 
     pub fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn role(&self) -> Role {
+        *self.role.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(|e| e.into_inner()) = role;
+        let (leader, epoch) = match role {
+            Role::Single => (1, 0),
+            Role::Standby => (0, 0),
+            Role::Leader { epoch, .. } => (1, epoch),
+        };
+        self.metrics.ha_leader.set(leader);
+        self.metrics.ha_epoch.set(epoch);
+    }
+
+    /// Whether this instance may send and read sources now: always alone;
+    /// as a leader, only while its lease is known valid, so that one
+    /// paused past its lease sends nothing when it wakes, before it has
+    /// even noticed.
+    pub fn may_act(&self) -> bool {
+        match self.role() {
+            Role::Single => true,
+            Role::Standby => false,
+            Role::Leader { until, .. } => std::time::Instant::now() < until,
+        }
     }
 
     /// A channel's last delivery: `None` when it went out.
@@ -235,6 +290,10 @@ pub async fn serve(
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let role = shared.role();
+    if role == Role::Standby {
+        return (StatusCode::OK, "standby\n".to_string());
+    }
     let h = shared.health();
     let mut problems = Vec::new();
     if let Some(e) = &h.store {
@@ -247,7 +306,11 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         problems.push(format!("channel {c} failing: {e}"));
     }
     if problems.is_empty() {
-        (StatusCode::OK, "ok\n".to_string())
+        let answer = match role {
+            Role::Leader { .. } => "leader\n",
+            _ => "ok\n",
+        };
+        (StatusCode::OK, answer.to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
     }

@@ -21,12 +21,15 @@
 //!   with its key; used by `source` and `store`.
 //! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `table`
 //!   compares a table's versions; `health`.
-//! - `store`: SQLite state and positions; `store::outbox` the outbox,
-//!   history and silences; `store::ledger` the evidence ledger (hash chain
-//!   and kept documents), read by `audit`.
+//! - `store`: state and positions, on SQLite or PostgreSQL (`store::db` the
+//!   SQL both speak, `store::pg` the PostgreSQL connection and its fence);
+//!   `store::outbox` the outbox, history and silences; `store::ledger` the
+//!   evidence ledger (hash chain and kept documents), read by `audit`;
+//!   `store::lease` the HA lease; `store::copy` `tocsin migrate`.
 //! - `channel`: `email`, `webhook`, file and log; `digest`, `error`.
 //! - `daemon`: wiring, reload and shutdown; `parts` the running sources and
-//!   workers, `deliver` the delivery loops; `main.rs` owns signals and
+//!   workers, `deliver` the delivery loops, `ha` leading or standing by on
+//!   a PostgreSQL store; `main.rs` owns signals and
 //!   exit codes.
 
 #![forbid(unsafe_code)]

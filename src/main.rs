@@ -84,6 +84,23 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
         )),
         Command::Backup { file } => exit(backup(&config_path, &file)),
+        Command::Migrate {
+            from,
+            to,
+            password_env,
+            password_file,
+        } => {
+            let password = match (password_env, password_file) {
+                (Some(v), None) => Some(tocsin::secret::SecretRef::Env(v)),
+                (None, Some(f)) => Some(tocsin::secret::SecretRef::File(f)),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    eprintln!("error: --password-env and --password-file: give one of them");
+                    return ExitCode::from(2);
+                }
+            };
+            exit(migrate(&from, &to, password))
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tocsin", &mut out);
@@ -180,9 +197,75 @@ fn alerts(path: &std::path::Path, opts: &tocsin::alerts::Options) -> anyhow::Res
     tocsin::alerts::run(&store, opts, &mut stdout.lock())
 }
 
+/// `tocsin migrate`: a stopped store copied into an empty one.
+fn migrate(
+    from: &str,
+    to: &str,
+    password: Option<tocsin::secret::SecretRef>,
+) -> anyhow::Result<()> {
+    use tocsin::store::{Location, RunLock, Store};
+    let location = |s: &str| -> anyhow::Result<Location> {
+        if Location::is_postgres_url(s) {
+            if url::Url::parse(s).is_ok_and(|u| u.password().is_some()) {
+                anyhow::bail!(
+                    "{s}: the password may not be written in the URL; give it with --password-env VAR or --password-file FILE"
+                );
+            }
+            Ok(Location::Postgres {
+                url: s.to_string(),
+                password: password.clone(),
+            })
+        } else {
+            Ok(Location::File(
+                s.strip_prefix("sqlite://").unwrap_or(s).into(),
+            ))
+        }
+    };
+    let (from, to) = (location(from)?, location(to)?);
+    if from == to {
+        anyhow::bail!("--from and --to name the same store");
+    }
+    if !from.exists() {
+        anyhow::bail!("no store at {from}");
+    }
+    // The store copied must be stopped: its daemon's lock is free, or no
+    // instance holds its lease.
+    let _lock = from.file().map(RunLock::take).transpose()?;
+    let source = Store::open(&from)?;
+    if from.file().is_none()
+        && let Ok(l) = source.lease()
+        && l.expires_in_ms > 0
+    {
+        anyhow::bail!(
+            "{from}: instance {} leads on it (lease of epoch {}): stop the daemons first",
+            l.holder,
+            l.epoch
+        );
+    }
+    let mut target = Store::open(&to)?;
+    let copied = source.copy_into(&mut target)?;
+    let rows: u64 = copied.iter().map(|(_, n)| n).sum();
+    let list: Vec<String> = copied
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    emit(&format!(
+        "copied {from} to {to}: {rows} rows ({})\n",
+        list.join(", ")
+    ));
+    Ok(())
+}
+
 fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     let config = config::Config::load_or_explain(path)?;
-    let bytes = tocsin::store::backup(&config.state, to)?;
+    let Some(file) = config.state.file() else {
+        anyhow::bail!(
+            "{} is a PostgreSQL store: back it up with PostgreSQL's own tools (pg_dump, or the server's backups)",
+            config.state
+        );
+    };
+    let bytes = tocsin::store::backup(file, to)?;
     emit(&format!(
         "copied {} to {} ({bytes} bytes)\n",
         config.state.display(),

@@ -225,7 +225,8 @@ fn read_suite(path: &Path, dir: &Path, node: &Node, d: &mut Diags) -> Option<Sui
     let engine_config = Config {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
-        state: PathBuf::new(),
+        state: PathBuf::new().into(),
+        ha: Default::default(),
         rules: PathBuf::new(),
         http: None,
         sources: sources.clone(),

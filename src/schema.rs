@@ -15,8 +15,16 @@ type Duration = String;
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
-    /// The store (SQLite), created with its folder on first run. Default `/var/lib/tocsin/state.db`.
+    /// The store: an SQLite file, created with its folder on first run
+    /// (default `/var/lib/tocsin/state.db`), or `postgres://user@host/database`
+    /// for instances sharing one store (high availability).
     state: Option<String>,
+    /// The PostgreSQL store's password, from this environment variable.
+    state_password_env: Option<String>,
+    /// The PostgreSQL store's password, from this file.
+    state_password_file: Option<String>,
+    /// How instances sharing a PostgreSQL store take turns leading.
+    ha: Option<Ha>,
     /// A folder of `*.yaml` rule files, or one file.
     rules: String,
     /// `/healthz` and `/metrics`; no listener when omitted.
@@ -29,6 +37,15 @@ struct ConfigFile {
     health: Option<Health>,
     /// How long the documents behind alerts are kept for the ledger.
     evidence: Option<Evidence>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Ha {
+    /// How often the leader renews its lease (default 2s); at most half of `lease`.
+    renew: Option<Duration>,
+    /// How long a lease is valid (default 10s): a standby takes over after it.
+    lease: Option<Duration>,
 }
 
 #[derive(JsonSchema)]

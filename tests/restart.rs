@@ -165,7 +165,7 @@ fn an_alert_committed_while_smtp_is_down_survives_kill_9() {
             .starts_with("[FIRING warning]")
     );
     d.stop();
-    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = tocsin::store::Store::open(dir.path().join("state.db")).unwrap();
     assert_eq!(
         store.outbox_counts().unwrap(),
         (0, 0),
@@ -222,7 +222,7 @@ fn webhook_retries_on_500_and_fails_at_once_on_400() {
         "a 400 is not retried"
     );
     d.stop();
-    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = tocsin::store::Store::open(dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 1));
 
     // `tocsin alerts --failed` lists it; `--json` has the whole history.
@@ -325,7 +325,7 @@ fn a_burst_of_1000_alerts_survives_kill_9_midway() {
         duplicates <= 32,
         "only the sends not yet recorded may repeat: {duplicates}"
     );
-    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = tocsin::store::Store::open(dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 0));
 }
 
@@ -373,7 +373,7 @@ fn a_digest_channel_sends_one_message_per_tick_and_nothing_when_empty() {
         "{:?}",
         mails[0].header("Subject")
     );
-    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = tocsin::store::Store::open(dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 0));
 }
 
@@ -423,6 +423,6 @@ fn past_the_retry_budget_a_notification_is_marked_failed() {
     );
     d.wait_log("delivery failed for good", T);
     d.stop();
-    let store = tocsin::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = tocsin::store::Store::open(dir.path().join("state.db")).unwrap();
     assert_eq!(store.outbox_counts().unwrap(), (0, 1));
 }

@@ -16,7 +16,9 @@ pub struct Config {
     /// The config file itself, and the folder relative paths resolve against.
     pub path: PathBuf,
     pub dir: PathBuf,
-    pub state: PathBuf,
+    pub state: crate::store::Location,
+    /// How instances sharing a PostgreSQL store take turns.
+    pub ha: HaConfig,
     pub rules: PathBuf,
     pub http: Option<HttpConfig>,
     pub sources: Vec<SourceConfig>,
@@ -24,6 +26,24 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub evidence: EvidenceConfig,
+}
+
+/// `ha: { renew: 2s, lease: 10s }`: the leader of instances sharing a
+/// PostgreSQL store renews its lease every `renew`; the lease is valid for
+/// `lease`, after which a standby takes over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaConfig {
+    pub renew: Duration,
+    pub lease: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> HaConfig {
+        HaConfig {
+            renew: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `evidence: { retention: 400d }`: how long the ledger keeps a document

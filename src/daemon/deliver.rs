@@ -140,6 +140,11 @@ pub(super) async fn deliver(
         // worker is replaced.
         let started = std::time::Instant::now();
         for p in batch {
+            // A leader whose lease ran out (paused, or cut off from the
+            // store) sends nothing more: another instance may lead now.
+            if !shared.may_act() {
+                break;
+            }
             let n = &p.notification;
             let result = ch.send(&name, n).await;
             let now = Utc::now();
@@ -224,6 +229,9 @@ pub(super) async fn deliver_digest(
                 continue;
             }
         };
+        if !shared.may_act() {
+            continue;
+        }
         let now = Utc::now();
         let digest =
             crate::channel::digest::digest(&name, items.iter().map(|p| &p.notification), now);

@@ -3,6 +3,7 @@
 //! so the whole daemon can run in-process; signals live in `main.rs`.
 
 mod deliver;
+mod ha;
 mod parts;
 
 use std::collections::HashMap;
@@ -39,8 +40,37 @@ pub struct Control {
 }
 
 /// Runs until `control.shutdown` is cancelled; reloads at
-/// `control.reload` and when files in the rules folder change.
+/// `control.reload` and when files in the rules folder change. On an
+/// SQLite store the daemon leads alone; on a PostgreSQL store it leads or
+/// stands by in turn with the other instances ([`ha`]).
 pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
+    let shared = Shared::new(loaded.config.state.clone());
+    let http = match &loaded.config.http {
+        Some(h) => {
+            Some(crate::http::serve(h.listen, shared.clone(), control.shutdown.clone()).await?)
+        }
+        None => None,
+    };
+    let result = match loaded.config.state {
+        crate::store::Location::File(_) => lead(loaded, control.clone(), shared, None).await,
+        crate::store::Location::Postgres { .. } => ha::run(loaded, control.clone(), shared).await,
+    };
+    // The listener stops with the daemon, whatever ended it.
+    control.shutdown.cancel();
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    result
+}
+
+/// Runs sources, rules and delivery until `control.shutdown`: alone on an
+/// SQLite store, or as the leader of an HA group, writing under `fence`.
+async fn lead(
+    loaded: Loaded,
+    control: Control,
+    shared: Arc<Shared>,
+    fence: Option<Arc<crate::store::pg::Fence>>,
+) -> anyhow::Result<()> {
     let Loaded {
         mut config,
         compiled,
@@ -49,14 +79,12 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
     } = loaded;
     cache.keep(rules);
     let shutdown = control.shutdown.clone();
-    // One daemon per store; held until the process ends.
-    let _lock = crate::store::RunLock::take(&config.state)?;
-    let mut store = Store::open(&config.state)?;
-    let shared = Shared::new(config.state.clone());
-    let http = match &config.http {
-        Some(h) => Some(crate::http::serve(h.listen, shared.clone(), shutdown.clone()).await?),
+    // One daemon per SQLite store; held until the process ends.
+    let _lock = match config.state.file() {
+        Some(file) => Some(crate::store::RunLock::take(file)?),
         None => None,
     };
+    let mut store = Store::open_fenced(&config.state, fence.clone())?;
     let (btx, mut brx) = mpsc::channel::<Batch>(256);
     let mut parts = Parts {
         workers: HashMap::new(),
@@ -67,6 +95,7 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         drain: CancellationToken::new(),
         shared: shared.clone(),
+        fence,
     };
 
     // Channels first: a channel that cannot be built (a missing secret) is
@@ -307,9 +336,6 @@ pub async fn run(loaded: Loaded, control: Control) -> anyhow::Result<()> {
             "stopping with notifications still queued after {}s; they go out at the next start",
             GRACE.as_secs()
         );
-    }
-    if let Some(h) = http {
-        let _ = h.await;
     }
     tracing::info!("tocsin stopped");
     Ok(())

@@ -48,6 +48,8 @@ pub(super) struct Parts {
     pub(super) shutdown: CancellationToken,
     pub(super) drain: CancellationToken,
     pub(super) shared: Arc<Shared>,
+    /// A leader's fence on a PostgreSQL store: its workers write under it.
+    pub(super) fence: Option<Arc<crate::store::pg::Fence>>,
 }
 
 impl Parts {
@@ -100,7 +102,7 @@ impl Parts {
             // Not a child of `shutdown`: at a stop, workers drain the
             // outbox for the grace period.
             let retire = CancellationToken::new();
-            let store = Store::open(&config.state)?;
+            let store = Store::open_fenced(&config.state, self.fence.clone())?;
             let task = {
                 let (name, wake, retire) = (c.name.clone(), wake.clone(), retire.clone());
                 let (shutdown, drain) = (self.shutdown.clone(), self.drain.clone());

@@ -11,11 +11,11 @@
 //! `pruned` entry naming it is appended, so the chain says why it is gone.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, parse_ts, sql_err, ts};
+use super::db::{Db, DbError, DbResult, Row, Tx, vals};
+use super::{Store, StoreError, parse_ts, ts};
 use crate::notification::Notification;
 use crate::record::Document;
 
@@ -87,37 +87,32 @@ fn canonical(mut v: Value) -> String {
 }
 
 /// Appends an entry made of `fields` (the sequence number is added), in
-/// `tx`, which must hold the write lock (begun immediate) so that no other
+/// a write transaction of `db`, under the ledger's lock so that no other
 /// connection appends between reading the head and writing after it.
 pub(super) fn append(
-    tx: &Transaction,
+    db: &Db,
     at: DateTime<Utc>,
     notification_id: Option<&str>,
     mut fields: serde_json::Map<String, Value>,
-) -> rusqlite::Result<i64> {
-    let (seq, prev): (i64, String) = tx
-        .prepare_cached("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, String::new()));
+) -> DbResult<i64> {
+    let (seq, prev) = db.ledger_head()?;
     let seq = seq + 1;
     fields.insert("seq".into(), seq.into());
     fields.insert("at".into(), ts(at).into());
     let entry = canonical(Value::Object(fields));
     let hash = chain(&prev, &entry);
-    tx.prepare_cached(
+    db.execute(
         "INSERT INTO ledger (seq, at, notification_id, entry, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![seq, ts(at), notification_id, entry, hash])?;
+        &vals![seq, ts(at), notification_id, entry, &hash],
+    )?;
+    db.appended(seq, &hash);
     Ok(seq)
 }
 
 /// Whether the document `sha` is kept.
-fn is_kept(conn: &rusqlite::Connection, sha: &str) -> rusqlite::Result<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM documents WHERE sha256 = ?1")?
-        .query_row([sha], |_| Ok(()))
-        .optional()?
+fn is_kept(db: &Db, sha: &str) -> DbResult<bool> {
+    Ok(db
+        .query_row("SELECT 1 FROM documents WHERE sha256 = ?1", &vals![sha])?
         .is_some())
 }
 
@@ -125,15 +120,15 @@ fn is_kept(conn: &rusqlite::Connection, sha: &str) -> rusqlite::Result<bool> {
 /// `silenced`, with the server's answer or the reason. The entry names the
 /// document behind it when that is kept.
 pub(super) fn append_outcome(
-    tx: &Transaction,
+    db: &Db,
     n: &Notification,
     channel: &str,
     outcome: &str,
     detail: &str,
     at: DateTime<Utc>,
-) -> rusqlite::Result<i64> {
+) -> DbResult<i64> {
     let document = match &n.evidence.document_sha256 {
-        Some(sha) if is_kept(tx, sha)? => Some(sha.clone()),
+        Some(sha) if is_kept(db, sha)? => Some(sha.clone()),
         _ => None,
     };
     let payload = serde_json::to_value(n).unwrap_or(Value::Null);
@@ -143,16 +138,16 @@ pub(super) fn append_outcome(
     fields.insert("detail".into(), detail.into());
     fields.insert("document".into(), document.into());
     fields.insert("notification".into(), payload);
-    append(tx, at, Some(&n.id), fields)
+    append(db, at, Some(&n.id), fields)
 }
 
 /// Compresses the documents of `docs` that the store does not keep yet;
 /// done before the transaction, so that the write lock is not held while a
 /// large table is compressed.
 pub(super) fn compress_new(
-    conn: &rusqlite::Connection,
+    db: &Db,
     docs: &[std::sync::Arc<Document>],
-) -> rusqlite::Result<Vec<(String, usize, Vec<u8>)>> {
+) -> DbResult<Vec<(String, usize, Vec<u8>)>> {
     use std::io::Write;
     let mut out: Vec<(String, usize, Vec<u8>)> = Vec::new();
     for d in docs {
@@ -161,7 +156,7 @@ pub(super) fn compress_new(
         if out.iter().any(|(s, _, _)| s == sha) {
             continue;
         }
-        if is_kept(conn, sha)? {
+        if is_kept(db, sha)? {
             out.push((sha.to_string(), bytes.len(), Vec::new()));
             continue;
         }
@@ -178,31 +173,28 @@ pub(super) fn compress_new(
 
 /// Keeps the documents compressed by [`compress_new`] (an empty `data`:
 /// already kept, only marked used now).
-pub(super) fn keep(
-    tx: &Transaction,
-    docs: &[(String, usize, Vec<u8>)],
-    now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
+pub(super) fn keep(db: &Db, docs: &[(String, usize, Vec<u8>)], now: DateTime<Utc>) -> DbResult<()> {
     for (sha, size, data) in docs {
-        let used = tx
-            .prepare_cached("UPDATE documents SET used_at = ?2 WHERE sha256 = ?1")?
-            .execute(params![sha, ts(now)])?;
+        let used = db.execute_now(
+            "UPDATE documents SET used_at = ?2 WHERE sha256 = ?1",
+            &vals![sha, ts(now)],
+        )?;
         if used == 0 && !data.is_empty() {
-            tx.prepare_cached(
+            db.execute(
                 "INSERT INTO documents (sha256, size, kept_at, used_at, data) VALUES (?1, ?2, ?3, ?3, ?4)",
-            )?
-            .execute(params![sha, *size as i64, ts(now), data])?;
+                &vals![sha, *size as i64, ts(now), data.clone()],
+            )?;
         }
     }
     Ok(())
 }
 
-fn entry_of(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
-    Ok(Entry {
-        seq: r.get(0)?,
-        entry: r.get(1)?,
-        hash: r.get(2)?,
-    })
+fn entry_of(mut r: Row) -> Entry {
+    Entry {
+        seq: r.int(0),
+        entry: r.text(1),
+        hash: r.text(2),
+    }
 }
 
 fn inflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -220,37 +212,36 @@ impl Store {
         now: DateTime<Utc>,
         retention: std::time::Duration,
     ) -> Result<usize, StoreError> {
-        let err = sql_err(&self.path);
         let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut gone: Vec<String> = tx
-            .prepare("DELETE FROM documents WHERE used_at < ?1 RETURNING sha256")
-            .and_then(|mut st| {
-                st.query_map([ts(cutoff)], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()
+        self.db
+            .tx(Tx::Write, |db| {
+                let mut gone: Vec<String> = db
+                    .query(
+                        "DELETE FROM documents WHERE used_at < ?1 RETURNING sha256",
+                        &vals![ts(cutoff)],
+                    )?
+                    .into_iter()
+                    .map(|mut r| r.text(0))
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(0);
+                }
+                gone.sort();
+                let mut fields = serde_json::Map::new();
+                fields.insert("outcome".into(), "pruned".into());
+                fields.insert(
+                    "detail".into(),
+                    format!(
+                        "documents no alert used for {}",
+                        humantime::format_duration(retention)
+                    )
+                    .into(),
+                );
+                fields.insert("documents".into(), json!(gone));
+                append(db, now, None, fields)?;
+                Ok(gone.len())
             })
-            .map_err(err)?;
-        if gone.is_empty() {
-            return Ok(0);
-        }
-        gone.sort();
-        let mut fields = serde_json::Map::new();
-        fields.insert("outcome".into(), "pruned".into());
-        fields.insert(
-            "detail".into(),
-            format!(
-                "documents no alert used for {}",
-                humantime::format_duration(retention)
-            )
-            .into(),
-        );
-        fields.insert("documents".into(), json!(gone));
-        append(&tx, now, None, fields).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(gone.len())
+            .map_err(|e: DbError| self.named(e))
     }
 
     /// Ledger entries at or after `since` (all when `None`), in order.
@@ -275,16 +266,13 @@ impl Store {
             Some(t) => self.first_since(t)?,
             None => 0,
         };
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, entry, hash FROM ledger WHERE seq >= ?1 ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let mut rows = st.query([from]).map_err(|e| self.err(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let e = entry_of(r).map_err(|e| self.err(e))?;
-            f(e).map_err(|e| self.err(e))?;
-        }
-        Ok(())
+        self.db
+            .each(
+                "SELECT seq, entry, hash FROM ledger WHERE seq >= ?1 ORDER BY seq",
+                &vals![from],
+                |r| f(entry_of(r)).map_err(DbError::new),
+            )
+            .map_err(|e| self.named(e))
     }
 
     /// The number of the first entry at or after `since`. Entries are
@@ -293,13 +281,14 @@ impl Store {
     /// notification).
     fn first_since(&self, since: DateTime<Utc>) -> Result<i64, StoreError> {
         let at = |seq: i64| -> Result<Option<(i64, String)>, StoreError> {
-            self.conn
-                .prepare_cached("SELECT seq, at FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT 1")
-                .and_then(|mut st| {
-                    st.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                })
-                .map_err(|e| self.err(e))
+            Ok(self
+                .db
+                .query_row(
+                    "SELECT seq, at FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                    &vals![seq],
+                )
+                .map_err(|e| self.named(e))?
+                .map(|mut r| (r.int(0), r.text(1))))
         };
         let since = ts(since);
         let (mut lo, mut hi) = (0i64, i64::MAX / 2);
@@ -316,32 +305,38 @@ impl Store {
     /// The entries of one notification (by its id), or the entry `seq`
     /// when `id` is a number.
     pub fn ledger_entries_of(&self, id: &str) -> Result<Vec<Entry>, StoreError> {
-        let (filter, param) = match id.parse::<i64>() {
-            Ok(seq) => ("seq = ?1", rusqlite::types::Value::Integer(seq)),
-            Err(_) => (
-                "notification_id = ?1 ORDER BY seq",
-                rusqlite::types::Value::Text(id.to_string()),
+        let rows = match id.parse::<i64>() {
+            Ok(seq) => self.db.query(
+                "SELECT seq, entry, hash FROM ledger WHERE seq = ?1",
+                &vals![seq],
+            ),
+            Err(_) => self.db.query(
+                "SELECT seq, entry, hash FROM ledger WHERE notification_id = ?1 ORDER BY seq",
+                &vals![id],
             ),
         };
-        let sql = format!("SELECT seq, entry, hash FROM ledger WHERE {filter}");
-        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        st.query_map([param], entry_of)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))
+        Ok(rows
+            .map_err(|e| self.named(e))?
+            .into_iter()
+            .map(entry_of)
+            .collect())
+    }
+
+    /// A kept document's compressed bytes.
+    fn document_data(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT kept_at, data FROM documents WHERE sha256 = ?1",
+                &vals![sha256],
+            )
+            .map_err(|e| self.named(e))?
+            .map(|mut r| (r.text(0), r.blob(1))))
     }
 
     /// A kept document, inflated (`Err` when its bytes cannot be read back).
     pub fn document(&self, sha256: &str) -> Result<Option<Kept>, StoreError> {
-        let row: Option<(String, Vec<u8>)> = self
-            .conn
-            .query_row(
-                "SELECT kept_at, data FROM documents WHERE sha256 = ?1",
-                [sha256],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((kept_at, data)) = row else {
+        let Some((kept_at, data)) = self.document_data(sha256)? else {
             return Ok(None);
         };
         let bytes = inflate(&data).map_err(|e| self.err(format!("document {sha256}: {e}")))?;
@@ -362,80 +357,65 @@ impl Store {
         let mut named: Vec<(i64, String)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut pruned = std::collections::HashSet::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, entry, hash FROM ledger ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let mut rows = st.query([]).map_err(|e| self.err(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let seq: i64 = r.get(0).map_err(|e| self.err(e))?;
-            // Read as bytes: a changed byte may leave text that is not UTF-8.
-            let entry: Vec<u8> = match r.get_ref(1).map_err(|e| self.err(e))? {
-                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                    t.to_vec()
+        self.db
+            .each("SELECT seq, entry, hash FROM ledger ORDER BY seq", &[], |mut r| {
+                let seq = r.int(0);
+                // Read as bytes: a changed byte may leave text that is not UTF-8.
+                let entry = r.blob(1);
+                let hash = r.text(2);
+                v.entries += 1;
+                if seq != expected {
+                    let gone = if seq - 1 == expected {
+                        format!("entry {expected} is missing")
+                    } else {
+                        format!("entries {expected} to {} are missing", seq - 1)
+                    };
+                    v.problems.push((
+                        seq,
+                        format!(
+                            "{gone}: the ledger goes from entry {} to entry {seq}",
+                            expected - 1
+                        ),
+                    ));
                 }
-                _ => Vec::new(),
-            };
-            let hash: String = r.get(2).map_err(|e| self.err(e))?;
-            v.entries += 1;
-            if seq != expected {
-                let gone = if seq - 1 == expected {
-                    format!("entry {expected} is missing")
-                } else {
-                    format!("entries {expected} to {} are missing", seq - 1)
-                };
-                v.problems.push((
-                    seq,
-                    format!(
-                        "{gone}: the ledger goes from entry {} to entry {seq}",
-                        expected - 1
-                    ),
-                ));
-            }
-            expected = seq + 1;
-            let text = String::from_utf8_lossy(&entry);
-            if chain(&prev, &text) != hash || text.as_bytes() != entry.as_slice() {
-                v.problems.push((
-                    seq,
-                    format!(
-                        "entry {seq} does not match its hash: the entry (or the hash before it) was changed after it was written"
-                    ),
-                ));
-            }
-            match serde_json::from_slice::<Value>(&entry) {
-                Ok(e) => {
-                    if e.get("seq").and_then(Value::as_i64) != Some(seq) {
-                        v.problems
-                            .push((seq, format!("entry {seq} says it is entry {}", e["seq"])));
-                    }
-                    if let Some(sha) = e.get("document").and_then(Value::as_str)
-                        && seen.insert(sha.to_string())
-                    {
-                        named.push((seq, sha.to_string()));
-                    }
-                    if let Some(list) = e.get("documents").and_then(Value::as_array) {
-                        pruned.extend(list.iter().filter_map(Value::as_str).map(str::to_string));
-                    }
+                expected = seq + 1;
+                let text = String::from_utf8_lossy(&entry);
+                if chain(&prev, &text) != hash || text.as_bytes() != entry.as_slice() {
+                    v.problems.push((
+                        seq,
+                        format!(
+                            "entry {seq} does not match its hash: the entry (or the hash before it) was changed after it was written"
+                        ),
+                    ));
                 }
-                Err(err) => v
-                    .problems
-                    .push((seq, format!("entry {seq} is not JSON: {err}"))),
-            }
-            prev = hash;
-        }
+                match serde_json::from_slice::<Value>(&entry) {
+                    Ok(e) => {
+                        if e.get("seq").and_then(Value::as_i64) != Some(seq) {
+                            v.problems
+                                .push((seq, format!("entry {seq} says it is entry {}", e["seq"])));
+                        }
+                        if let Some(sha) = e.get("document").and_then(Value::as_str)
+                            && seen.insert(sha.to_string())
+                        {
+                            named.push((seq, sha.to_string()));
+                        }
+                        if let Some(list) = e.get("documents").and_then(Value::as_array) {
+                            pruned
+                                .extend(list.iter().filter_map(Value::as_str).map(str::to_string));
+                        }
+                    }
+                    Err(err) => v
+                        .problems
+                        .push((seq, format!("entry {seq} is not JSON: {err}"))),
+                }
+                prev = hash;
+                Ok(())
+            })
+            .map_err(|e| self.named(e))?;
         v.head = (!prev.is_empty()).then_some(prev);
         for (seq, sha) in named {
-            let row: Option<Vec<u8>> = self
-                .conn
-                .query_row(
-                    "SELECT data FROM documents WHERE sha256 = ?1",
-                    [&sha],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| self.err(e))?;
-            match row {
-                Some(data) => {
+            match self.document_data(&sha)? {
+                Some((_, data)) => {
                     v.documents += 1;
                     let ok = inflate(&data)
                         .map(|b| crate::record::sha256_hex(&b) == sha)
@@ -468,6 +448,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::store::db::vals;
+    use crate::store::testing::Backend;
     use crate::store::{Next, tests::note};
 
     fn doc(text: &str) -> Arc<Document> {
@@ -496,8 +478,12 @@ mod tests {
 
     #[test]
     fn each_outcome_is_chained_and_its_document_kept_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        for b in Backend::all() {
+            chained(&mut b.open());
+        }
+    }
+
+    fn chained(s: &mut Store) {
         let now = Utc::now();
         let (v1, v2) = (doc("partner,rate\nCN,160\n"), doc("partner,rate\nCN,170\n"));
         s.commit(
@@ -533,7 +519,7 @@ mod tests {
             now,
         )
         .unwrap();
-        deliver_all(&mut s, now);
+        deliver_all(s, now);
 
         let entries = s.ledger(None).unwrap();
         let outcomes: Vec<(i64, String, String)> = entries
@@ -573,10 +559,7 @@ mod tests {
             entries[3].entry
         );
         // Two documents, each kept once, read back byte for byte.
-        let n: i64 = s
-            .conn
-            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
-            .unwrap();
+        let n = s.raw_int("SELECT COUNT(*) FROM documents");
         assert_eq!(n, 2);
         let kept = s.document(v1.sha256()).unwrap().unwrap();
         assert_eq!(kept.bytes, b"partner,rate\nCN,160\n");
@@ -591,25 +574,27 @@ mod tests {
 
     #[test]
     fn a_changed_byte_anywhere_is_found_and_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        for b in Backend::all() {
+            tampering(&mut b.open());
+        }
+    }
+
+    fn tampering(s: &mut Store) {
         let now = Utc::now();
         let (v1, v2) = (doc("CN,160\n"), doc("CN,170\n"));
         for (id, d) in [("a", &v1), ("b", &v2), ("c", &v1)] {
             s.commit(&[], &[], &[note_of(id, d)], std::slice::from_ref(d), now)
                 .unwrap();
         }
-        deliver_all(&mut s, now);
-        assert!(problems(&s).is_empty());
+        deliver_all(s, now);
+        assert!(problems(s).is_empty());
 
         // One digit of entry 2's payload.
-        s.conn
-            .execute(
-                "UPDATE ledger SET entry = replace(entry, '\"160\"', '\"150\"') WHERE seq = 2",
-                [],
-            )
-            .unwrap();
-        let p = problems(&s);
+        s.raw(
+            "UPDATE ledger SET entry = replace(entry, '\"160\"', '\"150\"') WHERE seq = 2",
+            &[],
+        );
+        let p = problems(s);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 2);
         assert!(
@@ -617,34 +602,23 @@ mod tests {
             "{}",
             p[0].1
         );
-        s.conn
-            .execute(
-                "UPDATE ledger SET entry = replace(entry, '\"150\"', '\"160\"') WHERE seq = 2",
-                [],
-            )
-            .unwrap();
-        assert!(problems(&s).is_empty(), "put back, it verifies again");
+        s.raw(
+            "UPDATE ledger SET entry = replace(entry, '\"150\"', '\"160\"') WHERE seq = 2",
+            &[],
+        );
+        assert!(problems(s).is_empty(), "put back, it verifies again");
 
         // One byte of a kept document: its compressed bytes, then its
         // stored text after recompressing a changed version.
-        let data: Vec<u8> = s
-            .conn
-            .query_row(
-                "SELECT data FROM documents WHERE sha256 = ?1",
-                [&v2.sha256()],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let data = s.document_data(v2.sha256()).unwrap().unwrap().1;
         let mut bad = data.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x01;
-        s.conn
-            .execute(
-                "UPDATE documents SET data = ?2 WHERE sha256 = ?1",
-                params![v2.sha256(), bad],
-            )
-            .unwrap();
-        let p = problems(&s);
+        s.raw(
+            "UPDATE documents SET data = ?2 WHERE sha256 = ?1",
+            &vals![v2.sha256(), bad],
+        );
+        let p = problems(s);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 2, "named by the first entry that names it");
         assert!(
@@ -654,18 +628,17 @@ mod tests {
         );
 
         // A document removed without a `pruned` entry.
-        s.conn
-            .execute("DELETE FROM documents WHERE sha256 = ?1", [&v1.sha256()])
-            .unwrap();
-        let p = problems(&s);
+        s.raw(
+            "DELETE FROM documents WHERE sha256 = ?1",
+            &vals![v1.sha256()],
+        );
+        let p = problems(s);
         assert_eq!(p.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2]);
         assert!(p[0].1.contains("is missing"), "{}", p[0].1);
 
         // An entry removed from the middle.
-        s.conn
-            .execute("DELETE FROM ledger WHERE seq = 2", [])
-            .unwrap();
-        let p = problems(&s);
+        s.raw("DELETE FROM ledger WHERE seq = 2", &[]);
+        let p = problems(s);
         assert!(
             p.iter()
                 .any(|(seq, m)| *seq == 3 && m.contains("entry 2 is missing")),
@@ -675,8 +648,12 @@ mod tests {
 
     #[test]
     fn documents_unused_for_the_retention_are_pruned_with_an_entry_that_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        for b in Backend::all() {
+            pruning(&mut b.open());
+        }
+    }
+
+    fn pruning(s: &mut Store) {
         let t0 = Utc::now();
         let day = chrono::Duration::days(1);
         let (old, used) = (doc("CN,160\n"), doc("CN,170\n"));
@@ -697,7 +674,7 @@ mod tests {
             t0 + day * 100,
         )
         .unwrap();
-        deliver_all(&mut s, t0 + day * 100);
+        deliver_all(s, t0 + day * 100);
         let retention = std::time::Duration::from_secs(400 * 86_400);
         assert_eq!(s.prune_documents(t0 + day * 399, retention).unwrap(), 0);
         assert_eq!(s.prune_documents(t0 + day * 401, retention).unwrap(), 1);
@@ -724,11 +701,9 @@ mod tests {
 
         // The marker is part of the chain: taking it out is found.
         let seq = s.ledger(None).unwrap().pop().unwrap().seq;
-        s.conn
-            .execute("DELETE FROM ledger WHERE seq = ?1", [seq])
-            .unwrap();
+        s.raw("DELETE FROM ledger WHERE seq = ?1", &vals![seq]);
         assert!(
-            problems(&s)
+            problems(s)
                 .iter()
                 .any(|(_, m)| m.contains(old.sha256()) && m.contains("is missing"))
         );

@@ -8,16 +8,23 @@
 //! happens after, from the outbox, so a crash delays alerts and never loses
 //! them.
 
+mod copy;
+pub(crate) mod db;
+mod lease;
 mod ledger;
 mod outbox;
+pub mod pg;
 
+pub use lease::Lease;
 pub use ledger::{Entry, Kept, Verdict};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
+
+use db::{Db, DbError, DbResult, Tx, vals};
 
 use crate::engine::{KeyState, Snapshot};
 use crate::notification::Notification;
@@ -287,8 +294,86 @@ pub struct HistoryEntry {
 }
 
 pub struct Store {
-    conn: Connection,
+    db: Db,
+    /// The store as named in messages (a PostgreSQL URL without password).
     path: PathBuf,
+}
+
+/// Where the store is: an SQLite file (the default), or a PostgreSQL
+/// database (`state: postgres://…`, its password from
+/// `state_password_env`/`state_password_file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres {
+        /// As written in the config: without a password.
+        url: String,
+        password: Option<crate::secret::SecretRef>,
+    },
+}
+
+impl Location {
+    /// Whether `s` names a PostgreSQL database.
+    pub fn is_postgres_url(s: &str) -> bool {
+        s.starts_with("postgres://") || s.starts_with("postgresql://")
+    }
+
+    /// The SQLite file, if that is the store.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Location::File(p) => Some(p),
+            Location::Postgres { .. } => None,
+        }
+    }
+
+    /// Whether there is a store to read: an SQLite file that exists, or
+    /// any PostgreSQL database (its schema is made on connecting).
+    pub fn exists(&self) -> bool {
+        self.file().is_none_or(Path::exists)
+    }
+
+    /// The store as messages name it.
+    pub fn display(&self) -> &Location {
+        self
+    }
+
+    /// The name used in messages.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            Location::File(p) => p.clone(),
+            Location::Postgres { url, .. } => PathBuf::from(url),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.name().display())
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Location {
+        Location::File(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Location {
+    fn from(p: &PathBuf) -> Location {
+        Location::File(p.clone())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(p: PathBuf) -> Location {
+        Location::File(p)
+    }
+}
+
+impl From<&Location> for Location {
+    fn from(l: &Location) -> Location {
+        l.clone()
+    }
 }
 
 /// Turns any error into a [`StoreError`] naming the store's path.
@@ -384,63 +469,95 @@ pub fn backup(path: &Path, to: &Path) -> Result<u64, StoreError> {
         .map_err(|e| to_err(&e))
 }
 
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> StoreError {
+        StoreError {
+            path: PathBuf::new(),
+            message: e.message,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether a PostgreSQL leader's write was refused because another
+    /// instance holds the lease now.
+    pub fn is_fenced(&self) -> bool {
+        self.message.starts_with(pg::FENCED)
+    }
+}
+
 impl Store {
-    /// Opens (creating it and its folder when needed) and migrates.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens (creating it, and an SQLite file's folder, when needed) and
+    /// migrates.
+    pub fn open(location: impl Into<Location>) -> Result<Store, StoreError> {
+        Store::open_fenced(location, None)
+    }
+
+    /// Opens for a leader of an HA group: on PostgreSQL every write
+    /// transaction is refused unless `fence` still holds the lease.
+    pub fn open_fenced(
+        location: impl Into<Location>,
+        fence: Option<std::sync::Arc<pg::Fence>>,
+    ) -> Result<Store, StoreError> {
+        let location = location.into();
+        let path = location.name();
         let err = |m: String| StoreError {
-            path: path.to_path_buf(),
+            path: path.clone(),
             message: m,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| err(format!("cannot create its folder: {e}")))?;
-        }
-        let conn = Connection::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let setup = || -> rusqlite::Result<()> {
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                conn.execute_batch(&format!(
-                    "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
-                    i + 1
-                ))?;
+        let db = match &location {
+            Location::File(path) => Db::Sqlite(open_sqlite(path).map_err(err)?),
+            Location::Postgres { url, password } => {
+                let mut config: tokio_postgres::Config = url
+                    .parse()
+                    .map_err(|e| err(format!("not a PostgreSQL URL: {e}")))?;
+                if let Some(p) = password {
+                    config.password(p.resolve().map_err(err)?.expose());
+                }
+                Db::Pg(Box::new(
+                    pg::Pg::connect(config, fence).map_err(|e| err(e.message))?,
+                ))
             }
-            Ok(())
         };
-        setup().map_err(|e| err(format!("cannot set up: {e}")))?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Ok(Store { db, path })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
         sql_err(&self.path)(e)
     }
 
+    /// Names the store in an error from below.
+    fn named(&self, e: impl Into<StoreError>) -> StoreError {
+        let mut e = e.into();
+        e.path = self.path.clone();
+        e
+    }
+
     /// Every stored (rule, key) state.
     pub fn states(&self) -> Result<Vec<(String, String, KeyState)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT rule, key, firing, since, last_sent, snapshot, seen, recent FROM rule_state")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let snapshot: Option<String> = r.get(5)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+        let rows = self
+            .db
+            .query(
+                "SELECT rule, key, firing, since, last_sent, snapshot, seen, recent FROM rule_state",
+                &[],
+            )
+            .map_err(|e| self.named(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let snapshot = r.opt_text(5);
+                (
+                    r.text(0),
+                    r.text(1),
                     KeyState {
-                        firing: r.get::<_, i64>(2)? != 0,
-                        since: parse_ts(&r.get::<_, String>(3)?).into(),
-                        last_sent: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s).into()),
+                        firing: r.int(2) != 0,
+                        since: parse_ts(&r.text(3)).into(),
+                        last_sent: r.opt_text(4).map(|s| parse_ts(&s).into()),
                         snapshot: snapshot
                             .and_then(|s| serde_json::from_str::<Snapshot>(&s).ok())
                             .map(std::sync::Arc::new),
                         window: r
-                            .get::<_, Option<String>>(7)?
+                            .opt_text(7)
                             .and_then(|w| serde_json::from_str::<Vec<i64>>(&w).ok())
                             .unwrap_or_default()
                             .into_iter()
@@ -450,10 +567,9 @@ impl Store {
                         due: crate::engine::keys::NOT_QUEUED,
                         dirty: false,
                     },
-                ))
+                )
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            .collect())
     }
 
     /// What a source has read, per file.
@@ -462,57 +578,48 @@ impl Store {
         source: &str,
     ) -> Result<HashMap<PathBuf, FileCheckpoint>, StoreError> {
         let mut out: HashMap<PathBuf, FileCheckpoint> = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT file, key, row FROM table_rows WHERE source = ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([source], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (file, key, json) = row.map_err(|e| self.err(e))?;
-            let fields: crate::record::Fields =
-                serde_json::from_str(&json).map_err(|e| self.err(e))?;
-            if let FileCheckpoint::Table(t) = out
-                .entry(PathBuf::from(file))
-                .or_insert_with(|| FileCheckpoint::Table(Default::default()))
-            {
-                t.insert(&key, fields);
-            }
-        }
-        let mut st = self.conn.prepare("SELECT file, dev, ino, offset, line, header, count, prefix_len, prefix_hash FROM log_cursor WHERE source = ?1").map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([source], |r| {
-                let header: Option<String> = r.get(5)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    LogCursor {
-                        dev: r.get::<_, i64>(1)? as u64,
-                        ino: r.get::<_, i64>(2)? as u64,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        line: r.get::<_, i64>(4)? as usize,
-                        header: header.and_then(|h| serde_json::from_str(&h).ok()),
-                        count: r.get::<_, i64>(6)? as usize,
-                        prefix: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<Vec<u8>>>(8)?)
-                        {
-                            (Some(len), Some(hash)) => {
-                                <[u8; 32]>::try_from(hash).ok().map(|h| (len as u64, h))
-                            }
-                            _ => None,
-                        },
-                    },
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (file, c) = row.map_err(|e| self.err(e))?;
-            out.insert(PathBuf::from(file), FileCheckpoint::Log(c));
+        self.db
+            .each(
+                "SELECT file, key, row FROM table_rows WHERE source = ?1",
+                &vals![source],
+                |mut r| {
+                    let (file, key, json) = (r.text(0), r.text(1), r.text(2));
+                    let fields: crate::record::Fields =
+                        serde_json::from_str(&json).map_err(DbError::new)?;
+                    if let FileCheckpoint::Table(t) = out
+                        .entry(PathBuf::from(file))
+                        .or_insert_with(|| FileCheckpoint::Table(Default::default()))
+                    {
+                        t.insert(&key, fields);
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| self.named(e))?;
+        let rows = self
+            .db
+            .query(
+                "SELECT file, dev, ino, \"offset\", line, header, count, prefix_len, prefix_hash FROM log_cursor WHERE source = ?1",
+                &vals![source],
+            )
+            .map_err(|e| self.named(e))?;
+        for mut r in rows {
+            let header = r.opt_text(5);
+            let c = LogCursor {
+                dev: r.int(1) as u64,
+                ino: r.int(2) as u64,
+                offset: r.int(3) as u64,
+                line: r.int(4) as usize,
+                header: header.and_then(|h| serde_json::from_str(&h).ok()),
+                count: r.int(6) as usize,
+                prefix: match (r.opt_int(7), r.opt_blob(8)) {
+                    (Some(len), Some(hash)) => {
+                        <[u8; 32]>::try_from(hash).ok().map(|h| (len as u64, h))
+                    }
+                    _ => None,
+                },
+            };
+            out.insert(PathBuf::from(r.text(0)), FileCheckpoint::Log(c));
         }
         Ok(out)
     }
@@ -521,33 +628,24 @@ impl Store {
     /// source never polled.
     pub fn poll_state(&self, source: &str) -> Result<Option<PollState>, StoreError> {
         let row = self
-            .conn
+            .db
             .query_row(
                 "SELECT url, etag, last_modified, item_ids FROM poll_state WHERE source = ?1",
-                [source],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                },
+                &vals![source],
             )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some((url, etag, last_modified, item_ids)) = row else {
+            .map_err(|e| self.named(e))?;
+        let Some(mut r) = row else {
             return Ok(None);
         };
         let seen = self.seen(source)?;
         Ok(Some(PollState {
-            url,
+            url: r.text(0),
             validators: crate::source::fetch::Validators {
-                etag,
-                last_modified,
+                etag: r.opt_text(1),
+                last_modified: r.opt_text(2),
             },
             seen,
-            item_ids,
+            item_ids: r.int(3),
         }))
     }
 
@@ -564,34 +662,35 @@ impl Store {
         if plain == identity {
             return Ok(());
         }
-        self.conn
-            .execute(
-                "UPDATE table_rows SET file = ?3 WHERE source = ?1 AND file = ?2",
-                params![source, plain, identity],
-            )
-            .and_then(|_| {
-                self.conn.execute(
+        self.db
+            .tx(Tx::Write, |db| {
+                db.execute(
+                    "UPDATE table_rows SET file = ?3 WHERE source = ?1 AND file = ?2",
+                    &vals![source, plain, identity],
+                )?;
+                db.execute(
                     "UPDATE poll_state SET url = ?3 WHERE source = ?1 AND url = ?2",
-                    params![source, plain, identity],
+                    &vals![source, plain, identity],
                 )
             })
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e: DbError| self.named(e))
     }
 
     /// The item ids a source has seen (feed items, array log items), with
     /// when each was last written.
     pub fn seen(&self, source: &str) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, last_seen FROM feed_seen WHERE source = ?1")
-            .map_err(|e| self.err(e))?;
-        st.query_map([source], |r| {
-            Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)))
-        })
-        .map_err(|e| self.err(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| self.err(e))
+        let rows = self
+            .db
+            .query(
+                "SELECT id, last_seen FROM feed_seen WHERE source = ?1",
+                &vals![source],
+            )
+            .map_err(|e| self.named(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| (r.text(0), parse_ts(&r.text(1))))
+            .collect())
     }
 
     /// Commits one batch: state changes, source checkpoints and the new
@@ -606,17 +705,22 @@ impl Store {
         docs: &[std::sync::Arc<crate::record::Document>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // The transaction borrows the connection, so errors are made from
-        // the path alone.
-        let err = sql_err(&self.path);
-        let docs = ledger::compress_new(&self.conn, docs).map_err(err)?;
-        // Begun with the write lock: the silenced are appended to the
-        // ledger, after the head it reads.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        ledger::keep(&tx, &docs, now).map_err(err)?;
+        let docs = ledger::compress_new(&self.db, docs).map_err(|e| self.named(e))?;
+        // A write transaction: the silenced are appended to the ledger,
+        // after the head it reads.
+        self.db
+            .tx(Tx::Write, |db| {
+                ledger::keep(db, &docs, now)?;
+                Self::write_states(db, states)?;
+                for cp in checkpoints {
+                    Self::write_checkpoint(db, cp)?;
+                }
+                Self::queue(db, notes, now)
+            })
+            .map_err(|e: DbError| self.named(e))
+    }
+
+    fn write_states(db: &Db, states: &[StateChange]) -> DbResult<()> {
         for (rule, key, st) in states {
             match st {
                 Some(s) => {
@@ -628,154 +732,230 @@ impl Store {
                         .snapshot
                         .as_ref()
                         .and_then(|s| serde_json::to_string(&**s).ok());
-                    tx.execute(
+                    db.execute(
                         "INSERT INTO rule_state (rule, key, firing, since, last_sent, snapshot, seen, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (rule, key) DO UPDATE SET firing = ?3, since = ?4, last_sent = ?5, snapshot = ?6, seen = ?7, recent = ?8",
-                        params![rule, key.as_str(), s.firing as i64, ts(s.since.get()), s.last_sent.map(|t| ts(t.get())), snapshot, None::<String>, recent],
-                    )
-                    .map_err(err)?;
+                        &vals![&**rule, key.as_str(), s.firing as i64, ts(s.since.get()), s.last_sent.map(|t| ts(t.get())), snapshot, None::<String>, recent],
+                    )?;
                 }
                 None => {
-                    tx.execute(
+                    db.execute(
                         "DELETE FROM rule_state WHERE rule = ?1 AND key = ?2",
-                        params![rule, key.as_str()],
-                    )
-                    .map_err(err)?;
+                        &vals![&**rule, key.as_str()],
+                    )?;
                 }
             }
         }
-        for cp in checkpoints {
-            match cp {
-                Checkpoint::Table {
-                    source,
-                    file,
-                    upsert,
-                    delete,
-                } => {
-                    let file = file.to_string_lossy();
-                    // Prepared once for all the rows: a first version of a
-                    // large table is a million of them.
-                    let mut up = tx
-                        .prepare_cached(
-                            "INSERT INTO table_rows (source, file, key, row) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (source, file, key) DO UPDATE SET row = ?4",
-                        )
-                        .map_err(err)?;
-                    for (key, row) in upsert {
-                        let json = serde_json::to_string(row).unwrap_or_default();
-                        up.execute(params![source, file, key, json]).map_err(err)?;
-                    }
-                    let mut del = tx
-                        .prepare_cached(
-                            "DELETE FROM table_rows WHERE source = ?1 AND file = ?2 AND key = ?3",
-                        )
-                        .map_err(err)?;
-                    for key in delete {
-                        del.execute(params![source, file, key]).map_err(err)?;
-                    }
+        Ok(())
+    }
+
+    fn write_checkpoint(db: &Db, cp: &Checkpoint) -> DbResult<()> {
+        match cp {
+            Checkpoint::Table {
+                source,
+                file,
+                upsert,
+                delete,
+            } => {
+                let file = file.to_string_lossy();
+                // The statements are prepared once for all the rows: a
+                // first version of a large table is a million of them.
+                for (key, row) in upsert {
+                    let json = serde_json::to_string(row).unwrap_or_default();
+                    db.execute(
+                        "INSERT INTO table_rows (source, file, key, row) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (source, file, key) DO UPDATE SET row = ?4",
+                        &vals![source, &*file, key, json],
+                    )?;
                 }
-                Checkpoint::Log {
-                    source,
-                    file,
-                    cursor: c,
-                } => {
-                    let header = c
-                        .header
-                        .as_ref()
-                        .and_then(|h| serde_json::to_string(h).ok());
-                    tx.execute(
-                        "INSERT INTO log_cursor (source, file, dev, ino, offset, line, header, count, prefix_len, prefix_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                         ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, offset = ?5, line = ?6, header = ?7, count = ?8, prefix_len = ?9, prefix_hash = ?10",
-                        params![source, file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64, c.prefix.map(|p| p.0 as i64), c.prefix.map(|p| p.1.to_vec())],
-                    )
-                    .map_err(err)?;
-                }
-                Checkpoint::Poll {
-                    source,
-                    url,
-                    validators: v,
-                } => {
-                    tx.execute(
-                        "INSERT INTO poll_state (source, url, etag, last_modified, item_ids) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (source) DO UPDATE SET url = ?2, etag = ?3, last_modified = ?4, item_ids = ?5",
-                        params![source, url, v.etag, v.last_modified, ITEM_IDS],
-                    )
-                    .map_err(err)?;
-                }
-                Checkpoint::Seen {
-                    source,
-                    ids,
-                    at,
-                    forget_before,
-                    forget,
-                } => {
-                    let at = ts(*at);
-                    for id in forget {
-                        tx.execute(
-                            "DELETE FROM feed_seen WHERE source = ?1 AND id = ?2",
-                            params![source, id],
-                        )
-                        .map_err(err)?;
-                    }
-                    for id in ids {
-                        tx.execute(
-                            "INSERT INTO feed_seen (source, id, last_seen) VALUES (?1, ?2, ?3)
-                             ON CONFLICT (source, id) DO UPDATE SET last_seen = ?3",
-                            params![source, id, at],
-                        )
-                        .map_err(err)?;
-                    }
-                    tx.execute(
-                        "DELETE FROM feed_seen WHERE source = ?1 AND last_seen < ?2",
-                        params![source, ts(*forget_before)],
-                    )
-                    .map_err(err)?;
+                for key in delete {
+                    db.execute(
+                        "DELETE FROM table_rows WHERE source = ?1 AND file = ?2 AND key = ?3",
+                        &vals![source, &*file, key],
+                    )?;
                 }
             }
+            Checkpoint::Log {
+                source,
+                file,
+                cursor: c,
+            } => {
+                let header = c
+                    .header
+                    .as_ref()
+                    .and_then(|h| serde_json::to_string(h).ok());
+                db.execute(
+                    "INSERT INTO log_cursor (source, file, dev, ino, \"offset\", line, header, count, prefix_len, prefix_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (source, file) DO UPDATE SET dev = ?3, ino = ?4, \"offset\" = ?5, line = ?6, header = ?7, count = ?8, prefix_len = ?9, prefix_hash = ?10",
+                    &vals![source, &*file.to_string_lossy(), c.dev as i64, c.ino as i64, c.offset as i64, c.line as i64, header, c.count as i64, c.prefix.map(|p| p.0 as i64), c.prefix.map(|p| p.1.to_vec())],
+                )?;
+            }
+            Checkpoint::Poll {
+                source,
+                url,
+                validators: v,
+            } => {
+                db.execute(
+                    "INSERT INTO poll_state (source, url, etag, last_modified, item_ids) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (source) DO UPDATE SET url = ?2, etag = ?3, last_modified = ?4, item_ids = ?5",
+                    &vals![source, url, v.etag.as_deref(), v.last_modified.as_deref(), ITEM_IDS],
+                )?;
+            }
+            Checkpoint::Seen {
+                source,
+                ids,
+                at,
+                forget_before,
+                forget,
+            } => {
+                let at = ts(*at);
+                for id in forget {
+                    db.execute(
+                        "DELETE FROM feed_seen WHERE source = ?1 AND id = ?2",
+                        &vals![source, id],
+                    )?;
+                }
+                for id in ids {
+                    db.execute(
+                        "INSERT INTO feed_seen (source, id, last_seen) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (source, id) DO UPDATE SET last_seen = ?3",
+                        &vals![source, id, &at],
+                    )?;
+                }
+                db.execute(
+                    "DELETE FROM feed_seen WHERE source = ?1 AND last_seen < ?2",
+                    &vals![source, ts(*forget_before)],
+                )?;
+            }
         }
+        Ok(())
+    }
+
+    /// Puts notifications in the outbox, one row per channel; a silenced
+    /// one goes into the history and the ledger instead.
+    fn queue(db: &Db, notes: &[Notification], now: DateTime<Utc>) -> DbResult<()> {
         // Silences are read in the same transaction: one added by `tocsin
         // silence add` a moment ago applies to this batch.
         let silences = if notes.is_empty() {
             Vec::new()
         } else {
-            Self::silences_in(&tx, now).map_err(err)?
+            Self::silences_in(db, now)?
         };
         for n in notes {
             if let Some(s) = silences.iter().find(|s| s.matches(n, now)) {
                 let detail = format!("silence {}: {}", s.id, s.reason);
                 for ch in n.notify.iter() {
-                    tx.prepare_cached(
+                    db.execute(
                         "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'silenced', ?7)",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![n.id, ch, n.rule, n.key, n.state.as_str(), ts(now), detail])
-                    })
-                    .map_err(err)?;
-                    ledger::append_outcome(&tx, n, ch, "silenced", &detail, now).map_err(err)?;
+                        &vals![&n.id, ch, &*n.rule, &n.key, n.state.as_str(), ts(now), &detail],
+                    )?;
+                    ledger::append_outcome(db, n, ch, "silenced", &detail, now)?;
                 }
                 continue;
             }
             let json = serde_json::to_string(n).unwrap_or_default();
             for ch in n.notify.iter() {
-                tx.execute(
+                db.execute(
                     "INSERT INTO outbox (channel, notification, created_at, rule, key) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![ch, json, ts(now), &*n.rule, &n.key],
-                )
-                .map_err(err)?;
+                    &vals![ch, &json, ts(now), &*n.rule, &n.key],
+                )?;
             }
         }
-        tx.commit().map_err(err)
+        Ok(())
     }
 
     /// Drops the state of rules removed by a reload.
     pub fn forget_rules(&mut self, rules: &[String]) -> Result<(), StoreError> {
-        let err = sql_err(&self.path);
-        let tx = self.conn.transaction().map_err(&err)?;
-        for r in rules {
-            tx.execute("DELETE FROM rule_state WHERE rule = ?1", [r])
-                .map_err(&err)?;
+        self.db
+            .tx(Tx::Write, |db| {
+                for r in rules {
+                    db.execute("DELETE FROM rule_state WHERE rule = ?1", &vals![r])?;
+                }
+                Ok(())
+            })
+            .map_err(|e: DbError| self.named(e))
+    }
+}
+
+/// Opens an SQLite store, creating its folder, and migrates it.
+fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create its folder: {e}"))?;
+    }
+    let conn = Connection::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every statement the store runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!(
+                "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
         }
-        tx.commit().map_err(&err)
+        Ok(())
+    };
+    setup().map_err(|e| format!("cannot set up: {e}"))?;
+    Ok(conn)
+}
+
+/// Stores for tests, on both backends: an SQLite file in a temporary
+/// folder, and a fresh PostgreSQL database ([`pg::ScratchDatabase`]).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Location, Store};
+
+    pub struct Backend {
+        pub location: Location,
+        _dir: Option<tempfile::TempDir>,
+        _database: Option<super::pg::ScratchDatabase>,
+    }
+
+    impl Backend {
+        pub fn open(&self) -> Store {
+            Store::open(&self.location).unwrap()
+        }
+
+        pub fn sqlite() -> Backend {
+            let dir = tempfile::tempdir().unwrap();
+            Backend {
+                location: Location::File(dir.path().join("sub/state.db")),
+                _dir: Some(dir),
+                _database: None,
+            }
+        }
+
+        pub fn postgres() -> Backend {
+            let db = super::pg::ScratchDatabase::create("unit");
+            Backend {
+                location: db.location(),
+                _dir: None,
+                _database: Some(db),
+            }
+        }
+
+        /// Both backends.
+        pub fn all() -> [Backend; 2] {
+            [Backend::sqlite(), Backend::postgres()]
+        }
+    }
+}
+
+impl Store {
+    /// Runs one statement behind the store's back (tests that change what
+    /// it keeps).
+    #[cfg(test)]
+    pub(crate) fn raw(&self, sql: &str, params: &[db::Value]) -> u64 {
+        self.db.execute(sql, params).unwrap()
+    }
+
+    /// The first column of the first row a query returns.
+    #[cfg(test)]
+    pub(crate) fn raw_int(&self, sql: &str) -> i64 {
+        self.db.query_row(sql, &[]).unwrap().unwrap().int(0)
     }
 }
 
@@ -784,6 +964,7 @@ mod tests {
     use super::*;
     use crate::notification::AlertState;
     use crate::rules::Severity;
+    use testing::Backend;
 
     pub(super) fn note(id: &str, channels: &[&str]) -> Notification {
         Notification {
@@ -813,11 +994,15 @@ mod tests {
 
     #[test]
     fn a_batch_commits_whole_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/state.db");
+        for b in Backend::all() {
+            commits_whole(&b);
+        }
+    }
+
+    fn commits_whole(b: &Backend) {
         let now = Utc::now();
         {
-            let mut s = Store::open(&path).unwrap();
+            let mut s = b.open();
             let st = KeyState {
                 firing: true,
                 last_sent: Some(now.into()),
@@ -854,7 +1039,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut s = Store::open(&path).unwrap();
+        let mut s = b.open();
         let states = s.states().unwrap();
         assert_eq!(states.len(), 1);
         assert!(states[0].2.firing);
@@ -886,8 +1071,12 @@ mod tests {
 
     #[test]
     fn due_gives_the_first_of_each_key_and_record_takes_mixed_outcomes_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+        for b in Backend::all() {
+            due_and_record(&mut b.open());
+        }
+    }
+
+    fn due_and_record(s: &mut Store) {
         let now = Utc::now();
         let mut notes = vec![note("a1", &["hook"]), note("a2", &["hook"])];
         for (id, key) in [("b1", "kb"), ("c1", "kc"), ("d1", "kd")] {
@@ -933,9 +1122,7 @@ mod tests {
     fn an_unusable_path_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "x").unwrap();
-        let e = Store::open(&dir.path().join("file/state.db"))
-            .err()
-            .unwrap();
+        let e = Store::open(dir.path().join("file/state.db")).err().unwrap();
         assert!(e.to_string().contains("file/state.db"), "{e}");
     }
 }

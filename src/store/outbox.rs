@@ -2,17 +2,36 @@
 //! was delivered or failed, what is firing, and the silences in force.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
 
+use super::db::{Db, DbError, DbResult, Row, Tx, Value, vals};
 use super::{
-    Firing, HistoryEntry, Next, Outcome, Pending, Silence, Store, StoreError, parse_ts, sql_err, ts,
+    Firing, HistoryEntry, Next, Outcome, Pending, Silence, Store, StoreError, parse_ts, ts,
 };
 use crate::notification::Notification;
 
 /// The pending notifications of channel `?1` that are first of their
 /// (rule, key): the only ones it may send, so that one waiting out a
 /// backoff holds back only the later notifications of its own key.
-const HEAD: &str = "o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule IS o.rule AND e.key IS o.key AND e.id < o.id)";
+const HEAD: &str = "o.channel = ?1 AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.channel = o.channel AND e.status = 'pending' AND e.rule = o.rule AND e.key = o.key AND e.id < o.id)";
+
+/// The columns [`pending`] reads.
+const COLUMNS: &str = "id, channel, notification, attempts, next_at, created_at, last_error";
+
+/// A row of [`COLUMNS`]: the notification, and its last error.
+fn pending(mut r: Row) -> DbResult<(Pending, String)> {
+    let id = r.int(0);
+    let notification: Notification = serde_json::from_str(&r.text(2))
+        .map_err(|e| DbError::new(format!("outbox row {id}: {e}")))?;
+    let pending = Pending {
+        id,
+        channel: r.text(1),
+        notification,
+        attempts: r.int(3) as u32,
+        next_at: r.opt_text(4).map(|s| parse_ts(&s)),
+        created_at: parse_ts(&r.text(5)),
+    };
+    Ok((pending, r.opt_text(6).unwrap_or_default()))
+}
 
 impl Store {
     /// What a channel delivers next: the oldest notification it may send
@@ -26,17 +45,29 @@ impl Store {
 
     /// Up to `limit` notifications a channel may send now, oldest first:
     /// each the first pending one of its (rule, key), and due. Empty when
-    /// none is.
+    /// none is. On PostgreSQL they are claimed (`FOR UPDATE SKIP LOCKED`)
+    /// in a leader's write transaction: an instance that lost the lease
+    /// gets an error, not notifications to send.
     pub fn due(
         &self,
         channel: &str,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        let filter = format!(
-            "id IN (SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3) ORDER BY id"
-        );
-        let rows = self.outbox_rows(&filter, params![channel, ts(now), limit as i64])?;
+        let params = vals![channel, ts(now), limit as i64];
+        let rows = if self.db.is_postgres() {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM outbox WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3 FOR UPDATE OF o SKIP LOCKED) ORDER BY id"
+            );
+            self.db
+                .tx(Tx::Write, |db| Self::outbox_rows(db, &sql, &params))
+        } else {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM outbox WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD} AND (o.next_at IS NULL OR o.next_at <= ?2) ORDER BY o.id LIMIT ?3) ORDER BY id"
+            );
+            Self::outbox_rows(&self.db, &sql, &params)
+        };
+        let rows = rows.map_err(|e| self.named(e))?;
         Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
@@ -44,62 +75,35 @@ impl Store {
     /// is due; `None` when none waits.
     pub fn next_wait(&self, channel: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let sql = format!("SELECT MIN(o.next_at) FROM outbox o WHERE {HEAD}");
-        let at: Option<String> = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| st.query_row(params![channel], |r| r.get(0)))
-            .map_err(|e| self.err(e))?;
+        let at = self
+            .db
+            .query_row(&sql, &vals![channel])
+            .map_err(|e| self.named(e))?
+            .and_then(|mut r| r.opt_text(0));
         Ok(at.map(|t| parse_ts(&t)))
     }
 
-    /// Outbox rows matching `filter` (SQL after WHERE, with `params`), each
-    /// with its last error. Statements are cached: this runs once per
-    /// batch a channel delivers.
-    pub(super) fn outbox_rows(
+    /// The outbox rows `sql` selects (its columns [`COLUMNS`]), each with
+    /// its last error.
+    fn outbox_rows(db: &Db, sql: &str, params: &[Value]) -> DbResult<Vec<(Pending, String)>> {
+        db.query(sql, params)?.into_iter().map(pending).collect()
+    }
+
+    fn outbox_where(
         &self,
         filter: &str,
-        params: impl rusqlite::Params,
+        params: &[Value],
     ) -> Result<Vec<(Pending, String)>, StoreError> {
-        let sql = format!(
-            "SELECT id, channel, notification, attempts, next_at, created_at, last_error FROM outbox WHERE {filter}"
-        );
-        let mut st = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params, |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, channel, json, attempts, next_at, created, error) =
-                row.map_err(|e| self.err(e))?;
-            let notification: Notification = serde_json::from_str(&json)
-                .map_err(|e| self.err(format!("outbox row {id}: {e}")))?;
-            let pending = Pending {
-                id,
-                channel,
-                notification,
-                attempts: attempts as u32,
-                next_at: next_at.map(|s| parse_ts(&s)),
-                created_at: parse_ts(&created),
-            };
-            out.push((pending, error.unwrap_or_default()));
-        }
-        Ok(out)
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE {filter}");
+        Self::outbox_rows(&self.db, &sql, params).map_err(|e| self.named(e))
     }
 
     /// Every pending notification of a channel, oldest first (a digest).
     pub fn all_pending(&self, channel: &str) -> Result<Vec<Pending>, StoreError> {
-        let rows =
-            self.outbox_rows("channel = ?1 AND status = 'pending' ORDER BY id", [channel])?;
+        let rows = self.outbox_where(
+            "channel = ?1 AND status = 'pending' ORDER BY id",
+            &vals![channel],
+        )?;
         Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
@@ -140,120 +144,121 @@ impl Store {
         &mut self,
         done: impl IntoIterator<Item = (&'a Pending, &'a Outcome)>,
     ) -> Result<(), StoreError> {
-        // The transaction borrows the connection, so errors are made from
-        // the path alone.
-        let err = sql_err(&self.path);
-        // Begun with the write lock: each channel appends to the ledger
-        // from its own connection, after the head it reads.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        for (p, outcome) in done {
-            let (name, detail, at) = match outcome {
-                Outcome::Delivered(answer, at) => ("delivered", answer, at),
-                Outcome::Failed(error, at) => ("failed", error, at),
-                Outcome::Retry(error, next_at) => {
-                    // Cached, as the other statements of a delivery are:
-                    // these run once per notification sent.
-                    tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1")
-                        .and_then(|mut st| st.execute(params![p.id, ts(*next_at), error]))
-                        .map_err(err)?;
-                    continue;
+        // A write transaction: each channel appends to the ledger from its
+        // own connection, after the head it reads.
+        self.db
+            .tx(Tx::Write, |db| {
+                for (p, outcome) in done {
+                    Self::record_one(db, p, outcome)?;
                 }
-            };
-            if name == "delivered" {
-                tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")
-                    .and_then(|mut st| st.execute([p.id]))
-                    .map_err(err)?;
-            } else {
-                tx.prepare_cached("UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1")
-                    .and_then(|mut st| st.execute(params![p.id, detail]))
-                    .map_err(err)?;
+                Ok(())
+            })
+            .map_err(|e: DbError| self.named(e))
+    }
+
+    fn record_one(db: &Db, p: &Pending, outcome: &Outcome) -> DbResult<()> {
+        let (name, detail, at) = match outcome {
+            Outcome::Delivered(answer, at) => ("delivered", answer, at),
+            Outcome::Failed(error, at) => ("failed", error, at),
+            Outcome::Retry(error, next_at) => {
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                    &vals![p.id, ts(*next_at), error],
+                )?;
+                return Ok(());
             }
-            let n = &p.notification;
-            tx.prepare_cached(
-                "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut st| st.execute(params![n.id, p.channel, n.rule, n.key, n.state.as_str(), ts(*at), name, detail]))
-            .map_err(err)?;
-            super::ledger::append_outcome(&tx, n, &p.channel, name, detail, *at).map_err(err)?;
+        };
+        if name == "delivered" {
+            db.execute("DELETE FROM outbox WHERE id = ?1", &vals![p.id])?;
+        } else {
+            db.execute(
+                "UPDATE outbox SET status = 'failed', last_error = ?2, attempts = attempts + 1 WHERE id = ?1",
+                &vals![p.id, detail],
+            )?;
         }
-        tx.commit().map_err(err)
+        let n = &p.notification;
+        db.execute(
+            "INSERT INTO history (notification_id, channel, rule, key, state, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &vals![&n.id, &p.channel, &*n.rule, &n.key, n.state.as_str(), ts(*at), name, detail],
+        )?;
+        super::ledger::append_outcome(db, n, &p.channel, name, detail, *at)?;
+        Ok(())
     }
 
     /// Keys firing now: (rule, key, since, last sent).
     pub fn firing(&self) -> Result<Vec<Firing>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT rule, key, since, last_sent FROM rule_state WHERE firing = 1 ORDER BY since, rule, key")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    parse_ts(&r.get::<_, String>(2)?),
-                    r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
-                ))
+        let rows = self
+            .db
+            .query(
+                "SELECT rule, key, since, last_sent FROM rule_state WHERE firing = 1 ORDER BY since, rule, key",
+                &[],
+            )
+            .map_err(|e| self.named(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                (
+                    r.text(0),
+                    r.text(1),
+                    parse_ts(&r.text(2)),
+                    r.opt_text(3).map(|s| parse_ts(&s)),
+                )
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            .collect())
     }
 
     /// Deliveries (and final failures) since `since`, oldest first.
     pub fn history(&self, since: DateTime<Utc>) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT at, channel, rule, key, state, outcome, detail, notification_id FROM history WHERE at >= ?1 ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([ts(since)], |r| {
-                Ok(HistoryEntry {
-                    at: parse_ts(&r.get::<_, String>(0)?),
-                    channel: r.get(1)?,
-                    rule: r.get(2)?,
-                    key: r.get(3)?,
-                    state: r.get(4)?,
-                    outcome: r.get(5)?,
-                    detail: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                    id: r.get(7)?,
-                })
+        let rows = self
+            .db
+            .query(
+                "SELECT at, channel, rule, key, state, outcome, detail, notification_id FROM history WHERE at >= ?1 ORDER BY id",
+                &vals![ts(since)],
+            )
+            .map_err(|e| self.named(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| HistoryEntry {
+                at: parse_ts(&r.text(0)),
+                channel: r.text(1),
+                rule: r.text(2),
+                key: r.text(3),
+                state: r.text(4),
+                outcome: r.text(5),
+                detail: r.opt_text(6).unwrap_or_default(),
+                id: r.text(7),
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            .collect())
     }
 
     /// Notifications that failed for good and stay in the outbox.
     pub fn failed_notifications(&self) -> Result<Vec<(Pending, String)>, StoreError> {
-        self.outbox_rows("status = 'failed' ORDER BY id", [])
+        self.outbox_where("status = 'failed' ORDER BY id", &[])
     }
 
     /// Silences in force at `now`.
-    pub(super) fn silences_in(
-        conn: &Connection,
-        now: DateTime<Utc>,
-    ) -> rusqlite::Result<Vec<Silence>> {
-        let mut st = conn.prepare_cached(
+    pub(super) fn silences_in(db: &Db, now: DateTime<Utc>) -> DbResult<Vec<Silence>> {
+        let rows = db.query(
             "SELECT id, rule, key, reason, created_by, starts_at, ends_at FROM silences WHERE ends_at > ?1 ORDER BY id",
+            &vals![ts(now)],
         )?;
-        let rows = st.query_map([ts(now)], |r| {
-            Ok(Silence {
-                id: r.get(0)?,
-                rule: r.get(1)?,
-                key: r.get(2)?,
-                reason: r.get(3)?,
-                by: r.get(4)?,
-                starts_at: parse_ts(&r.get::<_, String>(5)?),
-                ends_at: parse_ts(&r.get::<_, String>(6)?),
+        Ok(rows
+            .into_iter()
+            .map(|mut r| Silence {
+                id: r.int(0),
+                rule: r.text(1),
+                key: r.opt_text(2),
+                reason: r.text(3),
+                by: r.text(4),
+                starts_at: parse_ts(&r.text(5)),
+                ends_at: parse_ts(&r.text(6)),
             })
-        })?;
-        rows.collect()
+            .collect())
     }
 
     /// Silences in force at `now`, oldest first.
     pub fn silences(&self, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
-        Self::silences_in(&self.conn, now).map_err(|e| self.err(e))
+        Self::silences_in(&self.db, now).map_err(|e| self.named(e))
     }
 
     /// Adds a silence; returns it with its id. Expired silences are
@@ -267,17 +272,19 @@ impl Store {
         now: DateTime<Utc>,
         ends_at: DateTime<Utc>,
     ) -> Result<Silence, StoreError> {
-        let err = sql_err(&self.path);
-        let tx = self.conn.transaction().map_err(&err)?;
-        tx.execute("DELETE FROM silences WHERE ends_at <= ?1", [ts(now)])
-            .map_err(&err)?;
-        tx.execute(
-            "INSERT INTO silences (rule, key, reason, created_by, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![rule, key, reason, by, ts(now), ts(ends_at)],
-        )
-        .map_err(&err)?;
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(&err)?;
+        let id = self
+            .db
+            .tx(Tx::Write, |db| {
+                db.execute("DELETE FROM silences WHERE ends_at <= ?1", &vals![ts(now)])?;
+                Ok::<_, DbError>(
+                    db.query_row(
+                        "INSERT INTO silences (rule, key, reason, created_by, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                        &vals![rule, key, reason, by, ts(now), ts(ends_at)],
+                    )?
+                    .map_or(0, |mut r| r.int(0)),
+                )
+            })
+            .map_err(|e| self.named(e))?;
         Ok(Silence {
             id,
             rule: rule.to_string(),
@@ -291,35 +298,35 @@ impl Store {
 
     /// Ends a silence now; false when there is no silence with that id.
     pub fn remove_silence(&mut self, id: i64) -> Result<bool, StoreError> {
-        self.conn
-            .execute("DELETE FROM silences WHERE id = ?1", [id])
+        self.db
+            .execute("DELETE FROM silences WHERE id = ?1", &vals![id])
             .map(|n| n > 0)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.named(e))
     }
 
     /// When the oldest pending notification was made, if any is pending.
     pub fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.conn
+        Ok(self
+            .db
             .query_row(
                 "SELECT MIN(created_at) FROM outbox WHERE status = 'pending'",
-                [],
-                |r| r.get::<_, Option<String>>(0),
+                &[],
             )
-            .map(|t| t.map(|t| parse_ts(&t)))
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.named(e))?
+            .and_then(|mut r| r.opt_text(0))
+            .map(|t| parse_ts(&t)))
     }
 
     /// Rows in the outbox by status.
     pub fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
         let count = |status: &str| -> Result<u64, StoreError> {
-            self.conn
+            self.db
                 .query_row(
                     "SELECT COUNT(*) FROM outbox WHERE status = ?1",
-                    [status],
-                    |r| r.get::<_, i64>(0),
+                    &vals![status],
                 )
-                .map(|n| n as u64)
-                .map_err(|e| self.err(e))
+                .map(|r| r.map_or(0, |mut r| r.int(0)) as u64)
+                .map_err(|e| self.named(e))
         };
         Ok((count("pending")?, count("failed")?))
     }

@@ -145,6 +145,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_until(config, env, "tocsin started")
+    }
+
+    /// Starts the daemon and waits until its log says `needle`.
+    pub fn start_until(config: &Path, env: &[(&str, &str)], needle: &str) -> Daemon {
         let log = config.with_file_name("daemon.log");
         let f = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
@@ -159,7 +164,7 @@ impl Daemon {
         let out = std::fs::File::create(log.with_file_name("daemon.stdout")).unwrap();
         let child = cmd.stdout(out).stderr(f).spawn().unwrap();
         let d = Daemon { child, log };
-        d.wait_log("tocsin started", Duration::from_secs(20));
+        d.wait_log(needle, Duration::from_secs(20));
         // Let the file watches settle before a test edits files.
         std::thread::sleep(Duration::from_millis(300));
         d

@@ -52,7 +52,7 @@ pub(super) fn channel(n: &Node, dir: &Path, d: &mut Diags) -> Option<ChannelConf
     })
 }
 
-fn secret(
+pub(super) fn secret(
     m: &mut MapReader,
     stem: &'static str,
     stem_env: &'static str,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::diag::{Diags, Pos, did_you_mean};
 use crate::secret::SecretRef;
+use crate::store::Location as StoreLocation;
 use crate::yaml::read::{describe, duration, entries, number, required, string, strings};
 use crate::yaml::{Kind, MapReader, Node};
 
@@ -30,9 +31,16 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
 
     let state = m
         .get("state")
-        .and_then(|n| string(n, "state", d))
-        .map(|s| resolve(&s))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/tocsin/state.db"));
+        .and_then(|n| Some((n.pos(), string(n, "state", d)?)));
+    let state_password = channel::secret(
+        &mut m,
+        "state_password",
+        "state_password_env",
+        "state_password_file",
+        d,
+    );
+    let state = self::state(state, state_password, &resolve, d);
+    let ha = m.get("ha").and_then(|n| ha(n, d)).unwrap_or_default();
     let rules = required(
         &mut m,
         "rules",
@@ -87,6 +95,7 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         path: path.to_path_buf(),
         dir,
         state,
+        ha,
         rules: rules?,
         http,
         sources,
@@ -95,6 +104,79 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         log,
         evidence,
     })
+}
+
+/// `state:`: an SQLite file (relative to the config's folder), or a
+/// PostgreSQL URL without its password, which comes from
+/// `state_password_env`/`state_password_file`.
+fn state(
+    written: Option<(Pos, String)>,
+    password: Option<SecretRef>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    d: &mut Diags,
+) -> StoreLocation {
+    let Some((pos, s)) = written else {
+        return StoreLocation::File(PathBuf::from("/var/lib/tocsin/state.db"));
+    };
+    if !StoreLocation::is_postgres_url(&s) {
+        if password.is_some() {
+            d.error(
+                pos,
+                "`state_password_env`/`state_password_file` is set, but `state:` is an SQLite file, which has no password",
+                Some("remove it, or write `state: postgres://user@host/database`".into()),
+            );
+        }
+        return StoreLocation::File(resolve(&s));
+    }
+    match url::Url::parse(&s) {
+        Ok(u) if u.password().is_some() => d.error(
+            pos,
+            "the password may not be written in `state:` in clear",
+            Some("remove it from the URL, and write `state_password_env: VAR` or `state_password_file: /path`".into()),
+        ),
+        Ok(_) => {
+            if let Err(e) = s.parse::<tokio_postgres::Config>() {
+                d.error(
+                    pos,
+                    format!("`{s}` is not a PostgreSQL URL: {e}"),
+                    Some("write `state: postgres://user@host:5432/database`".into()),
+                );
+            }
+        }
+        Err(e) => d.error(
+            pos,
+            format!("`{s}` is not a PostgreSQL URL: {e}"),
+            Some("write `state: postgres://user@host:5432/database`".into()),
+        ),
+    }
+    StoreLocation::Postgres { url: s, password }
+}
+
+/// `ha: { renew: 2s, lease: 10s }`.
+fn ha(n: &Node, d: &mut Diags) -> Option<HaConfig> {
+    let mut m = MapReader::new(n, "ha", d)?;
+    let default = HaConfig::default();
+    let renew = m
+        .get("renew")
+        .and_then(|n| duration(n, "renew", d))
+        .unwrap_or(default.renew);
+    let lease = m
+        .get("lease")
+        .and_then(|n| duration(n, "lease", d))
+        .unwrap_or(default.lease);
+    if renew.is_zero() || renew * 2 > lease {
+        d.error(
+            n.pos(),
+            format!(
+                "`ha.renew` ({}) must be at most half of `ha.lease` ({}): a leader must renew at least twice before its lease runs out",
+                humantime::format_duration(renew),
+                humantime::format_duration(lease)
+            ),
+            Some("keep the defaults, `renew: 2s` and `lease: 10s`".into()),
+        );
+    }
+    m.finish(d);
+    Some(HaConfig { renew, lease })
 }
 
 /// `evidence: { retention: 400d }`.
