@@ -118,7 +118,11 @@ pub(super) async fn run(
             tokio::pin!(wait);
             loop {
                 tokio::select! {
-                    _ = control.shutdown.cancelled() => return Ok(()),
+                    _ = control.shutdown.cancelled() => {
+                        sd.stopping();
+                        tracing::info!("tocsin stopped");
+                        return Ok(());
+                    }
                     _ = &mut wait => break,
                     _ = beat.tick() => sd.alive(&format!("standby ({name})")),
                     _ = control.reload.notified() => {
@@ -142,8 +146,11 @@ pub(super) async fn run(
                 loaded = crate::load::load_kept(&path).ok();
             }
         };
-        let Some(l) = loaded.take() else { continue };
-        let ha = l.config.ha.clone();
+        // The lease is kept from now on, also while the config loads.
+        let ha = loaded
+            .as_ref()
+            .map(|l| l.config.ha.clone())
+            .unwrap_or_default();
         fence.set(epoch);
         shared.set_role(Role::Leader {
             epoch,
@@ -160,6 +167,24 @@ pub(super) async fn run(
             shared.clone(),
             stop.clone(),
         ));
+        // The config and rules as they are now: files may have changed
+        // since the last reload (the leader watches the rules folder; a
+        // standby does not). Those last loaded serve if they no longer load.
+        let previous = loaded.take();
+        let l = match crate::load::load_kept(&path) {
+            Ok(l) => Some(l),
+            Err(p) => {
+                tracing::error!(
+                    "the config and rules do not load now, leading with those loaded before:\n{}",
+                    super::render(&p.0)
+                );
+                previous
+            }
+        };
+        let Some(l) = l else {
+            keeper.abort();
+            continue;
+        };
         let led = lead(
             l,
             Control {
@@ -182,6 +207,8 @@ pub(super) async fn run(
             })
             .await;
         if control.shutdown.is_cancelled() {
+            sd.stopping();
+            tracing::info!("tocsin stopped");
             return led;
         }
         if let Err(e) = led {

@@ -79,6 +79,9 @@ async fn lead(
     } = loaded;
     cache.keep(rules);
     let shutdown = control.shutdown.clone();
+    // Leading an HA group ends without the process: systemd hears of the
+    // stop from `ha::run` then.
+    let alone = fence.is_none();
     // One daemon per SQLite store; held until the process ends.
     let _lock = match config.state.file() {
         Some(file) => Some(crate::store::RunLock::take(file)?),
@@ -313,7 +316,9 @@ async fn lead(
         }
     }
     drop(rules_watch);
-    sd.stopping();
+    if alone {
+        sd.stopping();
+    }
 
     // Sources stop; channels deliver what is queued within the grace
     // period; the rest waits in the outbox for the next start.
@@ -337,7 +342,11 @@ async fn lead(
             GRACE.as_secs()
         );
     }
-    tracing::info!("tocsin stopped");
+    if alone {
+        tracing::info!("tocsin stopped");
+    } else {
+        tracing::info!("stopped leading: sources and delivery stopped");
+    }
     Ok(())
 }
 

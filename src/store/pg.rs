@@ -192,6 +192,10 @@ impl Pg {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut config = self.config.clone();
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A server gone from the network is an error in seconds, not when
+        // the kernel gives up: a call waiting on it holds a thread.
+        config.tcp_user_timeout(CONNECT_TIMEOUT);
+        config.keepalives_idle(Duration::from_secs(5));
         config.application_name("tocsin");
         runtime().spawn(async move {
             match config.connect(tokio_postgres::NoTls).await {
