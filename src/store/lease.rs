@@ -166,4 +166,26 @@ mod tests {
         // Reading is no write: commands work beside the leader.
         assert_eq!(leader.outbox_counts().unwrap(), (1, 0));
     }
+
+    #[test]
+    fn a_connection_the_server_ends_is_made_again() {
+        let b = Backend::postgres();
+        let mut s = b.open();
+        let admin = b.open();
+        let now = chrono::Utc::now();
+        let note = |id: &str| crate::store::tests::note(id, &["mail"]);
+        s.commit(&[], &[], &[note("n1")], &[], now).unwrap();
+        admin.raw(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        );
+        // The first call may meet the broken connection; the next makes a
+        // new one, and a transaction on it commits whole.
+        let again = (0..50).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            s.commit(&[], &[], &[note("n2")], &[], now).ok()
+        });
+        assert!(again.is_some(), "no new connection");
+        assert_eq!(admin.outbox_counts().unwrap(), (2, 0));
+    }
 }

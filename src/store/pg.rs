@@ -185,6 +185,14 @@ impl Pg {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
+        // Never within a transaction: the rest of it would run on the new
+        // connection, outside it (and unfenced). Its statements fail on
+        // the broken one, and the transaction with them.
+        if self.in_tx()
+            && let Some(c) = slot.as_ref()
+        {
+            return Ok(c.clone());
+        }
         self.statements
             .lock()
             .unwrap_or_else(|e| e.into_inner())
