@@ -214,6 +214,7 @@ fn migrate(
             Ok(Location::Postgres {
                 url: s.to_string(),
                 password: password.clone(),
+                ca: None,
             })
         } else {
             Ok(Location::File(

@@ -23,6 +23,10 @@ struct ConfigFile {
     state_password_env: Option<String>,
     /// The PostgreSQL store's password, from this file.
     state_password_file: Option<String>,
+    /// Certificates (PEM) of the authorities trusted for the PostgreSQL
+    /// server's certificate, beside the system's. TLS is used unless the
+    /// server is on this machine (or `sslmode=disable`, for loopback only).
+    state_ca: Option<String>,
     /// How instances sharing a PostgreSQL store take turns leading.
     ha: Option<Ha>,
     /// A folder of `*.yaml` rule files, or one file.

@@ -309,6 +309,9 @@ pub enum Location {
         /// As written in the config: without a password.
         url: String,
         password: Option<crate::secret::SecretRef>,
+        /// Certificates (PEM) of the authorities trusted for the server's
+        /// certificate, beside the system's (`state_ca`).
+        ca: Option<PathBuf>,
     },
 }
 
@@ -507,15 +510,16 @@ impl Store {
         };
         let db = match &location {
             Location::File(path) => Db::Sqlite(open_sqlite(path).map_err(err)?),
-            Location::Postgres { url, password } => {
+            Location::Postgres { url, password, ca } => {
                 let mut config: tokio_postgres::Config = url
                     .parse()
                     .map_err(|e| err(format!("not a PostgreSQL URL: {e}")))?;
                 if let Some(p) = password {
                     config.password(p.resolve().map_err(err)?.expose());
                 }
+                let tls = pg::Tls::of(&config, ca.as_deref()).map_err(err)?;
                 Db::Pg(Box::new(
-                    pg::Pg::connect(config, fence).map_err(|e| err(e.message))?,
+                    pg::Pg::connect(config, tls, fence).map_err(|e| err(e.message))?,
                 ))
             }
         };
@@ -956,6 +960,11 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn raw_int(&self, sql: &str) -> i64 {
         self.db.query_row(sql, &[]).unwrap().unwrap().int(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_text(&self, sql: &str) -> String {
+        self.db.query_row(sql, &[]).unwrap().unwrap().text(0)
     }
 }
 

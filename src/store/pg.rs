@@ -126,8 +126,107 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// How a connection is made: in clear, or with TLS checking the server's
+/// certificate against these roots and its name.
+#[derive(Clone)]
+pub enum Tls {
+    Off,
+    On(Arc<rustls::ClientConfig>),
+}
+
+/// Whether every host `config` names is this machine: loopback addresses,
+/// `localhost`, or a Unix socket.
+pub fn loopback(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let addrs_local = config.get_hostaddrs().iter().all(|a| a.is_loopback());
+    let hosts_local = config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+        Host::Unix(_) => true,
+    });
+    if config.get_hostaddrs().is_empty() {
+        hosts_local
+    } else {
+        addrs_local
+    }
+}
+
+impl Tls {
+    /// TLS unless the URL says `sslmode=disable`, or the server is on this
+    /// machine and the URL asks for nothing (`sslmode=require` asks); the
+    /// server's certificate is checked against the system's roots and the
+    /// certificates of `ca`, and must name the host.
+    pub fn of(
+        config: &tokio_postgres::Config,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Tls, String> {
+        use tokio_postgres::config::SslMode;
+        let on = match config.get_ssl_mode() {
+            SslMode::Disable => false,
+            SslMode::Require => true,
+            _ => !loopback(config),
+        };
+        if !on {
+            return Ok(Tls::Off);
+        }
+        crate::tls::install_crypto();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(ca) = ca {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(ca)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| format!("state_ca {}: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "state_ca {}: no certificate in it (PEM, `-----BEGIN CERTIFICATE-----`)",
+                    ca.display()
+                ));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("state_ca {}: {e}", ca.display()))?;
+            }
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls::On(Arc::new(config)))
+    }
+}
+
+/// Connects, the socket then run by the connection runtime.
+async fn connect_with<T>(
+    config: tokio_postgres::Config,
+    tls: T,
+    answer: std::sync::mpsc::Sender<Result<Client, tokio_postgres::Error>>,
+) where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = answer.send(Ok(client));
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection ended: {e}");
+            }
+        }
+        Err(e) => {
+            let _ = answer.send(Err(e));
+        }
+    }
+}
+
 pub struct Pg {
     config: tokio_postgres::Config,
+    tls: Tls,
     client: Mutex<Option<Arc<Client>>>,
     statements: Mutex<HashMap<String, Statement>>,
     fence: Option<Arc<Fence>>,
@@ -156,6 +255,20 @@ fn pg_err(e: tokio_postgres::Error) -> DbError {
     }
 }
 
+/// An error and what caused it: a TLS handshake that failed says why.
+fn with_causes(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// `?1` → `$1`: the store's statements are written with SQLite's numbered
 /// parameters; no statement has a `?` in a literal.
 fn dollars(sql: &str) -> String {
@@ -164,9 +277,14 @@ fn dollars(sql: &str) -> String {
 
 impl Pg {
     /// Connects and brings the schema up to date.
-    pub fn connect(config: tokio_postgres::Config, fence: Option<Arc<Fence>>) -> DbResult<Pg> {
+    pub fn connect(
+        config: tokio_postgres::Config,
+        tls: Tls,
+        fence: Option<Arc<Fence>>,
+    ) -> DbResult<Pg> {
         let pg = Pg {
             config,
+            tls,
             client: Mutex::new(None),
             statements: Mutex::new(HashMap::new()),
             fence,
@@ -205,23 +323,21 @@ impl Pg {
         config.tcp_user_timeout(CONNECT_TIMEOUT);
         config.keepalives_idle(Duration::from_secs(5));
         config.application_name("tocsin");
-        runtime().spawn(async move {
-            match config.connect(tokio_postgres::NoTls).await {
-                Ok((client, connection)) => {
-                    let _ = tx.send(Ok(client));
-                    if let Err(e) = connection.await {
-                        tracing::debug!("PostgreSQL connection ended: {e}");
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+        match &self.tls {
+            Tls::Off => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                runtime().spawn(connect_with(config, tokio_postgres::NoTls, tx));
             }
-        });
+            Tls::On(c) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**c).clone());
+                runtime().spawn(connect_with(config, tls, tx));
+            }
+        }
         let client = rx
             .recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(1))
             .map_err(|_| DbError::new("cannot connect: no answer in time"))?
-            .map_err(|e| DbError::new(format!("cannot connect: {e}")))?;
+            .map_err(|e| DbError::new(format!("cannot connect: {}", with_causes(&e))))?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -500,6 +616,7 @@ impl<'a> FromSql<'a> for Value {
 pub fn admin(config: &tokio_postgres::Config, statements: &[&str]) -> DbResult<()> {
     let pg = Pg {
         config: config.clone(),
+        tls: Tls::Off,
         client: Mutex::new(None),
         statements: Mutex::new(HashMap::new()),
         fence: None,
@@ -560,6 +677,7 @@ impl ScratchDatabase {
         super::Location::Postgres {
             url: self.url.clone(),
             password: None,
+            ca: None,
         }
     }
 }
@@ -573,5 +691,71 @@ impl Drop for ScratchDatabase {
                 self.name
             )],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScratchDatabase;
+    use crate::store::{Location, Store};
+
+    /// The DNS name the server's certificate is for (`openssl x509`).
+    fn certificate_name(file: &str) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in", file])
+            .output()
+            .expect("openssl, to read the server's certificate");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .find_map(|part| part.strip_prefix("DNS:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no DNS name in {file}: {text}"))
+    }
+
+    #[test]
+    fn a_server_elsewhere_is_reached_over_tls_with_its_certificate_checked() {
+        let db = ScratchDatabase::create("tls");
+        let plain = Store::open(db.location()).unwrap();
+        let on = |s: &Store| {
+            s.raw_int("SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl")
+        };
+        // On this machine, with nothing asked: in clear.
+        assert_eq!(on(&plain), 0);
+        assert_eq!(
+            plain.raw_text("SHOW ssl"),
+            "on",
+            "the test server must offer TLS (Debian's does, with its snakeoil certificate)"
+        );
+        let cert = plain.raw_text("SHOW ssl_cert_file");
+        let name = certificate_name(&cert);
+        // The server by the name its certificate gives, reached at its
+        // loopback address; TLS asked for.
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_host(Some(&name)).unwrap();
+        url.set_query(Some("sslmode=require&hostaddr=127.0.0.1"));
+        let location = |url: &url::Url| Location::Postgres {
+            url: url.to_string(),
+            password: None,
+            ca: Some(cert.clone().into()),
+        };
+        let tls = Store::open(location(&url)).unwrap();
+        assert_eq!(on(&tls), 1);
+        // A certificate for another name is refused.
+        url.set_host(Some("127.0.0.1")).unwrap();
+        let e = Store::open(location(&url)).err().unwrap().to_string();
+        assert!(e.contains("certificate"), "{e}");
+        // So is a file with no certificate in it.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Store::open(Location::Postgres {
+            url: url.to_string(),
+            password: None,
+            ca: Some(empty),
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("no certificate in it"), "{e}");
     }
 }

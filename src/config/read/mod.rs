@@ -39,7 +39,11 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
         "state_password_file",
         d,
     );
-    let state = self::state(state, state_password, &resolve, d);
+    let ca = m
+        .get("state_ca")
+        .and_then(|n| string(n, "state_ca", d))
+        .map(|f| resolve(&f));
+    let state = self::state(state, state_password, ca, &resolve, d);
     let ha = m.get("ha").and_then(|n| ha(n, d)).unwrap_or_default();
     let rules = required(
         &mut m,
@@ -108,10 +112,12 @@ pub fn config(path: &Path, node: &Node, d: &mut Diags) -> Option<Config> {
 
 /// `state:`: an SQLite file (relative to the config's folder), or a
 /// PostgreSQL URL without its password, which comes from
-/// `state_password_env`/`state_password_file`.
+/// `state_password_env`/`state_password_file`; its server's certificate
+/// checked against the system's roots and `state_ca`.
 fn state(
     written: Option<(Pos, String)>,
     password: Option<SecretRef>,
+    ca: Option<PathBuf>,
     resolve: &dyn Fn(&str) -> PathBuf,
     d: &mut Diags,
 ) -> StoreLocation {
@@ -119,10 +125,10 @@ fn state(
         return StoreLocation::File(PathBuf::from("/var/lib/tocsin/state.db"));
     };
     if !StoreLocation::is_postgres_url(&s) {
-        if password.is_some() {
+        if password.is_some() || ca.is_some() {
             d.error(
                 pos,
-                "`state_password_env`/`state_password_file` is set, but `state:` is an SQLite file, which has no password",
+                "`state_password_env`/`state_password_file`/`state_ca` is set, but `state:` is an SQLite file, which has no password nor certificate",
                 Some("remove it, or write `state: postgres://user@host/database`".into()),
             );
         }
@@ -134,22 +140,34 @@ fn state(
             "the password may not be written in `state:` in clear",
             Some("remove it from the URL, and write `state_password_env: VAR` or `state_password_file: /path`".into()),
         ),
-        Ok(_) => {
-            if let Err(e) = s.parse::<tokio_postgres::Config>() {
+        Ok(_) => match s.parse::<tokio_postgres::Config>() {
+            Err(e) => d.error(
+                pos,
+                format!("`{s}` is not a PostgreSQL URL: {e}"),
+                Some("write `state: postgres://user@host:5432/database`".into()),
+            ),
+            Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+                && !crate::store::pg::loopback(&c) =>
+            {
                 d.error(
                     pos,
-                    format!("`{s}` is not a PostgreSQL URL: {e}"),
-                    Some("write `state: postgres://user@host:5432/database`".into()),
-                );
+                    "`sslmode=disable` sends the store's password and data in clear to another machine",
+                    Some("remove `sslmode=disable` (TLS is the default for a server on another machine; `state_ca: /path/ca.pem` trusts a private authority), or keep the database on loopback".into()),
+                )
             }
-        }
+            Ok(_) => {}
+        },
         Err(e) => d.error(
             pos,
             format!("`{s}` is not a PostgreSQL URL: {e}"),
             Some("write `state: postgres://user@host:5432/database`".into()),
         ),
     }
-    StoreLocation::Postgres { url: s, password }
+    StoreLocation::Postgres {
+        url: s,
+        password,
+        ca,
+    }
 }
 
 /// `ha: { renew: 2s, lease: 10s }`.
