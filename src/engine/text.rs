@@ -19,7 +19,9 @@
 //! one look-up however many phrases there are. Before that look-up, a gate
 //! (a bit set keyed by a word's first eight bytes and length) turns away
 //! most words that start no phrase while no phrase is under way, before
-//! their end is even found. Words that end a prefix
+//! their end is even found; while one is, a second gate over every word
+//! and prefix word of every phrase turns away the words no phrase has
+//! (most function words), which end it. Words that end a prefix
 //! phrase are matched by an anchored Aho-Corasick automaton over those
 //! prefixes, walked only where such a phrase can end.
 
@@ -95,6 +97,7 @@ impl PhraseSetBuilder {
             prefixes: None,
             prefix_ends: FxHashMap::default(),
             gate: Gate::default(),
+            any: Gate::default(),
         };
         let mut prefix_ids: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
         let mut prefix_words: Vec<Box<[u8]>> = Vec::new();
@@ -139,7 +142,8 @@ impl PhraseSetBuilder {
                     .expect("prefixes are plain words and always build"),
             );
         }
-        t.gate = Gate::of(&t, &prefix_words);
+        t.gate = Gate::starts(&t, &prefix_words);
+        t.any = Gate::any(&t, &prefix_words);
         PhraseSet {
             count: self.ids.len(),
             words: self.words,
@@ -246,9 +250,28 @@ struct WordTrie {
     prefix_ends: FxHashMap<(u32, u32), Vec<u32>>,
     /// Which words may start a phrase, asked before the vocabulary.
     gate: Gate,
+    /// Which words may be part of a phrase, asked before the vocabulary
+    /// while a phrase is under way.
+    any: Gate,
 }
 
 impl WordTrie {
+    /// Whether the word whose first eight bytes are `head` (its length up
+    /// to eight `run`) may start, go on with or end a phrase. When it
+    /// cannot, the phrases under way end with it, and it is skipped
+    /// without a look-up.
+    #[inline(always)]
+    fn may_matter(&self, walk: &mut Walk, head: u64, run: usize) -> bool {
+        if walk.active.is_empty() {
+            self.gate.may_start(head, run)
+        } else if self.any.may_start(head, run) {
+            true
+        } else {
+            walk.active.clear();
+            false
+        }
+    }
+
     /// The node after `word` from `node`, made when new.
     fn step_to(&mut self, node: u32, word: &[u8]) -> u32 {
         let (wid, root) = self.vocab.id(word);
@@ -378,32 +401,49 @@ struct Gate {
     /// The first words of phrases, by their first eight bytes and their
     /// length up to eight.
     words: FixedBitSet,
-    /// The words of one-word prefix phrases (`sanction*`), by their first
-    /// one, two or three bytes.
+    /// The prefix words (`sanction*`), by their first bytes, up to eight.
     prefixes: FixedBitSet,
     /// Bit `n` set when some such prefix is kept by its first `n` bytes.
-    prefix_lens: u8,
+    prefix_lens: u16,
 }
 
 impl Gate {
-    fn of(t: &WordTrie, prefix_words: &[Box<[u8]>]) -> Gate {
-        let starts: Vec<&[u8]> = t.vocab.starts().collect();
-        let prefixes: Vec<&[u8]> = (t.prefix_ends.keys())
+    /// The gate in front of phrase starts: the words that start a phrase,
+    /// and the prefix words of one-word prefix phrases.
+    fn starts(t: &WordTrie, prefix_words: &[Box<[u8]>]) -> Gate {
+        let prefixes = (t.prefix_ends.keys())
             .filter(|&&(node, _)| node == ROOT)
-            .map(|&(_, pw)| &*prefix_words[pw as usize])
-            .collect();
+            .map(|&(_, pw)| &*prefix_words[pw as usize]);
+        Gate::new(t.vocab.starts().collect(), prefixes.collect(), 3)
+    }
+
+    /// The gate in front of a phrase under way: every word of every
+    /// phrase, and every prefix word. A word it turns away neither ends
+    /// nor goes on with a phrase, nor starts one.
+    fn any(t: &WordTrie, prefix_words: &[Box<[u8]>]) -> Gate {
+        let words = (0..t.vocab.words.len() as u32).map(|id| t.vocab.word(id));
+        Gate::new(
+            words.collect(),
+            prefix_words.iter().map(|p| &**p).collect(),
+            8,
+        )
+    }
+
+    /// Prefix words are kept by their first bytes, up to `keep` (1 to 8):
+    /// fewer make fewer probes per word, and more words let through.
+    fn new(words: Vec<&[u8]>, prefixes: Vec<&[u8]>, keep: usize) -> Gate {
         // About 64 bits a word: few false passes, a table that stays in cache.
         let size = |n: usize| (n * 64).next_power_of_two().max(4096);
         let mut g = Gate {
-            words: FixedBitSet::with_capacity(size(starts.len())),
+            words: FixedBitSet::with_capacity(size(words.len())),
             prefixes: FixedBitSet::with_capacity(size(prefixes.len())),
             prefix_lens: 0,
         };
-        for w in starts {
+        for w in words {
             g.words.insert(Self::slot(key_of(w), &g.words));
         }
         for p in prefixes {
-            let n = p.len().min(3);
+            let n = p.len().min(keep);
             g.prefix_lens |= 1 << n;
             let slot = Self::slot(Self::prefix_key(key_of(p), n), &g.prefixes);
             g.prefixes.insert(slot);
@@ -424,9 +464,11 @@ impl Gate {
         kept ^ ((run as u64) << 56)
     }
 
+    /// A word's first `n` bytes (1 to 8), with `n`: the key of a word of
+    /// `n` bytes.
     #[inline]
     fn prefix_key(head: u64, n: usize) -> u64 {
-        head & ((1u64 << (8 * n)) - 1) | ((n as u64) << 56)
+        Self::word_key(head, n)
     }
 
     #[inline]
@@ -439,12 +481,19 @@ impl Gate {
     #[inline(always)]
     fn may_start(&self, head: u64, run: usize) -> bool {
         let word = (self.words).contains(Self::slot(Self::word_key(head, run), &self.words));
-        word || (self.prefix_lens != 0
-            && (1..=3.min(run)).any(|n| {
-                self.prefix_lens & (1 << n) != 0
-                    && (self.prefixes)
-                        .contains(Self::slot(Self::prefix_key(head, n), &self.prefixes))
-            }))
+        if word {
+            return true;
+        }
+        // One probe per length some prefix is kept by, up to the word's.
+        let mut lens = self.prefix_lens & ((2u16 << run) - 1);
+        while lens != 0 {
+            let n = lens.trailing_zeros() as usize;
+            lens &= lens - 1;
+            if (self.prefixes).contains(Self::slot(Self::prefix_key(head, n), &self.prefixes)) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -522,10 +571,7 @@ impl PhraseSet {
                 let e = memchr::memchr(b' ', &words[i..n]).map_or(n, |k| i + k);
                 let w = &words[i..e];
                 let apostrophe = w.contains(&b'\'');
-                if walk.active.is_empty()
-                    && !apostrophe
-                    && !trie.gate.may_start(head(words, i), w.len().min(8))
-                {
+                if !apostrophe && !trie.may_matter(walk, head(words, i), w.len().min(8)) {
                     i = e;
                     continue;
                 }
@@ -557,10 +603,7 @@ impl PhraseSet {
                 // Most words are turned away by the gate from their first
                 // bytes, before their end is looked for; words with an
                 // apostrophe may start a phrase after it, and go on.
-                if walk.active.is_empty()
-                    && !apostrophes
-                    && !trie.gate.may_start(head(words, s), run(masks, s))
-                {
+                if !apostrophes && !trie.may_matter(walk, head(words, s), run(masks, s)) {
                     continue;
                 }
                 let e = next_zero(masks, s, n);
@@ -867,6 +910,42 @@ mod tests {
         let r = hits(&phrases, "internationalism rates abz abd xa");
         let found: Vec<&str> = r.iter().filter(|h| h.1).map(|h| h.0.as_str()).collect();
         assert_eq!(found, ["x*", "ab*", "internat*"]);
+    }
+
+    /// Nor, while a phrase is under way, a word that goes on with it or
+    /// ends it: whole words of one to twelve bytes and prefixes of one to
+    /// nine; a word of no phrase between ends it.
+    #[test]
+    fn the_gate_lets_every_next_word_through() {
+        let phrases = [
+            "anti d*",
+            "anti dumping*",
+            "anti dumpingduty*",
+            "export controllers",
+            "export c",
+            "de minimis treatment",
+            "rare earth elements",
+        ];
+        for (text, want) in [
+            ("anti dumpings", vec!["anti d*", "anti dumping*"]),
+            (
+                "the anti dumpingdutyx",
+                vec!["anti d*", "anti dumping*", "anti dumpingduty*"],
+            ),
+            ("export controllers", vec!["export controllers"]),
+            ("export c", vec!["export c"]),
+            ("de minimis treatment", vec!["de minimis treatment"]),
+            ("Über rare earth elements!", vec!["rare earth elements"]),
+            ("anti the dumping", vec![]),
+            ("rare the earth elements", vec![]),
+            ("de minimis of treatment", vec![]),
+        ] {
+            let found: Vec<String> = (hits(&phrases, text).into_iter())
+                .filter(|h| h.1)
+                .map(|h| h.0)
+                .collect();
+            assert_eq!(found, want, "in {text:?}");
+        }
     }
 
     /// Many phrases in one automaton find what each phrase means.
