@@ -2,7 +2,9 @@
 # Benchmark: 10,000 alerts delivered through the outbox to a local webhook
 # receiver, beside wrk sending the same kind of request to the same receiver
 # at the same concurrency (1: a channel delivers in order), in the same run.
-# Usage: bench/deliver.sh [ALERTS]   (TOCSIN=path/to/binary to measure another build)
+# Usage: bench/deliver.sh [ALERTS]   (TOCSIN=path/to/binary to measure another build;
+#        STATE=postgres://postgres@127.0.0.1/postgres to run on a fresh
+#        database of that PostgreSQL server, made and dropped here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -36,8 +38,15 @@ cat > "$work/rules.yaml" <<YAML
 rules:
   - { id: bench, source: tariffs, when: { field: rate_pct, above: 157 }, notify: [hook] }
 YAML
+state="store/state.db"   # its own folder, as /var/lib/tocsin is in production
+if [ -n "${STATE:-}" ]; then
+    db="tocsin_bench_$$"
+    psql -q "$STATE" -c "CREATE DATABASE $db"
+    trap 'kill $(jobs -p) 2>/dev/null; psql -q "$STATE" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"; rm -rf "$work"' EXIT
+    state="${STATE%/*}/$db"
+fi
 cat > "$work/tocsin.yaml" <<YAML
-state: store/state.db   # its own folder, as /var/lib/tocsin is in production
+state: $state
 rules: rules.yaml
 sources:
   - { name: tariffs, type: file, path: tariffs.csv, key: [partner, product] }
