@@ -415,3 +415,42 @@ fn commands_work_on_postgresql_and_migrate_copies_a_stopped_sqlite_store() {
     assert_eq!(hook.requests.lock().unwrap().len(), before, "{}", d.log());
     d.stop();
 }
+
+#[test]
+fn a_standby_reloads_on_sighup_and_refuses_a_bad_edit() {
+    let db = PgDatabase::create("ha_reload");
+    let hook = Receiver::start();
+    let p = pair(&db, &hook, "{ renew: 1s, lease: 4s }");
+    let _a = Daemon::start_until(&p.a, &[], "leading");
+    let b = Daemon::start_until(&p.b, &[], "standing by");
+    let rules = p.a.parent().unwrap().parent().unwrap().join("rules.yaml");
+    let good = std::fs::read_to_string(&rules).unwrap();
+
+    let before = b.log().len();
+    write_by_rename(&rules, &good.replace("above: -100", "above: -50"));
+    b.signal("HUP");
+    assert!(
+        started_after(
+            &b,
+            before,
+            "reloaded: the config and rules are valid",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log()
+    );
+    let before = b.log().len();
+    write_by_rename(&rules, &good.replace("when:", "whn:"));
+    b.signal("HUP");
+    assert!(
+        started_after(&b, before, "reload refused", Duration::from_secs(10)),
+        "{}",
+        b.log()
+    );
+    assert!(
+        b.log()[before..].contains("whn"),
+        "the problem is named:\n{}",
+        b.log()
+    );
+    assert_eq!(health(p.port_b), "standby\n");
+}
