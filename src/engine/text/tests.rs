@@ -266,31 +266,44 @@ fn one_automaton_finds_what_each_phrase_means() {
         }
         phrases.push(p);
     }
+    let seps = [" ", "-", ", ", ". ", "_", "s ", "ed ", "’s ", " – "];
+    let mut x: u64 = 42;
+    let texts = (0..400).map(|_| {
+        let mut t = String::new();
+        for _ in 0..lcg(&mut x, 12) + 1 {
+            let w = words_[lcg(&mut x, words_.len())];
+            t.push_str(&if lcg(&mut x, 4) == 0 {
+                w.to_uppercase()
+            } else {
+                w.to_string()
+            });
+            t.push_str(seps[lcg(&mut x, seps.len())]);
+        }
+        t
+    });
+    let seen = as_naive(phrases, texts);
+    assert!(seen > 300, "{seen}");
+}
+
+/// A pseudo-random number below `m`, the next from `x`.
+fn lcg(x: &mut u64, m: usize) -> usize {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*x >> 33) as usize % m
+}
+
+/// Scans each of `texts` with one automaton of all `phrases`, and asserts
+/// that it finds in each what [`naive`] says each phrase means; returns
+/// how many times a phrase was found.
+fn as_naive(mut phrases: Vec<String>, texts: impl Iterator<Item = String>) -> usize {
     phrases.sort();
     phrases.dedup();
     let mut b = PhraseSetBuilder::default();
     let refs: Vec<PhraseRef> = phrases.iter().map(|p| b.add(p)).collect();
     let set = b.build();
-    let seps = [" ", "-", ", ", ". ", "_", "s ", "ed ", "’s ", " – "];
-    let mut x: u64 = 42;
-    let mut next = |m: usize| {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (x >> 33) as usize % m
-    };
     let mut seen = 0;
-    for _ in 0..400 {
-        let mut t = String::new();
-        for _ in 0..next(12) + 1 {
-            let w = words_[next(words_.len())];
-            t.push_str(&if next(4) == 0 {
-                w.to_uppercase()
-            } else {
-                w.to_string()
-            });
-            t.push_str(seps[next(seps.len())]);
-        }
+    for t in texts {
         let mut all = Vec::new();
         set.scan(&t, &mut ScanBuf::default(), |pid, whole| {
             all.push((pid, whole))
@@ -303,5 +316,96 @@ fn one_automaton_finds_what_each_phrase_means() {
             seen += found as usize;
         }
     }
+    seen
+}
+
+/// Words longer than sixteen bytes, words that share their first eight or
+/// sixteen bytes, prefixes of any length, and nodes with few words after
+/// them (compared where they are kept) and with many (looked up): what
+/// each phrase means is found.
+#[test]
+fn long_and_alike_words_find_what_each_phrase_means() {
+    let words_ = [
+        "internationalisation",
+        "internationalisations",
+        "internationally",
+        "international",
+        "intern",
+        "in",
+        "a",
+        "ab",
+        "abcdefghijklmnop",
+        "abcdefghijklmnopq",
+        "abcdefghijklmnopqr",
+        "zz",
+    ];
+    let mut x: u64 = 7;
+    let mut next = |m: usize| lcg(&mut x, m);
+    let mut phrases: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        // The first four words go on with any word (many after them); the
+        // others with one of the three after them (few).
+        let first = next(words_.len());
+        let mut ws = vec![first];
+        for _ in 0..next(3) {
+            let prev = *ws.last().unwrap();
+            ws.push(if prev < 4 {
+                next(words_.len())
+            } else {
+                (prev + 1 + next(3)) % words_.len()
+            });
+        }
+        let mut p: Vec<String> = ws.iter().map(|&w| words_[w].to_string()).collect();
+        if next(3) == 0 {
+            let last = p.last_mut().unwrap();
+            last.truncate(1 + next(last.len()));
+            last.push('*');
+        }
+        phrases.push(p.join(" "));
+    }
+    let texts: Vec<String> = (0..300)
+        .map(|_| {
+            let mut t = String::new();
+            for _ in 0..next(10) + 1 {
+                t.push_str(words_[next(words_.len())]);
+                if next(5) == 0 {
+                    t.push_str(["x", "s", "q"][next(3)]);
+                }
+                t.push_str([" ", "-", ", ", " the "][next(4)]);
+            }
+            t
+        })
+        .collect();
+    let seen = as_naive(phrases, texts.into_iter());
     assert!(seen > 300, "{seen}");
+}
+
+/// A word's first sixteen bytes and whether it is longer tell words of up
+/// to sixteen bytes apart, and the rest is compared for longer ones.
+#[test]
+fn words_are_told_apart_by_their_first_sixteen_bytes() {
+    let mut v = vocab::Vocab::default();
+    let words_: Vec<Vec<u8>> = (0..=40)
+        .flat_map(|n| [vec![b'a'; n], (0..n as u8).map(|i| b'a' + i % 26).collect()])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let ids: Vec<u32> = words_.iter().map(|w| v.id(w).0).collect();
+    for (w, &id) in words_.iter().zip(&ids) {
+        assert_eq!(
+            v.get(w).map(|f| f.0),
+            Some(id),
+            "{:?}",
+            String::from_utf8_lossy(w)
+        );
+        assert_eq!(v.word(id), &w[..]);
+        let mut other = w.clone();
+        other.push(b'b');
+        if !words_.contains(&other) {
+            assert_eq!(v.get(&other), None);
+        }
+        assert_eq!(
+            v.get(&w[..w.len() - 1]).is_some(),
+            words_.contains(&w[..w.len() - 1].to_vec())
+        );
+    }
 }
