@@ -64,7 +64,16 @@ impl<'t> Placed<'t> {
         let (mut end, mut apostrophe) = (0, false);
         let mut close = |start: &mut Option<usize>, end: usize| {
             if let Some(s) = start.take() {
-                words.push((s, end, words_of(&text[s..end])));
+                let span = &text[s..end];
+                // Most words: ASCII letters and digits (and an apostrophe
+                // between them), read as they are, lowercased.
+                let plain = (span.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'\'');
+                let read = if plain {
+                    span.to_ascii_lowercase()
+                } else {
+                    words_of(span)
+                };
+                words.push((s, end, read));
             }
         };
         for (i, c) in text.char_indices() {
@@ -206,7 +215,36 @@ pub fn read_words(text: &str, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::Placed;
+    use super::{Placed, words_of};
+
+    /// Each word of a text reads as [`words_of`] reads it, whether it is
+    /// plain ASCII or not.
+    #[test]
+    fn placed_words_read_as_words_of_reads_them() {
+        let pieces = [
+            "Export", "CONTROL", "x1", "China's", "l'État", "it’s", "Größe", "a''b", "'q'",
+            "&amp;", "<b>", "9", "ÉTAT",
+        ];
+        let seps = [" ", "-", ", ", "'", "’", "—"];
+        let mut x: u64 = 3;
+        let mut next = |m: usize| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize % m
+        };
+        for _ in 0..2000 {
+            let mut t = String::new();
+            for _ in 0..next(6) + 1 {
+                t.push_str(pieces[next(pieces.len())]);
+                t.push_str(seps[next(seps.len())]);
+            }
+            let placed = Placed::new(&t);
+            for (s, e, read) in &placed.words {
+                assert_eq!(*read, words_of(&t[*s..*e]), "{:?} in {t:?}", &t[*s..*e]);
+            }
+        }
+    }
 
     #[test]
     fn a_phrase_is_found_as_written_in_the_text() {
