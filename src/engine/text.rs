@@ -181,8 +181,8 @@ impl PhraseSet {
     }
 }
 
-/// The eight bytes at `s`, little-endian; `text` has sixteen to spare
-/// after its last word.
+/// The eight bytes at `s`, little-endian; `text` has eight to spare after
+/// its last word.
 #[inline]
 fn head(text: &[u8], s: usize) -> u64 {
     u64::from_le_bytes(text[s..s + 8].try_into().expect("eight bytes"))
@@ -202,35 +202,33 @@ fn run(masks: &[u64], s: usize) -> usize {
 /// One bit per byte of `bytes` (lowercased ASCII), 64 to a mask, set for
 /// letters and digits: 64 bytes compared at a time.
 fn word_masks(bytes: &[u8], masks: &mut Vec<u64>) {
-    let mask = |chunk: [u8; 64]| {
-        let v = u8x64::new(chunk);
+    masks_of(bytes, masks, 0, |v| {
         let letter = (v - u8x64::splat(b'a')).simd_lt(u8x64::splat(26));
         let digit = (v - u8x64::splat(b'0')).simd_lt(u8x64::splat(10));
         (letter | digit).to_bitmask()
-    };
-    masks.clear();
-    let chunks = bytes.chunks_exact(64);
-    let rest = chunks.remainder();
-    masks.extend(chunks.map(|c| mask(c.try_into().expect("64 bytes"))));
-    if !rest.is_empty() {
-        let mut last = [0u8; 64]; // not a word byte
-        last[..rest.len()].copy_from_slice(rest);
-        masks.push(mask(last));
-    }
+    });
 }
 
 /// One bit per byte of `bytes` (words as [`read_words`] gives them), 64
 /// to a mask, set for all but the spaces between words.
 fn space_masks(bytes: &[u8], masks: &mut Vec<u64>) {
-    let mask = |chunk: [u8; 64]| !u8x64::new(chunk).simd_eq(u8x64::splat(b' ')).to_bitmask();
+    masks_of(bytes, masks, b' ', |v| {
+        !v.simd_eq(u8x64::splat(b' ')).to_bitmask()
+    });
+}
+
+/// `bytes` marked by `mask`, 64 at a time; the last block is filled out
+/// with `pad`, which `mask` must leave unmarked.
+#[inline(always)]
+fn masks_of(bytes: &[u8], masks: &mut Vec<u64>, pad: u8, mask: impl Fn(u8x64) -> u64) {
     masks.clear();
     let chunks = bytes.chunks_exact(64);
     let rest = chunks.remainder();
-    masks.extend(chunks.map(|c| mask(c.try_into().expect("64 bytes"))));
+    masks.extend(chunks.map(|c| mask(u8x64::new(c.try_into().expect("64 bytes")))));
     if !rest.is_empty() {
-        let mut last = [b' '; 64];
+        let mut last = [pad; 64];
         last[..rest.len()].copy_from_slice(rest);
-        masks.push(mask(last));
+        masks.push(mask(u8x64::new(last)));
     }
 }
 

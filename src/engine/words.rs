@@ -226,13 +226,8 @@ mod tests {
             "&amp;", "<b>", "9", "ÉTAT",
         ];
         let seps = [" ", "-", ", ", "'", "’", "—"];
-        let mut x: u64 = 3;
-        let mut next = |m: usize| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as usize % m
-        };
+        let mut random = crate::engine::xorshift(3);
+        let mut next = |m: usize| random() as usize % m;
         for _ in 0..2000 {
             let mut t = String::new();
             for _ in 0..next(6) + 1 {

@@ -5,14 +5,12 @@ use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
 
 use super::trie::{ROOT, WordTrie};
+use super::vocab::{first_bytes, head_of};
 
 /// A word's key for the gate.
 #[inline]
 fn key_of(w: &[u8]) -> u64 {
-    let mut h = [0u8; 8];
-    let n = w.len().min(8);
-    h[..n].copy_from_slice(&w[..n]);
-    Gate::word_key(u64::from_le_bytes(h), n)
+    Gate::word_key(head_of(w).0.0, w.len().min(8))
 }
 
 /// Which words may start a phrase: a filter in front of the vocabulary.
@@ -69,12 +67,7 @@ impl Gate {
     /// in the top byte.
     #[inline]
     fn word_key(head: u64, run: usize) -> u64 {
-        let kept = if run >= 8 {
-            head
-        } else {
-            head & ((1u64 << (8 * run)) - 1)
-        };
-        kept ^ ((run as u64) << 56)
+        first_bytes((head, 0), run).0 ^ ((run as u64) << 56)
     }
 
     /// A word's first `n` bytes (1 to 8), with `n`: the key of a word of

@@ -61,7 +61,7 @@ pub(super) struct WordTrie {
     /// Which words may start a phrase, asked before `starts`.
     pub(super) gate: Gate,
     /// The words that start a phrase, with the node each leads to and
-    /// that node's flags: the look-up made for most words the gate lets
+    /// that node's record: the look-up made for most words the gate lets
     /// through, in a table a fraction of the vocabulary's size.
     starts: hashbrown::HashTable<Start>,
 }
@@ -100,14 +100,14 @@ struct Node {
 /// A whole word after a node, and the node it leads to.
 struct Edge {
     head: Head,
-    /// The word's id, with [`LONG`] as in [`Entry`].
+    /// The word's id, with [`LONG`] as in [`Entry`](super::vocab::Entry).
     id: u32,
     to: u32,
 }
 
 /// A prefix word after a node.
 struct PrefixEdge {
-    /// Its first sixteen bytes, as [`Entry::head`].
+    /// Its first sixteen bytes, as [`Entry::head`](super::vocab::Entry::head).
     head: Head,
     len: u32,
     /// Its number among the prefix words.
@@ -272,7 +272,7 @@ impl WordTrie {
         }
     }
 
-    /// The node the probed word leads to from the root, and its flags.
+    /// The node the probed word leads to from the root, and its record.
     #[inline]
     fn start(&self, p: &mut Probe) -> Option<At> {
         if p.long {
@@ -336,13 +336,8 @@ impl WordTrie {
             return self.next.get(&(node, wid)).copied();
         }
         let edges = &self.edges[n.edges as usize..][..n.n_edges as usize];
-        edges
-            .iter()
-            .find(|e| {
-                e.head == p.head
-                    && (e.id & LONG != 0) == p.long
-                    && (!p.long || self.vocab.word(e.id) == p.w)
-            })
+        (edges.iter())
+            .find(|e| self.vocab.is(e.head, e.id, p.w, p.head, p.long))
             .map(|e| e.to)
     }
 

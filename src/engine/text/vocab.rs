@@ -35,25 +35,10 @@ pub(super) const LONG: u32 = 1 << 31;
 /// A word's first sixteen bytes, zero-padded, as two little-endian words.
 pub(super) type Head = (u64, u64);
 
-/// The first `p.len()` (under eight) bytes of `p`, little-endian, zero above.
+/// The bytes of `p` (under eight), little-endian, zero above.
 #[inline]
 fn partial(p: &[u8]) -> u64 {
-    let n = p.len();
-    let word = |a: usize, k: usize| -> u64 {
-        let mut v = 0u64;
-        for (i, &b) in p[a..a + k].iter().enumerate() {
-            v |= (b as u64) << (8 * i);
-        }
-        v
-    };
-    // Two overlapping reads cover the bytes: the overlap is the same bytes
-    // at the same places.
-    match n {
-        0 => 0,
-        1 => p[0] as u64,
-        2..=3 => word(0, 2) | word(n - 2, 2) << (8 * (n - 2)),
-        _ => word(0, 4) | word(n - 4, 4) << (8 * (n - 4)),
-    }
+    p.iter().rev().fold(0, |v, &b| (v << 8) | b as u64)
 }
 
 /// The [`Head`] of word `w`, and whether it is longer than sixteen bytes.
@@ -89,10 +74,18 @@ impl Vocab {
     /// [`Vocab::get`], with `w`'s head and length known.
     #[inline]
     pub(super) fn get_head(&self, w: &[u8], head: Head, long: bool) -> Option<(u32, u32)> {
-        let e = self.table.find(FxBuildHasher.hash_one(head), |e| {
-            e.head == head && (e.id & LONG != 0) == long && (!long || self.word(e.id) == w)
+        let e = (self.table).find(FxBuildHasher.hash_one(head), |e| {
+            self.is(e.head, e.id, w, head, long)
         })?;
         Some((e.id & !LONG, e.root))
+    }
+
+    /// Whether the word kept as `head` and `id` (with [`LONG`]) is `w`,
+    /// whose head is `w_head` and which is longer than sixteen bytes when
+    /// `long`: the heads compared, and the rest of a long word.
+    #[inline]
+    pub(super) fn is(&self, head: Head, id: u32, w: &[u8], w_head: Head, long: bool) -> bool {
+        head == w_head && (id & LONG != 0) == long && (!long || self.word(id) == w)
     }
 
     /// [`Vocab::get`], the word added when new.
