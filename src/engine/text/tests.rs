@@ -409,3 +409,35 @@ fn words_are_told_apart_by_their_first_sixteen_bytes() {
         );
     }
 }
+
+/// Hostile sizes: a phrase word of a hundred thousand bytes, a text of a
+/// megabyte, a run of a hundred thousand apostrophes. Each is read whole,
+/// and found or not as plainly read.
+#[test]
+fn huge_words_and_texts_are_read_whole() {
+    let long = "a".repeat(100_000);
+    let phrase = format!("{long} earth");
+    let prefix = format!("x{}*", "b".repeat(20));
+    let phrases = [phrase.as_str(), "rare earth*", prefix.as_str()];
+    let text = format!("the {} EARTH and X{}s", long.to_uppercase(), "b".repeat(20));
+    assert_eq!(
+        hits(&phrases, &text)
+            .iter()
+            .map(|h| h.1)
+            .collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    // One byte more or less is another word.
+    for other in [format!("{long}a earth"), format!("{} earth", &long[1..])] {
+        assert!(!hits(&phrases, &other)[0].1, "{}", other.len());
+    }
+    let big = format!("{}rare-earths", "word ".repeat(200_000));
+    assert_eq!(
+        hits(&phrases, &big).iter().map(|h| h.1).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    let quotes = format!("{} rare earth", "'".repeat(100_000));
+    assert!(hits(&phrases, &quotes)[1].1);
+    let quoted = format!("{}rare'earth", "a'".repeat(50_000));
+    assert!(!hits(&phrases, &quoted)[1].1);
+}
