@@ -19,16 +19,19 @@
 //! after that one, so a word that no phrase uses costs no look-up however
 //! many phrases there are. Before the look-up, a gate (`text/gate.rs`, a
 //! bit set keyed by a word's first eight bytes and length) turns away most
-//! words that start no phrase, before their end is even found; while a
-//! phrase is under way, the words after its node are asked the same way
-//! from the word's first eight bytes, and a word that goes on with none
-//! ends it. The vocabulary (`text/vocab.rs`) keeps each word by its first
+//! words that start no phrase, before their end is even found. A word that
+//! starts only phrases of two or more words is put off until the next
+//! word, and looked up only when the gate's pairs (first word, next word's
+//! first four bytes) say that one may be such a phrase's second. While a
+//! phrase is under way, the words after its node are asked from the word's
+//! first eight bytes, and a word that goes on with none ends it. The vocabulary (`text/vocab.rs`) keeps each word by its first
 //! sixteen bytes, so most words are compared without reading them twice.
 
 use rustc_hash::FxHashMap;
 use wide::u8x64;
 
 use super::words::{read_words, words_of};
+use gate::May;
 use trie::{Walk, WordTrie};
 
 mod gate;
@@ -157,6 +160,8 @@ impl PhraseSet {
         let n = words.len();
         words.extend_from_slice(&[0; 8]);
         walk.begin();
+        // A word the gate put off until the next one, and its key.
+        let mut put_off: Option<(usize, u64)> = None;
         let mut carry = 0u64;
         for (c, &m) in masks.iter().enumerate() {
             let mut starts = m & !((m << 1) | carry);
@@ -169,7 +174,20 @@ impl PhraseSet {
                 // is under way; words with an apostrophe may start a
                 // phrase after it.
                 let (h, r) = (head(words, s), run(masks, s));
-                let start = apostrophes || trie.gate.may_start(h, r);
+                if let Some((p, key)) = put_off.take()
+                    && trie.gate.may_pair(key, h, r)
+                {
+                    trie.started(&words[p..next_zero(masks, p, n)], walk, &mut hit);
+                }
+                let start = apostrophes
+                    || match trie.gate.may_start(h, r) {
+                        May::Start => true,
+                        May::Pair(key) => {
+                            put_off = Some((s, key));
+                            false
+                        }
+                        May::No => false,
+                    };
                 if !start && (!walk.under_way() || !trie.may_follow(walk, h, r)) {
                     continue;
                 }

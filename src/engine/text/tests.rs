@@ -380,6 +380,65 @@ fn long_and_alike_words_find_what_each_phrase_means() {
     assert!(seen > 300, "{seen}");
 }
 
+/// Phrases of two and three words over many words, as topical phrases
+/// are, in texts with no apostrophe: a word that starts only such phrases
+/// is put off until the next word, which the gate asks by its first four
+/// bytes. Words of one to twelve bytes, next words that share their first
+/// four bytes (`stat`, `state`, `statement`), prefixes shorter and longer
+/// than four, first words that are also phrases of their own: what each
+/// phrase means is found.
+#[test]
+fn put_off_first_words_find_what_each_phrase_means() {
+    let syllables = [
+        "ba", "ce", "di", "fo", "gu", "ha", "ke", "li", "mo", "x", "y",
+    ];
+    let mut x: u64 = 11;
+    let mut next = |m: usize| lcg(&mut x, m);
+    let mut words_: Vec<String> = ["stat", "state", "states", "statement", "stately", "a", "ab"]
+        .map(String::from)
+        .to_vec();
+    while words_.len() < 120 {
+        let w: String = (0..1 + next(5))
+            .map(|_| syllables[next(syllables.len())])
+            .collect();
+        if !words_.contains(&w) {
+            words_.push(w);
+        }
+    }
+    let mut phrases: Vec<String> = Vec::new();
+    for i in 0..400 {
+        // First words from a third of the words; a few phrases of one word.
+        let n = if i % 40 == 0 { 1 } else { 2 + next(2) };
+        let mut p: Vec<String> = (0..n)
+            .map(|k| words_[if k == 0 { next(40) } else { next(words_.len()) }].clone())
+            .collect();
+        if next(4) == 0 {
+            let last = p.last_mut().unwrap();
+            last.truncate(1 + next(last.len()));
+            last.push('*');
+        }
+        phrases.push(p.join(" "));
+    }
+    // Texts of phrases' words in and out of order, some words longer.
+    let texts: Vec<String> = (0..400)
+        .map(|_| {
+            let mut t = String::new();
+            for _ in 0..1 + next(8) {
+                let piece = if next(2) == 0 {
+                    phrases[next(phrases.len())].replace('*', ["", "s", "ment"][next(3)])
+                } else {
+                    words_[next(words_.len())].clone()
+                };
+                t.push_str(&piece);
+                t.push_str([" ", "-", ", ", " the "][next(4)]);
+            }
+            t
+        })
+        .collect();
+    let seen = as_naive(phrases, texts.into_iter());
+    assert!(seen > 500, "{seen}");
+}
+
 /// A word's first sixteen bytes and whether it is longer tell words of up
 /// to sixteen bytes apart, and the rest is compared for longer ones.
 #[test]

@@ -1,6 +1,8 @@
 //! The phrases as a trie of words, and the walk of a text through it.
 //!
-//! A word of the text that the gate lets through is looked up among the
+//! A word of the text that the gate lets through (a word that starts
+//! only phrases of two or more words, when the next word may be its
+//! second: `WordTrie::started`) is looked up among the
 //! words that start a phrase (`starts`, a table a fraction of the
 //! vocabulary's size), which gives the node it leads to with that node's
 //! record, kept in the walk's list of phrases under way. The next word is
@@ -16,7 +18,7 @@ use aho_corasick::{Anchored, MatchKind, StartKind, dfa};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::hash::BuildHasher;
 
-use super::gate::Gate;
+use super::gate::{Gate, PAIR_BYTES};
 use super::vocab::{Head, LONG, NONE, Vocab, first_bytes, head_of};
 
 pub(super) const ROOT: u32 = 0;
@@ -192,7 +194,7 @@ impl WordTrie {
             );
         }
         t.prefix_words = prefix_words;
-        t.gate = Gate::starts(&t);
+        t.gate = t.gate();
         t.settle();
         t
     }
@@ -215,6 +217,30 @@ impl WordTrie {
             self.nodes.push(Node::default());
         }
         to
+    }
+
+    /// The gate in front of `starts`, made before the trie settles (while
+    /// `next` holds every node's words after it).
+    fn gate(&self) -> Gate {
+        let firsts: FxHashMap<u32, &[u8]> = self.vocab.starts().map(|(w, n)| (n, w)).collect();
+        let mut now: Vec<&[u8]> = (firsts.iter())
+            .filter(|&(&n, _)| self.nodes[n as usize].flags & ENDS != 0)
+            .map(|(_, &w)| w)
+            .collect();
+        let mut pairs: Vec<(&[u8], &[u8])> = (self.next.keys())
+            .filter_map(|&(n, wid)| Some((*firsts.get(&n)?, self.vocab.word(wid))))
+            .collect();
+        let mut prefixes = Vec::new();
+        for &(n, pw) in self.prefix_ends.keys() {
+            let p = &*self.prefix_words[pw as usize];
+            match firsts.get(&n) {
+                _ if n == ROOT => prefixes.push(p),
+                Some(&w) if p.len() < PAIR_BYTES => now.push(w),
+                Some(&w) => pairs.push((w, p)),
+                None => {}
+            }
+        }
+        Gate::new(&now, &pairs, &prefixes)
     }
 
     /// Once every phrase is in: nodes with few words (or prefix words)
@@ -405,6 +431,16 @@ impl WordTrie {
             && let Some(pids) = self.ends.get(&to)
         {
             pids.iter().for_each(|&p| hit(p, true));
+        }
+    }
+
+    /// A word that may start only phrases of two or more words, put off
+    /// by the gate until the word after it: when that word may be such a
+    /// phrase's second, the phrases go on from this word's node as from
+    /// the nodes the words before reached (`active`).
+    pub(super) fn started(&self, w: &[u8], s: &mut Walk, hit: &mut impl FnMut(u32, bool)) {
+        if let Some(at) = self.start(&mut Probe::new(w)) {
+            self.reached_at(at, &mut s.active, hit);
         }
     }
 

@@ -58,11 +58,11 @@ impl Vocab {
         &self.bytes[s as usize..e as usize]
     }
 
-    /// The words that start some phrase.
-    pub(super) fn starts(&self) -> impl Iterator<Item = &[u8]> {
+    /// The words that start some phrase, each with the node it leads to.
+    pub(super) fn starts(&self) -> impl Iterator<Item = (&[u8], u32)> {
         (self.table.iter())
             .filter(|e| e.root != NONE)
-            .map(|e| self.word(e.id))
+            .map(|e| (self.word(e.id), e.root))
     }
 
     /// The id of `w` and the node it leads to from the root.
