@@ -28,7 +28,7 @@
 //! sixteen bytes, so most words are compared without reading them twice.
 
 use rustc_hash::FxHashMap;
-use wide::u8x64;
+use wide::u8x16;
 
 use super::words::{read_words, words_of};
 use gate::May;
@@ -139,23 +139,21 @@ impl PhraseSet {
         let Some(trie) = &self.trie else { return };
         let ScanBuf { words, masks, walk } = scratch;
         let b = text.as_bytes();
-        let apostrophes = if !text.is_ascii() || memchr::memchr2(b'<', b'&', b).is_some() {
-            read_words(text, words);
-            space_masks(words, masks);
-            memchr::memchr(b'\'', words).is_some()
-        } else {
-            // Plain ASCII, the common case: lowercased at once, its word
-            // bytes marked in bit masks, 64 to a word, and the words taken
-            // from the masks: no branch per byte.
-            words.clear();
-            words.extend_from_slice(b);
-            words.make_ascii_lowercase();
-            word_masks(words, masks);
-            let apostrophes = memchr::memchr(b'\'', words).is_some();
-            if apostrophes {
-                join_apostrophes(words, masks);
+        // Plain ASCII, the common case: lowercased and its word bytes
+        // marked in bit masks, 64 to a word, in one pass, and the words
+        // taken from the masks: no branch per byte.
+        let apostrophes = match plain_words(b, words, masks) {
+            Some(apostrophes) => {
+                if apostrophes {
+                    join_apostrophes(words, masks);
+                }
+                apostrophes
             }
-            apostrophes
+            None => {
+                read_words(text, words);
+                space_masks(words, masks);
+                memchr::memchr(b'\'', words).is_some()
+            }
         };
         let n = words.len();
         words.extend_from_slice(&[0; 8]);
@@ -217,36 +215,55 @@ fn run(masks: &[u64], s: usize) -> usize {
     (bits.trailing_ones() as usize).min(8)
 }
 
-/// One bit per byte of `bytes` (lowercased ASCII), 64 to a mask, set for
-/// letters and digits: 64 bytes compared at a time.
-fn word_masks(bytes: &[u8], masks: &mut Vec<u64>) {
-    masks_of(bytes, masks, 0, |v| {
-        let letter = (v - u8x64::splat(b'a')).simd_lt(u8x64::splat(26));
-        let digit = (v - u8x64::splat(b'0')).simd_lt(u8x64::splat(10));
+/// Plain ASCII text `b` (no `<` or `&`, which may be HTML) lowercased into
+/// `words`, and its word bytes (letters and digits) marked in `masks`, 64
+/// to a mask: one pass, 16 bytes at a time. `None` when `b` is not plain
+/// ASCII; else whether it has an apostrophe.
+fn plain_words(b: &[u8], words: &mut Vec<u8>, masks: &mut Vec<u64>) -> Option<bool> {
+    let splat = u8x16::splat;
+    let (mut odd, mut apostrophe) = (splat(0), splat(0));
+    words.clear();
+    masks_of(b, masks, 0, |v| {
+        // Bytes past 127 have their top bit set, as do the matches.
+        odd |= v | v.simd_eq(splat(b'<')) | v.simd_eq(splat(b'&'));
+        apostrophe |= v.simd_eq(splat(b'\''));
+        let v = v | ((v - splat(b'A')).simd_lt(splat(26)) & splat(0x20));
+        words.extend_from_slice(&v.to_array());
+        let letter = (v - splat(b'a')).simd_lt(splat(26));
+        let digit = (v - splat(b'0')).simd_lt(splat(10));
         (letter | digit).to_bitmask()
     });
+    words.truncate(b.len());
+    (odd.to_bitmask() == 0).then(|| apostrophe.to_bitmask() != 0)
 }
 
 /// One bit per byte of `bytes` (words as [`read_words`] gives them), 64
 /// to a mask, set for all but the spaces between words.
 fn space_masks(bytes: &[u8], masks: &mut Vec<u64>) {
     masks_of(bytes, masks, b' ', |v| {
-        !v.simd_eq(u8x64::splat(b' ')).to_bitmask()
+        !v.simd_eq(u8x16::splat(b' ')).to_bitmask() & 0xffff
     });
 }
 
-/// `bytes` marked by `mask`, 64 at a time; the last block is filled out
-/// with `pad`, which `mask` must leave unmarked.
+/// `bytes` marked by `mask` (16 bytes to 16 bits, in order), 64 to a mask;
+/// the last block is filled out with `pad`, which `mask` must leave
+/// unmarked.
 #[inline(always)]
-fn masks_of(bytes: &[u8], masks: &mut Vec<u64>, pad: u8, mask: impl Fn(u8x64) -> u64) {
+fn masks_of(bytes: &[u8], masks: &mut Vec<u64>, pad: u8, mut mask: impl FnMut(u8x16) -> u32) {
+    let mut block = |c: &[u8]| {
+        (c.chunks_exact(16).enumerate()).fold(0u64, |m, (i, p)| {
+            let v = u8x16::new(p.try_into().expect("16 bytes"));
+            m | (mask(v) as u64) << (16 * i)
+        })
+    };
     masks.clear();
     let chunks = bytes.chunks_exact(64);
     let rest = chunks.remainder();
-    masks.extend(chunks.map(|c| mask(u8x64::new(c.try_into().expect("64 bytes")))));
+    masks.extend(chunks.map(&mut block));
     if !rest.is_empty() {
         let mut last = [pad; 64];
         last[..rest.len()].copy_from_slice(rest);
-        masks.push(mask(u8x64::new(last)));
+        masks.push(block(&last));
     }
 }
 

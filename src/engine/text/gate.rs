@@ -56,6 +56,10 @@ pub(super) struct Gate {
     prefixes: FixedBitSet,
     /// Bit `n` set when some such prefix is kept by its first `n` bytes.
     prefix_lens: u16,
+    /// The prefix words' first two bytes (a prefix of one byte: with any
+    /// second), asked before `prefixes`: most words start no prefix word,
+    /// and say so without a hash.
+    prefix_starts: FixedBitSet,
     /// The first two words of the phrases of two or more words: the first
     /// by its key, the second by its first [`PAIR_BYTES`] (all of it if
     /// shorter).
@@ -80,6 +84,11 @@ impl Gate {
             words: FixedBitSet::with_capacity(2 * slots),
             prefixes: FixedBitSet::with_capacity(size(prefixes.len())),
             prefix_lens: 0,
+            prefix_starts: FixedBitSet::with_capacity(if prefixes.is_empty() {
+                0
+            } else {
+                1 << 16
+            }),
             pairs: FixedBitSet::with_capacity(size(pairs.len())),
         };
         for w in now {
@@ -94,6 +103,11 @@ impl Gate {
             g.pairs.insert(slot);
         }
         for p in prefixes {
+            match **p {
+                [a] => (0..256).for_each(|b| g.prefix_starts.insert(a as usize | b << 8)),
+                [a, b, ..] => g.prefix_starts.insert(a as usize | (b as usize) << 8),
+                [] => {}
+            }
             let n = p.len().min(PREFIX_BYTES);
             g.prefix_lens |= 1 << n;
             let slot = Self::slot(Self::prefix_key(key_of(p), n), g.prefixes.len());
@@ -157,6 +171,9 @@ impl Gate {
     /// Whether some one-word prefix phrase may start the word.
     #[inline(always)]
     fn may_prefix(&self, head: u64, run: usize) -> bool {
+        if !(self.prefix_starts).contains(first_bytes((head, 0), run.min(2)).0 as usize) {
+            return false;
+        }
         // One probe per length some prefix is kept by, up to the word's.
         let mut lens = self.prefix_lens & ((2u16 << run) - 1);
         while lens != 0 {

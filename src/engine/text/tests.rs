@@ -500,3 +500,50 @@ fn huge_words_and_texts_are_read_whole() {
     let quoted = format!("{}rare'earth", "a'".repeat(50_000));
     assert!(!hits(&phrases, &quoted)[1].1);
 }
+
+/// The one pass over plain ASCII lowercases it and marks its letters and
+/// digits as the plain byte-by-byte reading does, at every length around
+/// the 16- and 64-byte blocks, and turns away text that is not plain
+/// ASCII or may be HTML.
+#[test]
+fn plain_words_read_as_bytes_do() {
+    let pool: Vec<u8> = (b' '..=b'~').chain([b'\n', b'\t', 0xc3, 0xa9]).collect();
+    let mut next = crate::engine::xorshift(5);
+    let (mut words, mut masks) = (Vec::new(), Vec::new());
+    let (mut plain, mut apostrophes) = (0, 0);
+    for round in 0..20_000 {
+        let len = (next() % 200) as usize;
+        // Most texts without the bytes that turn a text away.
+        let odd = round % 4 == 0;
+        let b: Vec<u8> = (0..len)
+            .map(|_| pool[(next() % pool.len() as u64) as usize])
+            .filter(|c| odd || !(c.is_ascii() && b"<&".contains(c)) && c.is_ascii())
+            .collect();
+        let want_plain = b.is_ascii() && !b.contains(&b'<') && !b.contains(&b'&');
+        let got = plain_words(&b, &mut words, &mut masks);
+        assert_eq!(
+            got.is_some(),
+            want_plain,
+            "{:?}",
+            String::from_utf8_lossy(&b)
+        );
+        let Some(apostrophe) = got else { continue };
+        plain += 1;
+        apostrophes += apostrophe as usize;
+        assert_eq!(apostrophe, b.contains(&b'\''));
+        assert_eq!(words, b.to_ascii_lowercase());
+        assert_eq!(masks.len(), b.len().div_ceil(64));
+        for (i, c) in b.iter().enumerate() {
+            let bit = masks[i / 64] >> (i % 64) & 1 == 1;
+            assert_eq!(bit, c.is_ascii_alphanumeric(), "byte {i} of {b:?}");
+        }
+        if let Some(last) = masks.last() {
+            let used = b.len() - (masks.len() - 1) * 64;
+            assert_eq!(last.checked_shr(used as u32).unwrap_or(0), 0);
+        }
+    }
+    assert!(
+        plain > 10_000 && apostrophes > 1_000,
+        "{plain} {apostrophes}"
+    );
+}
