@@ -24,8 +24,9 @@
 //! word, and looked up only when the gate's pairs (first word, next word's
 //! first four bytes) say that one may be such a phrase's second. While a
 //! phrase is under way, the words after its node are asked from the word's
-//! first eight bytes, and a word that goes on with none ends it. The vocabulary (`text/vocab.rs`) keeps each word by its first
-//! sixteen bytes, so most words are compared without reading them twice.
+//! first eight bytes, and a word that goes on with none ends it. The
+//! vocabulary (`text/vocab.rs`) keeps each word by its first sixteen
+//! bytes, so most words are compared without reading them twice.
 
 use rustc_hash::FxHashMap;
 use wide::u8x16;

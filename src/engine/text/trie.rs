@@ -2,16 +2,16 @@
 //!
 //! A word of the text that the gate lets through (a word that starts
 //! only phrases of two or more words, when the next word may be its
-//! second: `WordTrie::started`) is looked up among the
-//! words that start a phrase (`starts`, a table a fraction of the
-//! vocabulary's size), which gives the node it leads to with that node's
-//! record, kept in the walk's list of phrases under way. The next word is
-//! then compared with the few words (and prefix words) that node has after
-//! it, kept together with the node's other edges, and looked up nowhere:
-//! most nodes of a large set have one or two. A node with many words
-//! after it (a common first word) looks the word up in the vocabulary and
-//! a map of (node, word) instead, and its prefix words are found by an
-//! anchored Aho-Corasick automaton over all prefix words.
+//! second: `WordTrie::started`) is looked up among the words that start a
+//! phrase (`starts`, a table a fraction of the vocabulary's size), which
+//! gives the node it leads to with that node's record, kept in the walk's
+//! list of phrases under way. The next word is then compared with the few
+//! words (and prefix words) that node has after it, kept together with
+//! the node's other edges, and looked up nowhere: most nodes of a large
+//! set have one or two. A node with many words after it (a common first
+//! word) looks the word up in the vocabulary and a map of (node, word)
+//! instead, and its prefix words are found by an anchored Aho-Corasick
+//! automaton over all prefix words.
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::{Anchored, MatchKind, StartKind, dfa};
