@@ -168,16 +168,18 @@ impl PhraseSet {
             while starts != 0 {
                 let s = c * 64 + starts.trailing_zeros() as usize;
                 starts &= starts - 1;
-                // Most words are turned away by the gate from their first
-                // bytes, before their end is looked for, unless a phrase
-                // is under way; words with an apostrophe may start a
-                // phrase after it.
                 let (h, r) = (head(words, s), run(masks, s));
+                // The word before, put off, starts its phrases when this
+                // one may be their second.
                 if let Some((p, key)) = put_off.take()
                     && trie.gate.may_pair(key, h, r)
                 {
                     trie.started(&words[p..next_zero(masks, p, n)], walk, &mut hit);
                 }
+                // Most words are turned away by the gate from their first
+                // bytes, before their end is looked for, unless a phrase
+                // is under way; words with an apostrophe may start a
+                // phrase after it.
                 let start = apostrophes
                     || match trie.gate.may_start(h, r) {
                         May::Start => true,

@@ -98,8 +98,8 @@ impl Gate {
             g.words.insert(2 * Self::slot(key_of(w), slots) + 1);
         }
         for &(first, second) in pairs {
-            let n = second.len().min(8);
-            let slot = Self::pair_slot(key_of(first), head_of(second).0.0, n, g.pairs.len());
+            let (head, n) = (head_of(second).0.0, second.len());
+            let slot = Self::pair_slot(key_of(first), head, n, g.pairs.len());
             g.pairs.insert(slot);
         }
         for p in prefixes {
@@ -110,7 +110,8 @@ impl Gate {
             }
             let n = p.len().min(PREFIX_BYTES);
             g.prefix_lens |= 1 << n;
-            let slot = Self::slot(Self::prefix_key(key_of(p), n), g.prefixes.len());
+            // A prefix is kept as the word of its first `n` bytes.
+            let slot = Self::slot(Self::word_key(key_of(p), n), g.prefixes.len());
             g.prefixes.insert(slot);
         }
         g
@@ -124,13 +125,6 @@ impl Gate {
         first_bytes((head, 0), run).0 ^ ((run as u64) << 56)
     }
 
-    /// A word's first `n` bytes (1 to 8), with `n`: the key of a word of
-    /// `n` bytes.
-    #[inline]
-    fn prefix_key(head: u64, n: usize) -> u64 {
-        Self::word_key(head, n)
-    }
-
     /// Of `n` (a power of two) slots, the one of `key`.
     #[inline]
     fn slot(key: u64, n: usize) -> usize {
@@ -138,10 +132,10 @@ impl Gate {
     }
 
     /// The slot of a first word's key and the second word's first bytes
-    /// (`head`, its length up to eight `run`).
+    /// (`head`, its length `run`): the word of its first [`PAIR_BYTES`].
     #[inline]
     fn pair_slot(first: u64, head: u64, run: usize, n: usize) -> usize {
-        let second = Self::prefix_key(head, run.min(PAIR_BYTES));
+        let second = Self::word_key(head, run.min(PAIR_BYTES));
         Self::slot(first.rotate_left(29) ^ second, n)
     }
 
@@ -179,7 +173,7 @@ impl Gate {
         while lens != 0 {
             let n = lens.trailing_zeros() as usize;
             lens &= lens - 1;
-            let slot = Self::slot(Self::prefix_key(head, n), self.prefixes.len());
+            let slot = Self::slot(Self::word_key(head, n), self.prefixes.len());
             if self.prefixes.contains(slot) {
                 return true;
             }

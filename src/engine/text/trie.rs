@@ -198,6 +198,7 @@ impl WordTrie {
         t.settle();
         t
     }
+
     /// The node after `word` from `node`, made when new.
     fn step_to(&mut self, node: u32, word: &[u8]) -> u32 {
         let (wid, root) = self.vocab.id(word);
