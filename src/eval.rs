@@ -155,6 +155,7 @@ fn stream_jsonl(
         }
     };
     let wanted = engine.wanted_fields(source);
+    let events = engine.events(source);
     // Dotted names reach into nested objects: those take the full parse.
     let partial = !wanted.iter().any(|(n, _)| n.contains('.'));
     let source_name: Arc<str> = Arc::from(source);
@@ -181,7 +182,13 @@ fn stream_jsonl(
         }
         Ok(Record {
             source: source_name.clone(),
-            key: format!("{name}:{n}"),
+            key: {
+                let mut key = String::with_capacity(name.len() + 8);
+                key.push_str(&name);
+                key.push(':');
+                key.push_str(itoa::Buffer::new().format(n));
+                key
+            },
             fields: fields.into(),
             prev: None,
             observed: now,
@@ -236,7 +243,7 @@ fn stream_jsonl(
                 };
             }
             let mut make = || full(line, n).expect("the line parsed once already");
-            engine.observe_event(source, refs, &mut make, now, &mut notes);
+            engine.observe_event(&events, refs, &mut make, now, &mut notes);
         }
         for note in notes.drain(..) {
             // Serialised whole into a reused buffer, then written once.

@@ -154,13 +154,7 @@ pub fn notification_id(rule: &str, key: &str, state: AlertState, at: DateTime<Ut
     ] {
         h.update(part);
     }
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(32);
-    for b in &h.finalize()[..16] {
-        hex.push(DIGITS[usize::from(b >> 4)] as char);
-        hex.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    hex
+    crate::record::hex(&h.finalize()[..16])
 }
 
 /// The rule name digests carry.

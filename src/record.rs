@@ -129,10 +129,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Bytes in lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(2 * bytes.len());
     for b in bytes {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 15)] as char);
     }
     hex
 }

@@ -311,7 +311,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
         let keyed = rule_ids.iter().any(|&ri| rules[ri].key.is_some());
         plans.insert(
             name,
-            SourcePlan {
+            Arc::new(SourcePlan {
                 unguarded,
                 keyed,
                 rules: rule_ids,
@@ -322,7 +322,7 @@ pub fn compile(config: &Config, set: &RuleSet) -> Result<Compiled, Problems> {
                 text_guarded,
                 phrase_rules,
                 text_guard_slots,
-            },
+            }),
         );
     }
     Ok(Compiled {

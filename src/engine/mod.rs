@@ -339,24 +339,37 @@ impl Engine {
         self.compiled.slot_names.len()
     }
 
-    /// Evaluates a one-off event given only the values of the wanted fields
-    /// (by slot); `record` makes the whole record, called only when a rule
-    /// needs it (a notification or a keyed state). The batch path of
-    /// `tocsin eval` uses this to skip building records nobody alerts on.
+    /// The rules over `source`, taken once for a stream of its events
+    /// ([`Engine::observe_event`]).
+    pub fn events(&self, source: &str) -> Events {
+        Events {
+            source: source.to_string(),
+            compiled: Arc::clone(&self.compiled),
+            plan: self.compiled.plans.get(source).cloned(),
+        }
+    }
+
+    /// Evaluates a one-off event of `events`' source given only the values
+    /// of the wanted fields (by slot); `record` makes the whole record,
+    /// called only when a rule needs it (a notification or a keyed state).
+    /// The batch path of `tocsin eval` uses this to skip building records
+    /// nobody alerts on.
     pub fn observe_event(
         &mut self,
-        source: &str,
+        events: &Events,
         vals: &[Option<&Value>],
         record: &mut dyn FnMut() -> Record,
         now: DateTime<Utc>,
         out: &mut Vec<Notification>,
     ) {
-        let compiled = Arc::clone(&self.compiled);
-        let c = &*compiled;
-        let Some(plan) = c.plans.get(source) else {
-            return;
-        };
+        if !Arc::ptr_eq(&events.compiled, &self.compiled) {
+            // The rules were replaced since: their plan is looked up anew.
+            let fresh = self.events(&events.source);
+            return self.observe_event(&fresh, vals, record, now, out);
+        }
+        let Some(plan) = &events.plan else { return };
         let mut lazy = Lazy::Pending(record, None);
+        let c = &*events.compiled;
         self.evaluate(c, plan, vals, RecordKind::Event, None, &mut lazy, now, out);
     }
 
@@ -508,6 +521,15 @@ impl Engine {
         self.scratch.by_value = by_value;
         self.scratch.at = at;
     }
+}
+
+/// The rules over one source and its plan, resolved once for a stream of
+/// one-off events ([`Engine::events`]), so that each event is spared the
+/// look-up.
+pub struct Events {
+    source: String,
+    compiled: Arc<Compiled>,
+    plan: Option<Arc<SourcePlan>>,
 }
 
 /// A seeded pseudo-random sequence (xorshift64) for tests that check many

@@ -145,7 +145,7 @@ impl Rule {
 pub struct Compiled {
     pub rules: Vec<Rule>,
     /// Per source: its rules and how to evaluate them.
-    pub plans: FxHashMap<String, SourcePlan>,
+    pub plans: FxHashMap<String, Arc<SourcePlan>>,
     pub slot_names: Vec<String>,
     /// Field slot of each text slot.
     pub text_slots: Vec<usize>,

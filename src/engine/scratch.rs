@@ -52,7 +52,7 @@ impl<'c> PlanOf<'c> {
         let p = Arc::as_ptr(source) as *const u8;
         if p != self.source {
             self.source = p;
-            self.plan = self.c.plans.get(&**source);
+            self.plan = self.c.plans.get(&**source).map(|p| &**p);
         }
         self.plan
     }

@@ -98,9 +98,13 @@ pub(super) fn evidence(c: &Compiled, rec: Option<(&Rule, &Record)>) -> Evidence 
         e.document_sha256 = Some(doc.sha256().to_string());
         e.url = doc.url.clone();
         e.http = doc.http.clone();
-        e.location = doc.file.as_ref().map(|f| match rec.line {
-            0 => f.display().to_string(),
-            l => format!("{}:{l}", f.display()),
+        e.location = doc.file.as_ref().map(|f| {
+            let mut at = f.to_string_lossy().into_owned();
+            if rec.line > 0 {
+                at.push(':');
+                at.push_str(itoa::Buffer::new().format(rec.line));
+            }
+            at
         });
     }
     e
@@ -328,13 +332,13 @@ pub(super) fn default_texts(n: &Notification, rule: &Rule) -> (String, String) {
 /// The phrases and patterns of `expr` found in `rec`'s fields (not under
 /// `not`, whose matches are what did not happen), each once.
 fn matched(c: &Compiled, expr: &Expr, rec: &Record, out: &mut Vec<Matched>) {
-    let text_of = |slot: usize| -> Option<(String, String)> {
+    let text_of = |slot: usize| -> Option<(String, Cow<str>)> {
         let name = c.slot_names.get(slot)?;
         let Value::String(t) = lookup(&rec.fields, name)? else {
             return None;
         };
         // The text as the engine matched on it.
-        Some((name.clone(), crate::html::normalize(t).into_owned()))
+        Some((name.clone(), crate::html::normalize(t)))
     };
     let mut push = |m: Matched| {
         if !out.contains(&m) {

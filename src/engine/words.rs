@@ -53,13 +53,17 @@ pub fn words_of(text: &str) -> String {
 /// for each phrase.
 pub struct Placed<'t> {
     text: &'t str,
-    /// Per word: where it starts and ends in `text`, and how it reads.
-    words: Vec<(usize, usize, String)>,
+    /// Per word: where it starts and ends in `text`, and where in `read`
+    /// is how it reads.
+    words: Vec<(usize, usize, std::ops::Range<usize>)>,
+    /// The words as read, one after the other.
+    read: String,
 }
 
 impl<'t> Placed<'t> {
     pub fn new(text: &'t str) -> Placed<'t> {
-        let mut words: Vec<(usize, usize, String)> = Vec::new();
+        let mut words: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
+        let mut read = String::with_capacity(text.len());
         let mut start: Option<usize> = None;
         let (mut end, mut apostrophe) = (0, false);
         let mut close = |start: &mut Option<usize>, end: usize| {
@@ -68,12 +72,14 @@ impl<'t> Placed<'t> {
                 // Most words: ASCII letters and digits (and an apostrophe
                 // between them), read as they are, lowercased.
                 let plain = (span.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'\'');
-                let read = if plain {
-                    span.to_ascii_lowercase()
+                let at = read.len();
+                if plain {
+                    read.push_str(span);
+                    read[at..].make_ascii_lowercase();
                 } else {
-                    words_of(span)
-                };
-                words.push((s, end, read));
+                    read.push_str(&words_of(span));
+                }
+                words.push((s, end, at..read.len()));
             }
         };
         for (i, c) in text.char_indices() {
@@ -92,7 +98,7 @@ impl<'t> Placed<'t> {
             }
         }
         close(&mut start, end);
-        Placed { text, words }
+        Placed { text, words, read }
     }
 
     /// Where the words of `phrase` (as read, space-separated; the last one
@@ -101,7 +107,7 @@ impl<'t> Placed<'t> {
     /// apostrophe (`China` in "China's") and start after one (`état` in
     /// "l'état").
     pub fn find(&self, phrase: &str, prefix: bool) -> Option<&'t str> {
-        let (text, words) = (self.text, &self.words);
+        let (text, words, reads) = (self.text, &self.words, &self.read);
         let want: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
         let k = want.len();
         if k == 0 {
@@ -116,7 +122,7 @@ impl<'t> Placed<'t> {
             for (j, want) in want.iter().enumerate() {
                 let (s, e, read) = &words[i + j];
                 let last = j + 1 == k;
-                if fits(read, want, last) {
+                if fits(&reads[read.clone()], want, last) {
                     continue;
                 }
                 // The part after the word's last apostrophe may start the
@@ -236,7 +242,8 @@ mod tests {
             }
             let placed = Placed::new(&t);
             for (s, e, read) in &placed.words {
-                assert_eq!(*read, words_of(&t[*s..*e]), "{:?} in {t:?}", &t[*s..*e]);
+                let read = &placed.read[read.clone()];
+                assert_eq!(read, words_of(&t[*s..*e]), "{:?} in {t:?}", &t[*s..*e]);
             }
         }
     }
