@@ -21,8 +21,9 @@
 //!   with its key; used by `source` and `store`.
 //! - `source`: `file`, `feed`, `fetch`/`poll` into `batch`es; `table`
 //!   compares a table's versions; `health`.
-//! - `store`: state and positions, on SQLite or PostgreSQL (`store::db` the
-//!   SQL both speak, `store::pg` the PostgreSQL connection and its fence);
+//! - `store`: state and positions, on SQLite or PostgreSQL (`store::sql`
+//!   the values and rows both speak, `store::db` the connection over
+//!   either, `store::pg` the PostgreSQL connection and its fence);
 //!   `store::outbox` the outbox, history and silences; `store::ledger` the
 //!   evidence ledger (hash chain and kept documents), read by `audit`;
 //!   `store::lease` the HA lease; `store::copy` `tocsin migrate`.

@@ -15,6 +15,7 @@ mod ledger;
 mod location;
 mod outbox;
 pub mod pg;
+pub(crate) mod sql;
 mod sqlite;
 
 pub use lease::Lease;

@@ -1,4 +1,4 @@
-//! The PostgreSQL backend of the store's connection ([`super::db::Db`]).
+//! The PostgreSQL backend of the store's connection (`db::Db::Pg`).
 //!
 //! tokio-postgres does the protocol. Its connection (the socket) runs on a
 //! small runtime of its own thread; the store's calls are synchronous, as
@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Statement};
 
-use super::db::{DbError, DbResult, Row, Tx, Value};
+use super::sql::{DbError, DbResult, Row, Tx, Value};
 
 /// How a write refused by the fence begins.
 pub const FENCED: &str = "fenced:";
@@ -673,8 +673,8 @@ impl ScratchDatabase {
         }
     }
 
-    pub fn location(&self) -> super::Location {
-        super::Location::Postgres {
+    pub fn location(&self) -> super::location::Location {
+        super::location::Location::Postgres {
             url: self.url.clone(),
             password: None,
             ca: None,
