@@ -1290,3 +1290,48 @@ fn a_change_condition_fires_on_its_edge_by_at_least_its_amount() {
     }
     assert_eq!(fired, ["CN 25", "CN 40"]);
 }
+
+/// A stream of one-off events takes its source's rules once
+/// (`Engine::events`); once the rules are replaced, the same handle
+/// evaluates with the new ones, never through the old plan.
+#[test]
+fn an_event_stream_follows_replaced_rules() {
+    let mut e = engine(
+        "rules:\n  - { id: first, source: news, when: { field: level, above: 5 }, notify: [out] }\n",
+    );
+    let events = e.events("news");
+    let slot = |e: &Engine| {
+        let wanted = e.wanted_fields("news");
+        assert_eq!(wanted.len(), 1, "{wanted:?}");
+        assert_eq!(wanted[0].0, "level");
+        (wanted[0].1, e.slot_count())
+    };
+    let record = || Record {
+        source: Arc::from("news"),
+        key: "n.jsonl:1".into(),
+        fields: fields(json!({"level": 9})).into(),
+        prev: None,
+        observed: t0(),
+        kind: RecordKind::Event,
+        doc: None,
+        line: 1,
+    };
+    let level = json!(9);
+    let fire = |e: &mut Engine, events: &tocsin::engine::Events| {
+        let (s, n) = slot(e);
+        let mut vals = vec![None; n];
+        vals[s] = Some(&level);
+        let mut out = Vec::new();
+        e.observe_event(events, &vals, &mut record.clone(), t0(), &mut out);
+        out.iter().map(|n| n.rule.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(fire(&mut e, &events), ["first"]);
+    let config = Config::parse(Path::new("/cfg/tocsin.yaml"), CONFIG).unwrap();
+    let rules = "rules:\n  - { id: added, source: news, when: { field: level, above: 100 }, notify: [out] }\n  - { id: second, source: news, when: { field: level, above: 1 }, notify: [out] }\n";
+    let (set, _) = RuleSet::parse([(Path::new("/cfg/rules.yaml"), rules)]);
+    assert_eq!(e.replace_rules(compile(&config, &set).unwrap()), ["first"]);
+    assert_eq!(fire(&mut e, &events), ["second"]);
+    // A fresh handle says the same.
+    let fresh = e.events("news");
+    assert_eq!(fire(&mut e, &fresh), ["second"]);
+}
