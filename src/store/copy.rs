@@ -3,7 +3,7 @@
 //! positions, the outbox, the history, silences, the ledger (its entries'
 //! exact bytes, so the chain verifies the same) and the kept documents.
 
-use super::db::{DbError, Tx};
+use super::sql::{DbError, Tx};
 use super::{Store, StoreError};
 
 /// Each table and its columns, the same on both backends.

@@ -4,8 +4,7 @@
 //! `?1`-style parameters; a transaction is a closure ([`Db::tx`]) that
 //! commits when it returns `Ok` and rolls back otherwise.
 
-pub(crate) use super::sql::vals;
-pub use super::sql::{DbError, DbResult, Row, Tx, Value};
+use super::sql::{DbError, DbResult, Row, Tx, Value};
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> DbError {
@@ -46,12 +45,6 @@ fn sqlite_row(r: &rusqlite::Row, n: usize) -> rusqlite::Result<Row> {
         });
     }
     Ok(out.into())
-}
-
-impl From<Vec<Value>> for Row {
-    fn from(v: Vec<Value>) -> Row {
-        Row(v)
-    }
 }
 
 impl Db {

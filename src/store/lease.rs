@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::db::{DbError, vals};
+use super::sql::{DbError, vals};
 use super::{Store, StoreError};
 
 /// The server's time, in milliseconds.

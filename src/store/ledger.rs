@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::db::{Db, DbError, DbResult, Row, Tx, vals};
+use super::db::Db;
+use super::sql::{DbError, DbResult, Row, Tx, vals};
 use super::{Store, StoreError, parse_ts, ts};
 use crate::notification::Notification;
 use crate::record::Document;
@@ -448,7 +449,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::db::vals;
+    use crate::store::sql::vals;
     use crate::store::testing::Backend;
     use crate::store::{Next, tests::note};
 

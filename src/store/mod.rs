@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use db::{Db, DbError, DbResult, Tx, vals};
+use db::Db;
+use sql::{DbError, DbResult, Tx, vals};
 
 use crate::engine::{KeyState, Snapshot};
 use crate::notification::Notification;
@@ -686,7 +687,7 @@ impl Store {
     /// Runs one statement behind the store's back (tests that change what
     /// it keeps).
     #[cfg(test)]
-    pub(crate) fn raw(&self, sql: &str, params: &[db::Value]) -> u64 {
+    pub(crate) fn raw(&self, sql: &str, params: &[sql::Value]) -> u64 {
         self.db.execute(sql, params).unwrap()
     }
 

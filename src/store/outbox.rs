@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::db::{Db, DbError, DbResult, Row, Tx, Value, vals};
+use super::db::Db;
+use super::sql::{DbError, DbResult, Row, Tx, Value, vals};
 use super::{
     Firing, HistoryEntry, Next, Outcome, Pending, Silence, Store, StoreError, parse_ts, ts,
 };

@@ -109,6 +109,12 @@ impl Row {
     }
 }
 
+impl From<Vec<Value>> for Row {
+    fn from(v: Vec<Value>) -> Row {
+        Row(v)
+    }
+}
+
 /// What went wrong with a statement, as the database said it.
 #[derive(Debug)]
 pub struct DbError {
