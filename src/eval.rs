@@ -182,13 +182,7 @@ fn stream_jsonl(
         }
         Ok(Record {
             source: source_name.clone(),
-            key: {
-                let mut key = String::with_capacity(name.len() + 8);
-                key.push_str(&name);
-                key.push(':');
-                key.push_str(itoa::Buffer::new().format(n));
-                key
-            },
+            key: format!("{name}:{n}"),
             fields: fields.into(),
             prev: None,
             observed: now,

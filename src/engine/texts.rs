@@ -98,13 +98,9 @@ pub(super) fn evidence(c: &Compiled, rec: Option<(&Rule, &Record)>) -> Evidence 
         e.document_sha256 = Some(doc.sha256().to_string());
         e.url = doc.url.clone();
         e.http = doc.http.clone();
-        e.location = doc.file.as_ref().map(|f| {
-            let mut at = f.to_string_lossy().into_owned();
-            if rec.line > 0 {
-                at.push(':');
-                at.push_str(itoa::Buffer::new().format(rec.line));
-            }
-            at
+        e.location = doc.file.as_ref().map(|f| match rec.line {
+            0 => f.display().to_string(),
+            l => format!("{}:{l}", f.display()),
         });
     }
     e
